@@ -1,0 +1,32 @@
+# Two entry points, each doing its own set-up: `make run` (the benchmark on the embedded
+# corpus) and `make test` (the test suite). Everything installs into .venv from the registries.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint venv clean
+
+$(STAMP): pyproject.toml requirements-torch.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: a CPU build; a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet -r requirements-torch.txt
+	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""Side-by-side codec benchmarks, theoretical bounds, reports and plots."""

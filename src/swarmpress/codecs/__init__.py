@@ -1,0 +1,41 @@
+"""Tensor codecs: the frame format, the registry, metrics, and the built-in codecs."""
+
+from swarmpress.codecs import blockq as _blockq  # noqa: F401  (registers the codec)
+from swarmpress.codecs import zstd as _zstd  # noqa: F401  (registers the codec)
+from swarmpress.codecs.base import Codec, Param, Role
+from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.limits import set_max_decode_bytes
+from swarmpress.codecs.metrics import (
+    bits_per_value,
+    break_even_bandwidth,
+    cosine,
+    lossless_score,
+    lossy_score,
+    max_abs_error,
+    psnr,
+    rel_l2,
+    similarity,
+)
+from swarmpress.codecs.registry import codec_class, decode, get_codec, list_codecs, register
+
+__all__ = [
+    "Codec",
+    "CodecError",
+    "Param",
+    "Role",
+    "bits_per_value",
+    "break_even_bandwidth",
+    "codec_class",
+    "cosine",
+    "decode",
+    "get_codec",
+    "list_codecs",
+    "lossless_score",
+    "lossy_score",
+    "max_abs_error",
+    "psnr",
+    "register",
+    "rel_l2",
+    "set_max_decode_bytes",
+    "similarity",
+]

@@ -1,0 +1,95 @@
+"""Order-0 entropy coding of integer symbol streams with constriction's range coder.
+
+The symbol histogram travels with the stream (zstd-packed counts), so the decoder rebuilds
+exactly the model the encoder used. Constriction's quantization of the probabilities is
+deterministic, which keeps encoder and decoder in lockstep across machines.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import constriction
+import numpy as np
+import zstandard
+
+from swarmpress.codecs.errors import CodecError
+
+_CONST = 0
+_RANGE = 1
+_HEAD = struct.Struct("<BII")  # mode, first symbol, alphabet span (or constant symbol, 0)
+MAX_ALPHABET = 1 << 16
+
+
+def _model(counts: np.ndarray) -> constriction.stream.model.Categorical:
+    probs = counts.astype(np.float64)
+    probs /= probs.sum()
+    return constriction.stream.model.Categorical(probs, perfect=False)
+
+
+def encode_symbols(symbols: np.ndarray) -> bytes:
+    """Entropy-code non-negative integer symbols (< 65536) into self-contained bytes."""
+    sym = np.asarray(symbols).reshape(-1)
+    if sym.size == 0:
+        return _HEAD.pack(_CONST, 0, 0)
+    lo = int(sym.min())
+    hi = int(sym.max())
+    if lo < 0 or hi >= MAX_ALPHABET:
+        raise CodecError(f"entropy coder takes symbols in [0, {MAX_ALPHABET}), got [{lo}, {hi}]")
+    if lo == hi:
+        return _HEAD.pack(_CONST, lo, 0)
+    rel = (sym - lo).astype(np.int32)
+    counts = np.bincount(rel, minlength=hi - lo + 1).astype(np.uint32)
+    table = zstandard.ZstdCompressor(level=9).compress(counts.tobytes())
+    coder = constriction.stream.queue.RangeEncoder()
+    coder.encode(rel, _model(counts))
+    words = coder.get_compressed()
+    return b"".join(
+        [_HEAD.pack(_RANGE, lo, hi - lo + 1), struct.pack("<I", len(table)), table, words.tobytes()]
+    )
+
+
+def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
+    """Decode n int32 symbols from a stream that fills all of data."""
+    mv = memoryview(data)
+    if len(mv) < _HEAD.size:
+        raise CodecError("entropy stream truncated: header missing")
+    mode, lo, span = _HEAD.unpack_from(mv, 0)
+    if mode == _CONST:
+        return np.full(n, lo, dtype=np.int32)
+    if mode != _RANGE:
+        raise CodecError(f"entropy stream has unknown mode {mode}")
+    if not 2 <= span <= MAX_ALPHABET or lo + span > MAX_ALPHABET:
+        raise CodecError(f"entropy stream declares an invalid alphabet [{lo}, {lo + span})")
+    pos = _HEAD.size
+    if len(mv) < pos + 4:
+        raise CodecError("entropy stream truncated: table length missing")
+    (tlen,) = struct.unpack_from("<I", mv, pos)
+    pos += 4
+    if tlen > len(mv) - pos:
+        raise CodecError("entropy stream truncated: symbol table runs past the end")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(mv[pos : pos + tlen], max_output_size=span * 4)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"entropy stream symbol table is corrupt: {exc}") from None
+    pos += tlen
+    if len(raw) != span * 4:
+        raise CodecError("entropy stream symbol table has the wrong size")
+    counts = np.frombuffer(raw, dtype=np.uint32)
+    if int(counts.astype(np.uint64).sum()) != n:
+        raise CodecError(
+            f"entropy stream table counts {int(counts.sum())} symbols, the frame declares {n}"
+        )
+    rest = len(mv) - pos
+    if rest % 4:
+        raise CodecError("entropy stream payload is not a whole number of 32-bit words")
+    words = np.frombuffer(mv[pos:], dtype=np.uint32)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(words.copy())
+        rel = decoder.decode(_model(counts), n)
+    except Exception as exc:  # constriction raises plain errors on malformed streams
+        raise CodecError(f"entropy stream is corrupt: {exc}") from None
+    rel = rel.astype(np.int32)
+    if not np.array_equal(np.bincount(rel, minlength=span), counts):
+        raise CodecError("entropy stream is corrupt: decoded symbols disagree with the table")
+    return rel + lo

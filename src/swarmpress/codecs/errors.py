@@ -1,0 +1,8 @@
+"""The one exception every codec raises for bad frames, bad parameters or unsupported tensors.
+
+Callers catch a single type; the message says what is wrong in one line.
+"""
+
+
+class CodecError(ValueError):
+    """A frame could not be decoded, or a tensor/parameter set cannot be encoded."""

@@ -1,0 +1,180 @@
+"""The self-describing, checksummed frame that wraps every encoded tensor.
+
+Layout (little-endian; documented in docs/frame-format.md):
+
+    magic "SWPF" | version u8 | flags u8 | dtype u8 | container u8 | ndim u8 |
+    id_len u8 | codec id | params_len u16 | params JSON | shape u64 x ndim |
+    payload_len u64 | payload | crc32 u32 (of every byte before it)
+
+The parser never trusts a field: every length is checked against the bytes that remain
+and every failure raises CodecError with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.tensors import Container, DType
+
+MAGIC = b"SWPF"
+VERSION = 1
+FLAG_STATEFUL = 0x01
+KNOWN_FLAGS = FLAG_STATEFUL
+MAX_NDIM = 32
+MAX_ELEMENTS = 1 << 40
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+_FIXED = struct.Struct("<4sBBBBBB")  # magic, version, flags, dtype, container, ndim, id_len
+MIN_FRAME = _FIXED.size + 2 + 8 + 4
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A parsed frame: the codec that made it, its parameters, the tensor's facts, the payload."""
+
+    codec_id: str
+    params: dict[str, Any]
+    dtype: DType
+    container: Container
+    shape: tuple[int, ...]
+    payload: bytes | memoryview
+    flags: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.flags & FLAG_STATEFUL)
+
+
+def pack(
+    codec_id: str,
+    params: dict[str, Any],
+    dtype: DType,
+    container: Container,
+    shape: tuple[int, ...],
+    payload: bytes,
+    flags: int = 0,
+) -> bytes:
+    """Serialize one frame; the checksum covers header and payload."""
+    if not _ID_RE.match(codec_id):
+        raise CodecError(f"invalid codec id {codec_id!r}")
+    if len(shape) > MAX_NDIM:
+        raise CodecError(f"tensor has {len(shape)} dimensions; frames hold at most {MAX_NDIM}")
+    pjson = json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
+    if len(pjson) > 0xFFFF:
+        raise CodecError("codec parameters exceed 65535 bytes of JSON")
+    cid = codec_id.encode("ascii")
+    parts = [
+        _FIXED.pack(MAGIC, VERSION, flags, int(dtype), int(container), len(shape), len(cid)),
+        cid,
+        struct.pack("<H", len(pjson)),
+        pjson,
+        struct.pack(f"<{len(shape)}Q", *shape),
+        struct.pack("<Q", len(payload)),
+        payload,
+    ]
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(blob: bytes | bytearray | memoryview) -> Frame:
+    """Parse and verify a frame; raise CodecError naming the first thing that is wrong."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(blob).__name__}")
+    mv = memoryview(blob).cast("B")
+    n = len(mv)
+    if n == 0:
+        raise CodecError("empty input: not a swarmpress frame")
+    if n < 4 or bytes(mv[:4]) != MAGIC:
+        if n < 4 and MAGIC.startswith(bytes(mv)):
+            raise CodecError(f"truncated frame: {n} bytes, shorter than the header")
+        raise CodecError(f"not a swarmpress frame: bad magic {bytes(mv[:4])!r} (expected {MAGIC!r})")
+    if n < MIN_FRAME:
+        raise CodecError(f"truncated frame: {n} bytes, shorter than the {MIN_FRAME}-byte minimum")
+    _, version, flags, dtype, container, ndim, id_len = _FIXED.unpack_from(mv, 0)
+    if version != VERSION:
+        raise CodecError(f"unsupported frame format version {version} (this build reads {VERSION})")
+    pos = _FIXED.size
+    pos, cid = _take(mv, pos, id_len, "codec id")
+    pos, (plen,) = _struct(mv, pos, "<H", "params length")
+    pos, pjson = _take(mv, pos, plen, "codec params")
+    pos, shape = _struct(mv, pos, f"<{ndim}Q", "shape")
+    pos, (payload_len,) = _struct(mv, pos, "<Q", "payload length")
+    remaining = n - pos - 4
+    if payload_len > remaining:
+        raise CodecError(
+            f"truncated frame: header declares a {payload_len}-byte payload "
+            f"but only {max(remaining, 0)} bytes follow"
+        )
+    if payload_len < remaining:
+        raise CodecError(
+            f"frame has {remaining - payload_len} trailing bytes after the declared payload"
+        )
+    (crc,) = struct.unpack_from("<I", mv, n - 4)
+    if zlib.crc32(mv[: n - 4]) != crc:
+        raise CodecError("checksum mismatch: the frame is corrupted")
+    # Checksum is good from here on; the remaining checks catch frames made by a buggy or
+    # hostile encoder rather than line noise.
+    if flags & ~KNOWN_FLAGS:
+        raise CodecError(f"unknown frame flags 0x{flags:02x}")
+    try:
+        dtype_code = DType(dtype)
+    except ValueError:
+        raise CodecError(f"unknown dtype code {dtype} in frame header") from None
+    try:
+        container_code = Container(container)
+    except ValueError:
+        raise CodecError(f"unknown container code {container} in frame header") from None
+    if ndim > MAX_NDIM:
+        raise CodecError(f"frame declares {ndim} dimensions; at most {MAX_NDIM} are allowed")
+    try:
+        codec_id = bytes(cid).decode("ascii")
+    except UnicodeDecodeError:
+        raise CodecError("codec id in frame header is not ASCII") from None
+    if not _ID_RE.match(codec_id):
+        raise CodecError(f"invalid codec id {codec_id!r} in frame header")
+    try:
+        params = json.loads(bytes(pjson))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CodecError("codec params in frame header are not valid JSON") from None
+    if not isinstance(params, dict):
+        raise CodecError("codec params in frame header are not a JSON object")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_ELEMENTS:
+        raise CodecError(f"frame declares {numel} elements, more than the {MAX_ELEMENTS} limit")
+    return Frame(
+        codec_id=codec_id,
+        params=params,
+        dtype=dtype_code,
+        container=container_code,
+        shape=tuple(shape),
+        payload=mv[pos : pos + payload_len],
+        flags=flags,
+    )
+
+
+def _take(mv: memoryview, pos: int, size: int, what: str) -> tuple[int, memoryview]:
+    if pos + size > len(mv) - 4:
+        raise CodecError(f"truncated frame: {what} runs past the end of the input")
+    return pos + size, mv[pos : pos + size]
+
+
+def _struct(mv: memoryview, pos: int, fmt: str, what: str) -> tuple[int, tuple]:
+    size = struct.calcsize(fmt)
+    if pos + size > len(mv) - 4:
+        raise CodecError(f"truncated frame: {what} runs past the end of the input")
+    return pos + size, struct.unpack_from(fmt, mv, pos)
