@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,7 +19,7 @@ from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.tensors import DType, TensorInfo, from_numpy, to_numpy
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """What a tensor is; the best compression method differs by role."""
 
     ACTIVATION = "activation"
@@ -108,10 +108,6 @@ class Codec(ABC):
         for p in self.params:
             value = params.get(p.name, p.default)
             self.config[p.name] = p.check(self.codec_id, value)
-        self._validate()
-
-    def _validate(self) -> None:
-        """Hook for cross-parameter rules; raise CodecError."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -141,7 +137,11 @@ class Codec(ABC):
     def encode(self, tensor: Any, role: Role | str = Role.UNSPECIFIED) -> bytes:
         """Compress one tensor into a self-describing, checksummed frame."""
         arr, info = to_numpy(tensor)
-        role = Role(role)
+        try:
+            role = Role(role)
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise CodecError(f"unknown tensor role {role!r}; allowed: {allowed}") from None
         payload = self.encode_array(arr, role)
         return _frame.pack(
             self.codec_id,

@@ -2,7 +2,9 @@
 
 The common community method (and the shape of most Apex lossy submissions): split the
 flattened tensor into blocks, scale each block by its largest magnitude, round to a signed
-b-bit grid, then range-code the integer codes and zstd the float32 scales.
+b-bit grid, then range-code the integer codes and zstd the block maxima. The maxima are
+sent exactly (float32 holds every input value) and the grid step is derived from them in
+float64, so subnormal blocks and values near the dtype's maximum stay within the bound.
 
 Stated error, per element: |x - x_hat| <= step/2 + half an ulp of the output dtype at x_hat,
 where step = block_absmax / (2**(bits-1) - 1). `error_bound()` returns it.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import struct
 
+import ml_dtypes
 import numpy as np
 import zstandard
 
@@ -33,7 +36,9 @@ class BlockQuantCodec(Codec):
     summary = "block absmax int8/int4 + entropy coding; the common community lossy method"
     lossless = False
     params = (
-        Param("bits", int, 8, "bits per code (signed, symmetric grid)", choices=(2, 3, 4, 5, 6, 7, 8)),
+        Param(
+            "bits", int, 8, "bits per code (signed, symmetric grid)", choices=(2, 3, 4, 5, 6, 7, 8)
+        ),
         Param("block", int, 64, "values per scale block", minimum=1, maximum=1 << 16),
     )
 
@@ -44,26 +49,25 @@ class BlockQuantCodec(Codec):
     def _blocks(self, flat: np.ndarray) -> np.ndarray:
         block = self.config["block"]
         nblocks = -(-flat.size // block)
-        padded = np.zeros(nblocks * block, dtype=np.float32)
+        padded = np.zeros(nblocks * block, dtype=np.float64)
         padded[: flat.size] = flat
         return padded.reshape(nblocks, block)
 
-    def _scales(self, blocks: np.ndarray) -> np.ndarray:
-        return (np.abs(blocks).max(axis=1) / np.float32(self.qmax)).astype(np.float32)
+    def _absmax(self, blocks: np.ndarray) -> np.ndarray:
+        return np.abs(blocks).max(axis=1).astype(np.float32)  # exact: inputs are float32-valued
 
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
         flat = arr.reshape(-1).astype(np.float32)
         if not np.isfinite(flat).all():
             raise CodecError("blockq cannot encode NaN or infinite values; use a lossless codec")
         blocks = self._blocks(flat)
-        scales = self._scales(blocks)
-        safe = np.where(scales > 0, scales, np.float32(1))[:, None]
+        absmax = self._absmax(blocks)
+        step = absmax.astype(np.float64) / self.qmax
+        safe = np.where(step > 0, step, 1.0)[:, None]
         q = np.clip(np.rint(blocks / safe), -self.qmax, self.qmax).astype(np.int32)
         codes = q.reshape(-1)[: flat.size] + self.qmax
-        packed_scales = zstandard.ZstdCompressor(level=3).compress(scales.tobytes())
-        return b"".join(
-            [_SCALES.pack(len(packed_scales)), packed_scales, encode_symbols(codes)]
-        )
+        packed_scales = zstandard.ZstdCompressor(level=3).compress(absmax.tobytes())
+        return b"".join([_SCALES.pack(len(packed_scales)), packed_scales, encode_symbols(codes)])
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -86,22 +90,31 @@ class BlockQuantCodec(Codec):
             raise CodecError(
                 f"blockq payload has {len(raw) // 4} scales, the shape needs {nblocks}"
             )
-        scales = np.frombuffer(raw, dtype=np.float32)
-        if not (np.isfinite(scales).all() and (scales >= 0).all()):
-            raise CodecError("blockq scales must be finite and non-negative")
+        absmax = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
+        if not (np.isfinite(absmax).all() and (absmax >= 0).all()):
+            raise CodecError("blockq block maxima must be finite and non-negative")
         codes = decode_symbols(mv[_SCALES.size + slen :], numel)
         if codes.size and (codes.min() < 0 or codes.max() > 2 * self.qmax):
             raise CodecError("blockq codes fall outside the quantization grid")
-        q = np.zeros(nblocks * block, dtype=np.float32)
+        q = np.zeros(nblocks * block, dtype=np.float64)
         q[:numel] = codes - self.qmax
-        out = (q.reshape(nblocks, block) * scales[:, None]).reshape(-1)[:numel]
-        return out.astype(dtype.numpy).reshape(shape)
+        lim = absmax[:, None]
+        out = np.clip(q.reshape(nblocks, block) * (lim / self.qmax), -lim, lim)
+        return out.reshape(-1)[:numel].astype(dtype.numpy).reshape(shape)
 
     def error_bound(self, tensor: np.ndarray, decoded: np.ndarray) -> np.ndarray:
         """Per-element error this codec promises for tensor (float64, flattened)."""
         flat = np.asarray(tensor).reshape(-1).astype(np.float32)
-        step = self._scales(self._blocks(flat)).astype(np.float64)
+        step = self._absmax(self._blocks(flat)).astype(np.float64) / self.qmax
         per_elem = np.repeat(step, self.config["block"])[: flat.size]
         out = np.asarray(decoded).reshape(-1)
-        half_ulp = np.abs(np.spacing(out.astype(out.dtype))).astype(np.float64) / 2
-        return per_elem / 2 * (1 + 2.0**-20) + half_ulp
+        return per_elem / 2 * (1 + 2.0**-40) + half_ulp(out)
+
+
+def half_ulp(values: np.ndarray) -> np.ndarray:
+    """Half a unit in the last place of each value in its own dtype (its rounding error bound)."""
+    info = ml_dtypes.finfo(values.dtype)
+    mag = np.abs(values.astype(np.float64))
+    _, exp = np.frexp(mag)  # mag = m * 2**exp with m in [0.5, 1)
+    exp = np.maximum(exp - 1, info.minexp)
+    return np.ldexp(0.5, exp - info.nmant)

@@ -56,6 +56,8 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
         raise CodecError("entropy stream truncated: header missing")
     mode, lo, span = _HEAD.unpack_from(mv, 0)
     if mode == _CONST:
+        if lo >= MAX_ALPHABET or span != 0:
+            raise CodecError(f"entropy stream declares an invalid constant symbol {lo}")
         return np.full(n, lo, dtype=np.int32)
     if mode != _RANGE:
         raise CodecError(f"entropy stream has unknown mode {mode}")
@@ -69,7 +71,9 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
     if tlen > len(mv) - pos:
         raise CodecError("entropy stream truncated: symbol table runs past the end")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(mv[pos : pos + tlen], max_output_size=span * 4)
+        raw = zstandard.ZstdDecompressor().decompress(
+            mv[pos : pos + tlen], max_output_size=span * 4
+        )
     except zstandard.ZstdError as exc:
         raise CodecError(f"entropy stream symbol table is corrupt: {exc}") from None
     pos += tlen

@@ -100,7 +100,9 @@ def unpack(blob: bytes | bytearray | memoryview) -> Frame:
     if n < 4 or bytes(mv[:4]) != MAGIC:
         if n < 4 and MAGIC.startswith(bytes(mv)):
             raise CodecError(f"truncated frame: {n} bytes, shorter than the header")
-        raise CodecError(f"not a swarmpress frame: bad magic {bytes(mv[:4])!r} (expected {MAGIC!r})")
+        raise CodecError(
+            f"not a swarmpress frame: bad magic {bytes(mv[:4])!r} (expected {MAGIC!r})"
+        )
     if n < MIN_FRAME:
         raise CodecError(f"truncated frame: {n} bytes, shorter than the {MIN_FRAME}-byte minimum")
     _, version, flags, dtype, container, ndim, id_len = _FIXED.unpack_from(mv, 0)

@@ -114,7 +114,8 @@ def to_numpy(tensor: Any) -> tuple[np.ndarray, TensorInfo]:
     if arr.dtype.kind == "f" and arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
     code = DType.of(arr.dtype)
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # np.ascontiguousarray would turn a 0-d array into 1-d
     return arr, TensorInfo(code, container, tuple(arr.shape), device)
 
 
@@ -125,7 +126,8 @@ def from_numpy(arr: np.ndarray, container: Container, device: Any = None) -> Any
     torch = _torch()
     if torch is None:
         raise CodecError("this frame holds a torch tensor but torch is not installed")
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
     if arr.dtype == BF16:
         out = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     else:

@@ -25,7 +25,9 @@ class ZstdCodec(Codec):
     lossless = True
     params = (
         Param("level", int, 3, "Zstandard compression level", minimum=-7, maximum=22),
-        Param("threads", int, 0, "worker threads for compression (0: inline)", minimum=0, maximum=64),
+        Param(
+            "threads", int, 0, "worker threads for compression (0: inline)", minimum=0, maximum=64
+        ),
     )
 
     def frame_params(self) -> dict:
