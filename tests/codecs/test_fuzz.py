@@ -20,7 +20,13 @@ def _valid_frames():
     x = rng.standard_normal((16, 24)).astype(np.float32)
     out = []
     for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
-        for name, params in (("zstd", {}), ("blockq", {}), ("blockq", {"bits": 4, "block": 8})):
+        for name, params in (
+            ("zstd", {}),
+            ("blockq", {}),
+            ("blockq", {"bits": 4, "block": 8}),
+            ("lossless", {}),
+            ("lossless", {"mode": "fast"}),
+        ):
             out.append(sp.get_codec(name, **params).encode(x.astype(dtype)))
     return out
 

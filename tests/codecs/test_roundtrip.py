@@ -31,18 +31,29 @@ def bits(a):
     return np.ascontiguousarray(a).view(UINT[a.dtype])
 
 
+@pytest.mark.parametrize("spec", ["zstd", "lossless", "lossless:fast"])
 @pytest.mark.parametrize("dtype", list(SPECIALS))
-def test_zstd_special_values_bit_exact(dtype):
+def test_special_values_bit_exact(dtype, spec):
+    name, _, mode = spec.partition(":")
+    codec = sp.get_codec(name, **({"mode": mode} if mode else {}))
     pattern = np.array(SPECIALS[dtype], dtype=UINT[dtype]).view(dtype)
     x = np.tile(pattern, 50).reshape(9, 50)
-    y = sp.decode(sp.get_codec("zstd").encode(x))
+    y = sp.decode(codec.encode(x))
     assert y.dtype == x.dtype and y.shape == x.shape
     np.testing.assert_array_equal(bits(y), bits(x))
 
 
-@given(any_bits_tensor(), st.sampled_from([1, 3, 19]))
-def test_zstd_bit_exact_any_bits(x, level):
-    blob = sp.get_codec("zstd", level=level).encode(x)
+LOSSLESS = [
+    ("zstd", {"level": 1}),
+    ("zstd", {"level": 19}),
+    ("lossless", {}),
+    ("lossless", {"mode": "fast"}),
+]
+
+
+@given(any_bits_tensor(), st.sampled_from(LOSSLESS))
+def test_lossless_codecs_bit_exact_any_bits(x, spec):
+    blob = sp.get_codec(spec[0], **spec[1]).encode(x)
     y = sp.decode(blob)
     assert y.dtype == x.dtype and y.shape == x.shape
     np.testing.assert_array_equal(bits(y), bits(x))
@@ -55,7 +66,7 @@ def test_torch_container_dtype_and_shape_survive(tdtype):
     t[0, 0, 0] = float("nan")
     t[0, 0, 1] = float("-inf")
     t[0, 0, 2] = -0.0
-    for name in ("zstd",):
+    for name in ("zstd", "lossless"):
         out = sp.decode(sp.get_codec(name).encode(t))
         assert isinstance(out, torch.Tensor)
         assert out.dtype == tdtype and out.shape == t.shape
@@ -70,10 +81,10 @@ def test_torch_container_dtype_and_shape_survive(tdtype):
 def test_non_contiguous_views_and_zero_d():
     x = np.arange(60, dtype=np.float32).reshape(6, 10)
     for view in (x[:, ::3], x.T, x[::-1], np.float32(2.5), np.array(7.0, np.float16)):
-        for name in ("zstd", "blockq"):
+        for name in ("zstd", "blockq", "lossless"):
             y = sp.decode(sp.get_codec(name).encode(view))
             assert y.shape == np.shape(view)
-            if name == "zstd":
+            if name != "blockq":
                 np.testing.assert_array_equal(y, view)
     t = torch.arange(24, dtype=torch.float32).reshape(4, 6).t()
     assert torch.equal(sp.decode(sp.get_codec("zstd").encode(t)), t)
@@ -132,3 +143,20 @@ def test_blockq_codes_are_entropy_coded():
     x[::1000] = 1.0
     blob = sp.get_codec("blockq", block=100_000 // 4).encode(x)
     assert len(blob) < 0.05 * x.size
+
+
+def test_lossless_max_models_channel_scales():
+    # Channels with log-normal scales, as in real hidden states: the per-channel-group
+    # exponent model must beat both raw zstd and the byte-plane fast mode.
+    rng = np.random.default_rng(5)
+    scales = np.exp(rng.normal(0, 1.5, 256))
+    x = (rng.standard_normal((512, 256)) * scales).astype(BF16)
+    sizes = {
+        spec: len(sp.get_codec(name, **params).encode(x))
+        for spec, (name, params) in {
+            "max": ("lossless", {}),
+            "fast": ("lossless", {"mode": "fast"}),
+            "zstd": ("zstd", {}),
+        }.items()
+    }
+    assert sizes["max"] < sizes["fast"] < sizes["zstd"]
