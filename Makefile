@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -28,11 +28,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
+]
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -60,12 +62,316 @@ def codecs_cmd(as_json: JsonOpt = False) -> None:
 
 
 # ----------------------------------------------------------------------------- corpus
-corpus_app = typer.Typer(help="Build activation/gradient corpora from real models.", no_args_is_help=True)
+corpus_app = typer.Typer(
+    help="Build activation/gradient corpora from real models.", no_args_is_help=True
+)
 app.add_typer(corpus_app, name="corpus")
 
 
+def _parse_layers(spec: str | None) -> list[int] | None:
+    if spec is None:
+        return None
+    try:
+        layers = [int(p) for p in spec.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise fail(
+            f"--layers takes comma-separated integers such as 0,2,4,6, not {spec!r}"
+        ) from None
+    if not layers:
+        raise fail("--layers is empty; pass boundaries such as 0,2,4,6")
+    return layers
+
+
+_SHORT = {"activation": "act", "gradient": "grad", "bfloat16": "bf16", "float32": "f32"}
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+@corpus_app.command("build")
+def corpus_build_cmd(
+    out: Annotated[str, typer.Option("--out", help="Corpus directory to write.")],
+    model: Annotated[
+        str, typer.Option("--model", help="'minilm' (all-MiniLM-L6-v2) or a local model directory.")
+    ] = "minilm",
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="Boundaries, e.g. 0,2,4,6 (0 = embeddings).")
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option("--text", help="A .txt file or directory (default: pydoc_data.topics)."),
+    ] = None,
+    seqs: Annotated[int, typer.Option("--seqs", help="Sequences per tensor.")] = 4,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for text choice and generators.")] = 0,
+    no_synthetic: Annotated[
+        bool, typer.Option("--no-synthetic", help="Skip the Llama-like synthetic family.")
+    ] = False,
+    apex: Annotated[
+        str | None, typer.Option("--apex", help="Also export the corpus in the Apex layout here.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture activations and gradients from a real model (plus a synthetic family)."""
+    import time
+
+    from rich import box
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from swarmpress.corpus.build import build_corpus, summarize
+    from swarmpress.corpus.store import CorpusError
+
+    layer_list = _parse_layers(layers)
+    start = time.perf_counter()
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    )
+    try:
+        with bar:
+            task = bar.add_task("starting", total=None)
+
+            def progress(desc: str, done: int, total: int) -> None:
+                bar.update(task, description=desc, completed=done, total=total)
+
+            path = build_corpus(
+                out,
+                model=model,
+                layers=layer_list,
+                text=text,
+                seqs=seqs,
+                seq_len=seq_len,
+                seed=seed,
+                synthetic=not no_synthetic,
+                progress=progress,
+            )
+        rows = summarize(path)
+        apex_csv = None
+        if apex is not None:
+            from swarmpress.corpus.apex import export_apex
+
+            apex_csv = export_apex(path, apex)
+    except CorpusError as exc:
+        raise fail(str(exc)) from None
+    seconds = time.perf_counter() - start
+    total = sum(r["bytes"] for r in rows)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "out": str(path),
+                    "seconds": round(seconds, 3),
+                    "total_bytes": total,
+                    "apex_manifest": str(apex_csv) if apex_csv else None,
+                    "tensors": rows,
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table(
+        title=f"corpus {path}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for col in ("model", "L", "role", "dtype", "shape", "size", "rms", "absmax"):
+        right = col in ("L", "size", "rms", "absmax")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["model"],
+            str(r["layer"]),
+            _SHORT.get(r["role"], r["role"]),
+            _SHORT.get(r["dtype"], r["dtype"]),
+            "x".join(str(s) for s in r["shape"]),
+            _human_bytes(r["bytes"]),
+            f"{r['rms']:.3g}",
+            f"{r['absmax']:.3g}" + ("" if r["finite"] else " NON-FINITE"),
+        )
+    console.print(table)
+    console.print(
+        f"{len(rows)} tensors, {_human_bytes(total)}, built in {seconds:.1f} s -> {path}"
+        + (f"; Apex export: {apex_csv}" if apex_csv else ""),
+        highlight=False,
+    )
+
+
+@corpus_app.command("export-apex")
+def corpus_export_apex_cmd(
+    corpus_dir: Annotated[str, typer.Argument(help="Corpus directory (with manifest.json).")],
+    out_dir: Annotated[str, typer.Argument(help="Directory for the .bin files and manifest.csv.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write each tensor as flat little-endian bf16 .bin plus manifest.csv (Apex layout)."""
+    import csv
+
+    from swarmpress.corpus.apex import export_apex
+    from swarmpress.corpus.store import CorpusError
+
+    try:
+        csv_path = export_apex(corpus_dir, out_dir)
+    except CorpusError as exc:
+        raise fail(str(exc)) from None
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    total = sum(2 * int(r["numel"]) for r in rows)
+    if as_json:
+        print(json.dumps({"manifest": str(csv_path), "files": len(rows), "bytes": total}, indent=2))
+        return
+    console.print(
+        f"wrote {len(rows)} bf16 files ({_human_bytes(total)}) and {csv_path}", highlight=False
+    )
+
+
 # ----------------------------------------------------------------------------- bench
-# (`swarmpress bench` is defined below by the bench section.)
+def _bench_command(
+    corpus: str | None,
+    codecs: str | None,
+    no_anchors: bool,
+    target: float,
+    json_out: str | None,
+    report: str | None,
+    quick: bool,
+) -> str:
+    """The canonical command line a bench run was made with (for report.md)."""
+    import shlex
+
+    parts = ["swarmpress", "bench"]
+    for flag, value in (("--corpus", corpus), ("--codecs", codecs), ("--json", json_out)):
+        if value is not None:
+            parts += [flag, value]
+    if report is not None:
+        parts += ["--report", report]
+    if no_anchors:
+        parts.append("--no-anchors")
+    if target != 0.99:
+        parts += ["--target-similarity", repr(target)]
+    if quick:
+        parts.append("--quick")
+    return shlex.join(parts)
+
+
+@app.command("bench")
+def bench_cmd(
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            "--corpus", metavar="DIR", help="Corpus directory (default: the cached default corpus)."
+        ),
+    ] = None,
+    codecs: Annotated[
+        str | None,
+        typer.Option(
+            "--codecs",
+            metavar="SPECS",
+            help="Comma-separated codec specs, e.g. zstd,blockq:bits=4:block=32 "
+            "(default: every registered codec plus blockq:bits=4).",
+        ),
+    ] = None,
+    no_anchors: Annotated[
+        bool, typer.Option("--no-anchors", help="Skip the external anchor compressors.")
+    ] = False,
+    target_similarity: Annotated[
+        float,
+        typer.Option("--target-similarity", help="Apex similarity lossy methods must exceed."),
+    ] = 0.99,
+    json_out: Annotated[
+        str | None,
+        typer.Option(
+            "--json", metavar="FILE", help="Write every figure as JSON to FILE ('-': stdout)."
+        ),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report", metavar="DIR", help="Write report.md, bench.json and PNG plots to DIR."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Smoke run: at most 2 tensors per group, one timing repeat, shorter sweeps.",
+        ),
+    ] = False,
+) -> None:
+    """Every codec next to the anchors and the theoretical limits, on a corpus."""
+    from swarmpress.bench.console import (
+        headline_table,
+        print_failures,
+        print_table,
+        progress_bar,
+    )
+    from swarmpress.bench.report import write_report
+    from swarmpress.bench.runner import run_bench
+    from swarmpress.bench.specs import build_codec, split_codec_list
+    from swarmpress.codecs import CodecError
+    from swarmpress.corpus.store import CorpusError, load_corpus
+
+    if not 0.0 < target_similarity < 1.0:
+        raise fail(f"--target-similarity must be between 0 and 1, got {target_similarity}")
+    specs: list[str] | None = None
+    try:
+        if codecs is not None:
+            specs = split_codec_list(codecs)
+            for spec in specs:
+                build_codec(spec)
+    except CodecError as exc:
+        raise fail(str(exc)) from None
+    if corpus is None:
+        try:
+            from swarmpress.corpus.build import default_corpus
+        except ImportError as exc:
+            raise fail(f"no --corpus given and the default corpus is unavailable ({exc})") from None
+        try:
+            with err_console.status("loading (or building, once) the default corpus"):
+                root = default_corpus()
+        except Exception as exc:  # no model weights, no cache dir, ...: say so in one line
+            raise fail(f"cannot get the default corpus ({exc}); pass --corpus DIR") from None
+    else:
+        root = corpus
+    try:
+        loaded = load_corpus(root)
+    except CorpusError as exc:
+        raise fail(str(exc)) from None
+    command = _bench_command(corpus, codecs, no_anchors, target_similarity, json_out, report, quick)
+    try:
+        with progress_bar(err_console) as progress:
+            result = run_bench(
+                loaded,
+                specs,
+                anchors=not no_anchors,
+                target_similarity=target_similarity,
+                progress=progress,
+                quick=quick,
+                command=command,
+            )
+    except (CorpusError, CodecError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        if json_out == "-":
+            print(json.dumps(result.to_json(), indent=1, allow_nan=False))
+        else:
+            print_table(headline_table(result), console)
+            if json_out is not None:
+                result.write_json(json_out)
+                console.print(f"every figure written to {json_out}", highlight=False)
+        if report is not None:
+            write_report(result, report)
+            console.print(f"report written to {report}/report.md", highlight=False)
+    except OSError as exc:
+        raise fail(f"cannot write the bench output: {exc}") from None
+    print_failures(result, err_console)
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

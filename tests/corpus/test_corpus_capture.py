@@ -58,8 +58,9 @@ def test_minilm_same_seed_gives_identical_bytes(
 def test_tiny_llama_lm_loss_gradients(tiny_models: dict[str, Path]) -> None:
     spec = resolve_model(str(tiny_models["llama"]))
     assert spec.kind == KIND_CAUSAL and spec.num_layers == 2 and spec.hidden_size == 64
-    cap = capture(str(tiny_models["llama"]), layers=None, seqs=2, seq_len=48, seed=1)
-    assert cap.layers == default_layers(2) == [0, 1, 2]
+    assert default_layers(2) == [1] and default_layers(6) == [1, 2, 3, 4, 5]
+    cap = capture(str(tiny_models["llama"]), layers=[0, 1, 2], seqs=2, seq_len=48, seed=1)
+    assert cap.layers == [0, 1, 2]
     assert 3.0 < cap.loss_value < 10.0  # near ln(vocab) for random weights
     for layer in cap.layers:
         a, g = cap.activations[layer].numpy(), cap.gradients[layer].numpy()

@@ -56,7 +56,7 @@ def test_build_table_no_synthetic(tiny_models: dict[str, Path], tmp_path: Path) 
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "12 tensors" in result.stdout and "synthetic-llama-like" not in result.stdout
+    assert "4 tensors" in result.stdout and "synthetic-llama-like" not in result.stdout
 
 
 def test_unknown_model(tmp_path: Path) -> None:

@@ -1,1 +1,37 @@
-"""Side-by-side codec benchmarks, theoretical bounds, reports and plots."""
+"""Side-by-side codec benchmarks, theoretical bounds, reports and plots.
+
+`run_bench` measures codecs and anchors on a corpus, `write_report` turns the result into
+report.md + bench.json + plots; `bounds` holds the entropy and rate-distortion limits and
+`anchors` the external compressors every codec is compared with.
+"""
+
+from swarmpress.bench.anchors import Anchor, AnchorSet, LossyAnchor, load_anchors
+from swarmpress.bench.bounds import (
+    channel_spectrum,
+    entropy_bound,
+    gaussian_rd_bound,
+    tensor_bounds,
+)
+from swarmpress.bench.report import headline_rows, write_report
+from swarmpress.bench.results import BenchResult, Measurement
+from swarmpress.bench.runner import run_bench
+from swarmpress.bench.specs import build_codec, default_codec_specs, split_codec_list
+
+__all__ = [
+    "Anchor",
+    "AnchorSet",
+    "BenchResult",
+    "LossyAnchor",
+    "Measurement",
+    "build_codec",
+    "channel_spectrum",
+    "default_codec_specs",
+    "entropy_bound",
+    "gaussian_rd_bound",
+    "headline_rows",
+    "load_anchors",
+    "run_bench",
+    "split_codec_list",
+    "tensor_bounds",
+    "write_report",
+]

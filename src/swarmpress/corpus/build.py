@@ -38,7 +38,7 @@ SYNTHETIC_MODEL = f"synthetic-{GENERATOR}"
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "model": "all-MiniLM-L6-v2",
-    "layers": [0, 2, 4, 6],
+    "layers": [1, 2, 3, 4, 5],
     "text": "pydoc_data.topics",
     "seqs": 4,
     "seq_len": 256,

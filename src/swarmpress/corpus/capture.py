@@ -199,8 +199,16 @@ def resolve_model(name: str = DEFAULT_MODEL) -> ModelSpec:
 
 
 def default_layers(num_layers: int) -> list[int]:
-    """Four evenly spaced boundaries from the embedding output to the last block (0,2,4,6 for 6)."""
-    return sorted({round(i * num_layers / 3) for i in range(4)})
+    """Interior block boundaries, where a pipeline cuts the model (1..5 for 6 blocks).
+
+    The embedding output and the last block's output are left out: the first is rarely a
+    stage boundary, and the second feeds the head (for a mean-pooled encoder its gradient is
+    one row repeated per sequence, which would flatter every codec). At most 5, evenly spaced.
+    """
+    if num_layers < 2:
+        return [num_layers]
+    count = min(5, num_layers - 1)
+    return sorted({round(1 + i * (num_layers - 2) / max(count - 1, 1)) for i in range(count)})
 
 
 def check_layers(layers: list[int] | None, spec: ModelSpec) -> list[int]:

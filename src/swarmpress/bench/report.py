@@ -1,0 +1,298 @@
+"""Turn a BenchResult into the headline table and a report directory.
+
+`headline_rows` is the one table everybody reads (the CLI prints it, report.md embeds it):
+per family x role x dtype group (bf16 groups first), every codec and anchor with its mean
+ratio, bits per value, minimum similarity, speeds, break-even bandwidth and Apex scores,
+followed by the two limits for the same tensors. `write_report` writes `report.md`,
+`bench.json` (every figure) and the PNG plots into one directory.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from swarmpress.bench.plots import write_plots
+from swarmpress.bench.results import BenchResult, group_key
+
+HEADLINE_COLUMNS = (
+    "dtype",
+    "role",
+    "family",
+    "codec",
+    "kind",
+    "n",
+    "ratio",
+    "bits/val",
+    "min sim",
+    "comp MB/s",
+    "dec MB/s",
+    "break-even",
+    "lossless score",
+    "lossy score",
+    "check",
+)
+
+
+def fmt_float(x: float, digits: int = 3) -> str:
+    """Fixed-point with `digits` decimals; '-' for NaN, 'inf' for infinity."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+def fmt_speed(mbps: float) -> str:
+    """MB/s with sensible precision."""
+    if math.isnan(mbps):
+        return "-"
+    if math.isinf(mbps):
+        return "inf"
+    return f"{mbps:.0f}" if mbps >= 100 else f"{mbps:.1f}"
+
+
+def fmt_bandwidth(bps: float) -> str:
+    """A bandwidth in bytes/s as kB/s, MB/s or GB/s; 'never' when nothing is saved."""
+    if math.isnan(bps):
+        return "-"
+    if math.isinf(bps):
+        return "always"
+    if bps <= 0:
+        return "never"
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.3g} {unit}"
+    return f"{bps:.3g} B/s"
+
+
+def headline_rows(result: BenchResult) -> list[dict[str, str]]:
+    """The headline table as rows of formatted strings keyed by HEADLINE_COLUMNS."""
+    rows: list[dict[str, str]] = []
+    groups = sorted(
+        {(a.dtype, a.role, a.family) for a in result.aggregates}
+        | {(b.dtype, b.role, b.family) for b in result.bound_aggregates},
+        key=lambda g: group_key(*g),
+    )
+    target = float(result.meta.get("target_similarity", 0.99))
+    for dtype, role, family in groups:
+        for a in result.aggregates:
+            if (a.dtype, a.role, a.family) != (dtype, role, family):
+                continue
+            notes = []
+            if a.lossless:
+                notes.append("bit-exact" if a.bit_exact else "NOT BIT-EXACT")
+            elif a.n_tensors > a.n_errors:
+                ok = a.n_tensors - a.n_errors - a.n_below_target
+                notes.append(f"{ok}/{a.n_tensors - a.n_errors} > {target:g}")
+            if a.n_errors:
+                notes.append(f"{a.n_errors} errors")
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "role": role,
+                    "family": family,
+                    "codec": a.codec,
+                    "kind": f"{'lossless' if a.lossless else 'lossy'} {a.kind}",
+                    "n": str(a.n_tensors),
+                    "ratio": fmt_float(a.mean_ratio, 3),
+                    "bits/val": fmt_float(a.mean_bits_per_value, 2),
+                    "min sim": fmt_float(a.min_similarity, 5),
+                    "comp MB/s": fmt_speed(a.compress_mbps),
+                    "dec MB/s": fmt_speed(a.decompress_mbps),
+                    "break-even": fmt_bandwidth(a.break_even_bps),
+                    "lossless score": fmt_float(a.mean_lossless_score, 3) if a.lossless else "-",
+                    "lossy score": fmt_float(a.mean_lossy_score, 3),
+                    "check": ", ".join(notes),
+                }
+            )
+        for b in result.bound_aggregates:
+            if (b.dtype, b.role, b.family) != (dtype, role, family):
+                continue
+            blank = dict.fromkeys(HEADLINE_COLUMNS[7:], "")
+            base = {"dtype": dtype, "role": role, "family": family, "n": str(b.n_tensors)}
+            rows.append(
+                {
+                    **blank,
+                    **base,
+                    "codec": "bound: field entropy",
+                    "kind": "lossless limit",
+                    "ratio": fmt_float(b.entropy_ratio, 3),
+                    "bits/val": fmt_float(b.entropy_bits_per_value, 2),
+                    "check": f"exponent {fmt_float(b.exponent_bits, 2)} bits",
+                }
+            )
+            rows.append(
+                {
+                    **blank,
+                    **base,
+                    "codec": f"bound: Gaussian RD @{fmt_float(b.target_similarity, 3)}",
+                    "kind": "lossy limit",
+                    "ratio": fmt_float(b.rd_ratio, 3),
+                    "bits/val": fmt_float(b.rd_bits_per_value, 2),
+                    "check": (
+                        f"{b.n_rows_below_channels}/{b.n_tensors} rows < channels: optimistic"
+                        if b.n_rows_below_channels
+                        else ""
+                    ),
+                }
+            )
+    return rows
+
+
+def _md_table(columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str | None) -> str:
+    """The text of report.md."""
+    meta = result.meta
+    mach = meta.get("machine", {})
+    out: list[str] = ["# swarmpress bench", ""]
+    out += ["Made by:", "", "```", meta.get("command") or "swarmpress bench", "```", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in (mach.get("libraries") or {}).items())
+    out += [
+        f"- date: {mach.get('date', '?')}",
+        f"- CPU: {mach.get('cpu', '?')}; cores usable {mach.get('cores_usable', '?')} "
+        f"of {mach.get('cores_total', '?')}",
+        f"- platform: {mach.get('platform', '?')}; Python {mach.get('python', '?')}, "
+        f"numpy {mach.get('numpy', '?')}, swarmpress {mach.get('swarmpress', '?')}",
+        f"- libraries: {libs}",
+        f"- load average at start (1/5/15 min): {mach.get('load_average')}",
+        f"- corpus: `{meta.get('corpus', {}).get('root', '?')}`, "
+        f"{meta.get('corpus', {}).get('tensors', '?')} tensors"
+        + (" (quick: at most 2 per group)" if meta.get("quick") else ""),
+        f"- similarity target: {meta.get('target_similarity')}; bench wall time "
+        f"{fmt_float(float(meta.get('wall_seconds', math.nan)), 1)} s",
+        f"- timing: {meta.get('timing', '')}",
+        "",
+    ]
+    if result.lossless_failures:
+        out += ["## LOSSLESS CHECK FAILED", ""]
+        out += [f"- **{f}**" for f in result.lossless_failures] + [""]
+    out += [
+        "## Headline",
+        "",
+        "Means over the tensors of each group (bf16 first). ratio = compressed / original, "
+        "min sim = lowest Apex similarity, MB/s of original data, break-even = bandwidth below "
+        "which the codec beats raw transfer (DESIGN.md, Metrics). The two `bound:` rows are the "
+        "limits for the same tensors (see Bounds).",
+        "",
+    ]
+    rows = headline_rows(result)
+    out += [_md_table(HEADLINE_COLUMNS, [[r[c] for c in HEADLINE_COLUMNS] for r in rows]), ""]
+
+    out += ["## Bounds per tensor", ""]
+    brows = []
+    for b in sorted(result.bounds, key=lambda b: (*group_key(b.dtype, b.role, b.family), b.tensor)):
+        fields = " / ".join(fmt_float(f.bits, 2) for f in b.entropy.fields)
+        rd = b.rd
+        brows.append(
+            [
+                b.tensor,
+                b.dtype,
+                b.role,
+                fields,
+                fmt_float(b.entropy.bits_per_value, 2),
+                fmt_float(b.entropy.ratio, 3),
+                fmt_float(rd.bits_per_value, 2) if rd else "-",
+                fmt_float(rd.ratio, 3) if rd else (b.rd_error or "-"),
+                f"{rd.active_components}/{rd.channels}" if rd else "-",
+                f"{rd.rows} rows < {rd.channels} channels: optimistic"
+                if rd and rd.rows < rd.channels
+                else "",
+            ]
+        )
+    out += [
+        _md_table(
+            (
+                "tensor",
+                "dtype",
+                "role",
+                "sign / exp / mant bits",
+                "entropy bits/val",
+                "entropy ratio",
+                "RD bits/val",
+                "RD ratio",
+                "KLT components kept",
+                "note",
+            ),
+            brows,
+        ),
+        "",
+        "Field entropy: order-0 entropies of sign, exponent and mantissa summed (what a "
+        "per-field entropy coder without context reaches; coders that model context, e.g. "
+        "runs of repeated gradient values, can beat it). Gaussian RD: reverse water-filling "
+        "over the channel-covariance eigenvalues (channel mean removed) at the relative error "
+        "the similarity target allows; it ignores the cost of sending the basis and the mean, "
+        "and real (non-Gaussian) data can do better. Derivations: `swarmpress.bench.bounds`.",
+        "",
+    ]
+
+    out += ["## Anchors", ""]
+    for name, a in (meta.get("anchors") or {}).items():
+        kind = "lossless" if a["lossless"] else "lossy, error bound tuned per tensor"
+        out.append(f"- `{name}` ({a['library']}, {kind}): {a['setting']}")
+    for name, why in (meta.get("anchors_skipped") or {}).items():
+        out.append(f"- `{name}` skipped: {why}")
+    out.append("")
+    tuned = [m for m in result.measurements if m.tuning_evals]
+    if tuned:
+        out += [
+            "Lossy anchors: the loosest error bound whose similarity is above the target, by "
+            f"bisection with at most {meta.get('max_tune_evals')} tries per tensor (tuning "
+            "time not counted in MB/s). Bounds found:",
+            "",
+        ]
+        out += [f"- `{m.codec}` on {m.tensor}: {m.setting} ({m.tuning_evals} tries)" for m in tuned]
+        out.append("")
+
+    errors = [m for m in result.measurements if m.error]
+    if errors:
+        out += ["## Errors", ""]
+        out += [f"- `{m.codec}` on {m.tensor}: {m.error}" for m in errors[:100]]
+        if len(errors) > 100:
+            out.append(f"- ... and {len(errors) - 100} more (bench.json has all)")
+        out.append("")
+
+    out += ["## Plots", ""]
+    if plot_note:
+        out += [f"Plots skipped: {plot_note}", ""]
+    if "ratio_vs_similarity" in plots:
+        out += [
+            "Ratio vs similarity on each role's typical tensor: points are the bench's codecs "
+            "and anchors, curves sweep the lossy methods over quality settings, the dashed "
+            "curve is the Gaussian RD bound and the star the field-entropy bound.",
+            "",
+            f"![ratio vs similarity]({plots['ratio_vs_similarity']})",
+            "",
+        ]
+    if "transfer_time" in plots:
+        out += [
+            "End-to-end time to ship the typical tensor over a link with 50 ms latency: codec "
+            "time + latency + compressed bytes / bandwidth; dots mark break-even bandwidths.",
+            "",
+            f"![transfer time]({plots['transfer_time']})",
+            "",
+        ]
+    out += [
+        "Every figure, per tensor and per codec, is in `bench.json` (non-finite numbers are "
+        'written as the strings "inf" and "nan").',
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_report(result: BenchResult, directory: str | Path) -> Path:
+    """Write report.md, bench.json and the PNG plots into directory (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result.write_json(directory / "bench.json")
+    plots, note = write_plots(result, directory)
+    (directory / "report.md").write_text(render_markdown(result, plots, note))
+    return directory
