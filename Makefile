@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean report
 
 $(STAMP): pyproject.toml requirements-torch.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The committed report (docs/results/embedded) and the README headline quoted from it.
+report: $(STAMP)
+	$(BIN)/swarmpress bench --report docs/results/embedded --json docs/results/embedded/bench.json
+	$(BIN)/python benchmarks/headline.py docs/results/embedded/bench.json README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
