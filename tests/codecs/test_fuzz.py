@@ -26,6 +26,7 @@ def _valid_frames():
             ("blockq", {"bits": 4, "block": 8}),
             ("lossless", {}),
             ("lossless", {"mode": "fast"}),
+            ("lossy", {}),
         ):
             out.append(sp.get_codec(name, **params).encode(x.astype(dtype)))
     return out

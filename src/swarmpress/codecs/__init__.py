@@ -2,6 +2,7 @@
 
 from swarmpress.codecs import blockq as _blockq  # noqa: F401  (registers the codec)
 from swarmpress.codecs import lossless as _lossless  # noqa: F401  (registers the codec)
+from swarmpress.codecs import lossy as _lossy  # noqa: F401  (registers the codec)
 from swarmpress.codecs import zstd as _zstd  # noqa: F401  (registers the codec)
 from swarmpress.codecs.base import Codec, Param, Role
 from swarmpress.codecs.errors import CodecError

@@ -310,17 +310,19 @@ def is_valid_corpus(root: Path, settings_hash: str | None = None) -> bool:
         return False
     if settings_hash is not None and corpus.source.get("settings_hash") != settings_hash:
         return False
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     by_file: dict[str, set[str]] = {}
     for e in corpus.entries:
         by_file.setdefault(e.file, set()).add(e.name)
     try:
         for fname, names in by_file.items():
-            with safe_open(str(root / fname), framework="pt") as f:
+            # Reading the header needs no framework: a broken torch install must not make
+            # a good cache look damaged (the caller deletes damaged builds).
+            with safe_open(str(root / fname), framework="numpy") as f:
                 if not names <= set(f.keys()):
                     return False
-    except Exception:
+    except (OSError, SafetensorError):
         return False
     return True
 

@@ -1,0 +1,94 @@
+"""The `lossy` codec meets its quality target on every tensor, adversarial ones included."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import swarmpress as sp
+from tests.codecs.strategies import BF16, finite_tensor
+
+TARGETS = [("similarity", 0.99), ("similarity", 0.999), ("rel_l2", 0.02), ("max_abs", 0.05)]
+
+
+def _meets(target, value, x, y):
+    if target == "similarity":
+        return sp.similarity(x, y) > value
+    if target == "rel_l2":
+        return sp.rel_l2(x, y) <= value
+    return sp.max_abs_error(x, y) <= value
+
+
+@given(finite_tensor(max_magnitude=1e3), st.sampled_from(TARGETS))
+def test_target_met_on_any_tensor(x, spec):
+    target, value = spec
+    codec = sp.get_codec("lossy", target=target, value=value)
+    y = sp.decode(codec.encode(x))
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert _meets(target, value, x, y)
+
+
+def _adversarial():
+    rng = np.random.default_rng(11)
+    heavy = rng.standard_t(1.5, (64, 96))
+    massive = rng.standard_normal((128, 256)) * np.exp(rng.normal(0, 1, 256))
+    massive[0, [7, 99]] = 3000.0  # massive activations at the first token
+    massive[:, 7] *= 50
+    rows = rng.standard_normal((200, 64)) * np.exp(rng.normal(0, 2, 200))[:, None]
+    return {
+        "zeros": np.zeros((16, 32), np.float32),
+        "constant": np.full((8, 40), -2.5, np.float32),
+        "one-huge-outlier": np.r_[rng.standard_normal(4095) * 1e-3, 1e4].astype(np.float32),
+        "heavy-tails": heavy.astype(BF16),
+        "massive-channels": massive.astype(BF16),
+        "row-scales": rows.astype(np.float16),
+        "tiny": np.array([3e-39, -1e-38], np.float32),
+        "scalar": np.float32(1.5),
+        "one-element": np.array([[7.0]], np.float16),
+        "non-contiguous": rng.standard_normal((50, 60)).astype(np.float32)[::2, ::3],
+        "transposed": rng.standard_normal((40, 30)).astype(BF16).T,
+    }
+
+
+@pytest.mark.parametrize("name", list(_adversarial()))
+@pytest.mark.parametrize("spec", TARGETS)
+def test_target_met_on_adversarial_tensors(name, spec):
+    x = _adversarial()[name]
+    codec = sp.get_codec("lossy", target=spec[0], value=spec[1])
+    y = sp.decode(codec.encode(x))
+    assert y.shape == np.shape(x)
+    assert _meets(*spec, x, y)
+
+
+def test_beats_blockq_on_structured_activations():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((512, 256)) * np.exp(rng.normal(0, 1, 256))).astype(BF16)
+    lossy = sp.get_codec("lossy").encode(x)
+    blockq = sp.get_codec("blockq").encode(x)
+    assert sp.similarity(x, sp.decode(lossy)) > 0.99
+    assert len(lossy) < 0.9 * len(blockq)
+
+
+def test_tighter_target_costs_more_bytes():
+    x = np.random.default_rng(4).standard_normal((256, 128)).astype(np.float32)
+    sizes = [len(sp.get_codec("lossy", value=v).encode(x)) for v in (0.9, 0.99, 0.999)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_torch_bf16_round_trip():
+    t = torch.randn(4, 64, 96).to(torch.bfloat16)
+    out = sp.decode(sp.get_codec("lossy").encode(t, role="activation"))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16
+    assert sp.similarity(t, out) > 0.99
+
+
+def test_non_finite_and_bad_targets_are_refused():
+    with pytest.raises(sp.CodecError, match="NaN or infinite"):
+        sp.get_codec("lossy").encode(np.array([1.0, np.inf], np.float32))
+    with pytest.raises(sp.CodecError, match=r"\[0, 1\)"):
+        sp.get_codec("lossy", value=1.5).encode(np.ones(4, np.float32))
+    with pytest.raises(sp.CodecError, match="positive"):
+        sp.get_codec("lossy", target="rel_l2", value=0.0).encode(np.ones(4, np.float32))
+    with pytest.raises(sp.CodecError, match="allowed"):
+        sp.get_codec("lossy", target="psnr")
