@@ -92,3 +92,27 @@ def test_non_finite_and_bad_targets_are_refused():
         sp.get_codec("lossy", target="rel_l2", value=0.0).encode(np.ones(4, np.float32))
     with pytest.raises(sp.CodecError, match="allowed"):
         sp.get_codec("lossy", target="psnr")
+
+
+def _rank(blob: bytes) -> int:
+    from swarmpress.codecs import frame
+
+    return int.from_bytes(bytes(frame.unpack(blob).payload[8:10]), "little")
+
+
+def test_low_rank_part_is_used_when_it_pays():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((512, 16)) @ rng.standard_normal((16, 256)) * 3
+    x = (x + 0.05 * rng.standard_normal((512, 256))).astype(BF16)
+    with_rank = sp.get_codec("lossy").encode(x)
+    without = sp.get_codec("lossy", max_rank=0).encode(x)
+    assert _rank(with_rank) > 0 and _rank(without) == 0
+    assert len(with_rank) < 0.8 * len(without)
+    assert sp.similarity(x, sp.decode(with_rank)) > 0.99
+
+
+def test_full_rank_noise_pays_nothing_for_the_low_rank_option():
+    x = np.random.default_rng(9).standard_normal((256, 128)).astype(np.float32)
+    a = sp.get_codec("lossy").encode(x)
+    b = sp.get_codec("lossy", max_rank=0).encode(x)
+    assert _rank(a) == 0 and len(a) == len(b)
