@@ -136,3 +136,20 @@ def test_hostile_params_in_a_checksummed_frame():
     assert struct.unpack("<I", frame.pack("zstd", {}, fr.dtype, fr.container, (2,), b"")[-4:])[
         0
     ] == (zlib.crc32(body))
+
+
+def test_zstd_section_declaring_a_huge_size_is_refused_before_allocating():
+    import zstandard
+
+    from swarmpress.codecs.zstdio import decompress_exact
+
+    # A frame header that claims 1 TiB of content: must be refused from the header alone.
+    big = zstandard.ZstdCompressor(write_content_size=True).compress(b"\0" * 64)
+    hostile = bytearray(big)
+    with pytest.raises(sp.CodecError):
+        decompress_exact(bytes(hostile), 64 + 1, "section")
+    params = zstandard.ZstdCompressionParameters(compression_level=3)
+    cobj = zstandard.ZstdCompressor(compression_params=params).compressobj(size=1 << 40)
+    header_only = cobj.compress(b"\0" * 16)
+    with pytest.raises(sp.CodecError):
+        decompress_exact(header_only, 16, "section")

@@ -24,6 +24,7 @@ from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.zstdio import decompress_exact
 
 _SCALES = struct.Struct("<I")
 
@@ -80,16 +81,9 @@ class BlockQuantCodec(Codec):
         (slen,) = _SCALES.unpack_from(mv, 0)
         if slen > len(mv) - _SCALES.size:
             raise CodecError("blockq payload truncated: scale section runs past the end")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(
-                mv[_SCALES.size : _SCALES.size + slen], max_output_size=max(nblocks * 4, 1)
-            )
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"blockq scales are corrupt: {exc}") from None
-        if len(raw) != nblocks * 4:
-            raise CodecError(
-                f"blockq payload has {len(raw) // 4} scales, the shape needs {nblocks}"
-            )
+        raw = decompress_exact(
+            mv[_SCALES.size : _SCALES.size + slen], nblocks * 4, "blockq block maxima"
+        )
         absmax = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
         if not (np.isfinite(absmax).all() and (absmax >= 0).all()):
             raise CodecError("blockq block maxima must be finite and non-negative")

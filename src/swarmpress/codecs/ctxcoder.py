@@ -16,6 +16,7 @@ import numpy as np
 import zstandard
 
 from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.zstdio import decompress_exact
 
 MAX_SPAN = 1 << 16
 MAX_CONTEXTS = 1 << 12
@@ -77,12 +78,7 @@ def unpack_table(mv: memoryview, pos: int, expected_total: int) -> tuple[Table, 
     if plen > len(mv) - pos:
         raise CodecError("context table runs past the end of the payload")
     size = nctx * span * 4
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(mv[pos : pos + plen], max_output_size=size)
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"context table is corrupt: {exc}") from None
-    if len(raw) != size:
-        raise CodecError("context table has the wrong size")
+    raw = decompress_exact(mv[pos : pos + plen], size, "context table")
     counts = np.frombuffer(raw, dtype=np.uint32).reshape(nctx, span)
     if int(counts.sum(dtype=np.uint64)) != expected_total:
         raise CodecError(

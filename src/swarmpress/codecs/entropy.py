@@ -14,6 +14,7 @@ import numpy as np
 import zstandard
 
 from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.zstdio import decompress_exact
 
 _CONST = 0
 _RANGE = 1
@@ -70,15 +71,8 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
     pos += 4
     if tlen > len(mv) - pos:
         raise CodecError("entropy stream truncated: symbol table runs past the end")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            mv[pos : pos + tlen], max_output_size=span * 4
-        )
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"entropy stream symbol table is corrupt: {exc}") from None
+    raw = decompress_exact(mv[pos : pos + tlen], span * 4, "entropy stream symbol table")
     pos += tlen
-    if len(raw) != span * 4:
-        raise CodecError("entropy stream symbol table has the wrong size")
     counts = np.frombuffer(raw, dtype=np.uint32)
     if int(counts.astype(np.uint64).sum()) != n:
         raise CodecError(

@@ -17,6 +17,7 @@ import zstandard
 from swarmpress.codecs import scalemodel
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.planes import pack_bits, unpack_bits
+from swarmpress.codecs.zstdio import decompress_exact
 
 K_RANGE = (-64, 191)
 _HEAD = struct.Struct("<BBhhI")  # family, flags, k_min, k_max, escape count
@@ -37,15 +38,7 @@ def unpack_blob(mv: memoryview, pos: int, size: int, what: str) -> tuple[bytes, 
     pos += 4
     if n > len(mv) - pos:
         raise CodecError(f"lossy payload truncated: {what} runs past the end")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            mv[pos : pos + n], max_output_size=max(size, 1)
-        )
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"lossy {what} is corrupt: {exc}") from None
-    if len(raw) != size:
-        raise CodecError(f"lossy {what} holds {len(raw)} bytes, expected {size}")
-    return raw, pos + n
+    return decompress_exact(mv[pos : pos + n], size, f"lossy {what}"), pos + n
 
 
 def _log4(v: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.planes import LAYOUT, bits_u32, pack_plane, unpack_plane
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.zstdio import decompress_exact
 
 _FAST, _MAX = 0, 1
 _GROUP_CHOICES = (1, 4, 8, 16)  # rms-rank groups tried per tensor (x3 mean bins)
@@ -215,14 +216,7 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
     if ngroups > 1:
         if glen > len(mv) - pos:
             raise CodecError("lossless payload truncated: channel groups run past the end")
-        try:
-            gmap = zstandard.ZstdDecompressor().decompress(
-                mv[pos : pos + glen], max_output_size=channels
-            )
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"lossless channel groups are corrupt: {exc}") from None
-        if len(gmap) != channels:
-            raise CodecError("lossless channel group map does not match the channel count")
+        gmap = decompress_exact(mv[pos : pos + glen], channels, "lossless channel group map")
         garr = np.frombuffer(gmap, dtype=np.uint8)
         if int(garr.max()) >= ngroups:
             raise CodecError("lossless channel group index out of range")

@@ -137,11 +137,14 @@ class LossyCodec(Codec):
         err = (1.0 - v) if t == "similarity" else v
         return max(math.sqrt(12.0) * max(err, 1e-12) * rms, 1e-30)
 
-    def _search(self, x: np.ndarray, dtype: np.dtype, basis, start: float) -> _Quantized:
-        """Largest step whose decoded tensor meets the target (bracket, then bisect)."""
+    def _search(self, x: np.ndarray, dtype: np.dtype, make, start: float):
+        """Largest step whose decoded tensor meets the target (bracket, then bisect).
 
-        def attempt(step: float) -> _Quantized | None:
-            cand = _Quantized(x, step, basis)
+        make(step) builds a candidate with `.values` (what the decoder will produce).
+        """
+
+        def attempt(step: float):
+            cand = make(step)
             return cand if self._meets(x, cand.values.astype(dtype)) else None
 
         lo_step, hi_step = start, start
@@ -174,6 +177,11 @@ class LossyCodec(Codec):
             else:
                 lo_step, best = mid, cand
         return best
+
+    @staticmethod
+    def _plain(x: np.ndarray):
+        """Candidate factory without a low-rank part."""
+        return lambda step: _Quantized(x, step, None)
 
     def _check_target(self) -> None:
         t, v = self.config["target"], self.config["value"]
@@ -217,10 +225,12 @@ class LossyCodec(Codec):
         if not np.any(x):
             chosen = _Quantized(x, 1.0, None)
         else:
-            chosen = self._search(x, arr.dtype, None, self._initial_step(x))
+            chosen = self._search(x, arr.dtype, self._plain(x), self._initial_step(x))
             basis = self._choose_rank(x, chosen)
             if basis is not None:
-                chosen = self._search(x, arr.dtype, basis, chosen.step)
+                chosen = self._search(
+                    x, arr.dtype, lambda step: _Quantized(x, step, basis), chosen.step
+                )
         rank = 0 if chosen.coeffs is None else chosen.coeffs.shape[1]
         coder = constriction.stream.queue.RangeEncoder()
         parts = [_HEAD.pack(chosen.step, rank), pack_blob(chosen.means.astype("<i8").tobytes())]

@@ -14,6 +14,7 @@ import zstandard
 
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.zstdio import decompress_exact
 
 # dtype -> (total bits, mantissa bits)
 LAYOUT = {DType.BFLOAT16: (16, 7), DType.FLOAT16: (16, 10), DType.FLOAT32: (32, 23)}
@@ -49,10 +50,7 @@ def unpack_plane(mv: memoryview, pos: int, n: int, itemsize: int = 1) -> tuple[n
     if kind == RAW:
         data = bytes(body)
     elif kind == ZSTD:
-        try:
-            data = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(want, 1))
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"byte plane is corrupt: {exc}") from None
+        data = decompress_exact(body, want, "byte plane")
     else:
         raise CodecError(f"byte plane has unknown kind {kind}")
     if len(data) != want:

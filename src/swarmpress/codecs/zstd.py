@@ -10,10 +10,10 @@ import numpy as np
 import zstandard
 
 from swarmpress.codecs.base import Codec, Param, Role
-from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.zstdio import decompress_exact
 
 
 @register
@@ -43,18 +43,5 @@ class ZstdCodec(Codec):
         numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
         expected = numel * dtype.itemsize
         check_decode_size(numel, dtype.itemsize)
-        try:
-            declared = zstandard.frame_content_size(payload)
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"zstd payload is not a Zstandard frame: {exc}") from None
-        if declared not in (-1, expected):
-            raise CodecError(
-                f"zstd payload holds {declared} bytes but the header declares {expected}"
-            )
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=max(expected, 1))
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"zstd payload is corrupt: {exc}") from None
-        if len(raw) != expected:
-            raise CodecError(f"zstd payload decoded to {len(raw)} bytes, expected {expected}")
+        raw = decompress_exact(payload, expected, "zstd payload")
         return np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)

@@ -1,0 +1,31 @@
+"""Zstandard decompression that never trusts the frame: exact sizes, bounded allocation.
+
+python-zstandard allocates the content size a frame header declares before any output
+limit applies, so a hostile header could demand gigabytes. Every codec decompresses through
+decompress_exact, which checks the declared size against what the caller expects first.
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+from swarmpress.codecs.errors import CodecError
+
+
+def decompress_exact(data: bytes | memoryview, size: int, what: str) -> bytes:
+    """Decompress a zstd frame that must hold exactly size bytes; CodecError otherwise."""
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"{what} is not a Zstandard frame: {exc}") from None
+    if declared not in (-1, size):
+        raise CodecError(f"{what} holds {declared} bytes, expected {size}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(size, 1))
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"{what} is corrupt: {exc}") from None
+    except MemoryError:  # pragma: no cover - guarded by the size check above
+        raise CodecError(f"{what} declares more data than memory allows") from None
+    if len(raw) != size:
+        raise CodecError(f"{what} holds {len(raw)} bytes, expected {size}")
+    return raw
