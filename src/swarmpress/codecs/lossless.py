@@ -8,9 +8,10 @@ Two modes:
   range-coded order-0, and any remaining low mantissa bits go to byte planes (zstd or raw).
   The number of channel groups is picked per tensor by the smallest ideal code length,
   tables included.
-* ``fast``: ZipNN-style byte grouping: the bits are rotated so the exponent fills one
-  byte, that plane goes through Zstandard's fast strategy (its Huffman stage does the
-  work) and the mantissa planes are stored raw unless zstd shrinks them.
+* ``fast``: ZipNN-style byte grouping: the exponent fills one byte plane (for bf16 a numba
+  kernel splits exponent and sign+mantissa in one pass), that plane goes through
+  Zstandard's fast strategy (its Huffman stage does the work) and the mantissa planes are
+  stored raw unless a probe shows zstd would shrink them.
 
 NaN payloads, infinities, -0.0 and subnormals survive exactly: only bit patterns are coded.
 """
@@ -97,15 +98,22 @@ def _unrotate(r: np.ndarray, total: int) -> np.ndarray:
 
 
 def _encode_fast(arr: np.ndarray, dtype: DType) -> bytes:
+    exp_cctx = _fast_exponent_compressor()
+    rest_cctx = zstandard.ZstdCompressor(level=-1)
+    if dtype == DType.BFLOAT16:
+        from swarmpress.codecs import kernels
+
+        u = arr.reshape(-1).view(np.uint16)
+        top, low = np.empty(u.size, np.uint8), np.empty(u.size, np.uint8)
+        kernels.split16(u, 7, top, low)
+        return pack_plane(top, exp_cctx) + pack_plane(low, rest_cctx, probe=True)
     total, _ = LAYOUT[dtype]
     nbytes = total // 8
     utype = np.uint32 if nbytes == 4 else np.uint16
     r = _rotate(arr.reshape(-1).view(utype), total).astype(utype, copy=False)
     planes = r.view(np.uint8).reshape(-1, nbytes)  # little-endian: column nbytes-1 is the top
-    exp_cctx = _fast_exponent_compressor()
-    rest_cctx = zstandard.ZstdCompressor(level=-1)
     out = [pack_plane(planes[:, nbytes - 1], exp_cctx)]
-    out += [pack_plane(planes[:, i], rest_cctx) for i in range(nbytes - 2, -1, -1)]
+    out += [pack_plane(planes[:, i], rest_cctx, probe=True) for i in range(nbytes - 2, -1, -1)]
     return b"".join(out)
 
 
@@ -113,6 +121,16 @@ def _decode_fast(mv: memoryview, dtype: DType, numel: int) -> np.ndarray:
     total, _ = LAYOUT[dtype]
     nbytes = total // 8
     utype = np.uint32 if nbytes == 4 else np.uint16
+    if dtype == DType.BFLOAT16:
+        from swarmpress.codecs import kernels
+
+        top, pos = unpack_plane(mv, 0, numel)
+        low, pos = unpack_plane(mv, pos, numel)
+        if pos != len(mv):
+            raise CodecError("lossless payload has trailing bytes")
+        out = np.empty(numel, dtype=np.uint16)
+        kernels.merge16(top, low, 7, out)
+        return out
     planes = np.empty((numel, nbytes), dtype=np.uint8)
     pos = 0
     for col in range(nbytes - 1, -1, -1):

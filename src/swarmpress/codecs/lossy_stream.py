@@ -68,7 +68,7 @@ class StreamLossyCodec(LossyCodec):
         Param(
             "refresh",
             int,
-            4,
+            16,
             "basis refresh schedule: frames 1, r, r^2, ... (>= 2)",
             minimum=2,
             maximum=1 << 20,

@@ -20,6 +20,7 @@ from swarmpress.codecs.zstdio import decompress_exact
 LAYOUT = {DType.BFLOAT16: (16, 7), DType.FLOAT16: (16, 10), DType.FLOAT32: (32, 23)}
 RAW, ZSTD = 0, 1
 _PLANE = struct.Struct("<BI")
+_PROBE = 1 << 16
 
 
 def bits_u32(arr: np.ndarray) -> np.ndarray:
@@ -28,9 +29,17 @@ def bits_u32(arr: np.ndarray) -> np.ndarray:
     return u.astype(np.uint32, copy=False)
 
 
-def pack_plane(data: np.ndarray, cctx: zstandard.ZstdCompressor) -> bytes:
-    """One byte plane: zstd when that is smaller, raw otherwise."""
+def pack_plane(data: np.ndarray, cctx: zstandard.ZstdCompressor, probe: bool = False) -> bytes:
+    """One byte plane: zstd when that is smaller, raw otherwise.
+
+    With probe, a 64 KiB sample decides first, so a near-random plane (a mantissa) costs a
+    copy instead of a full compression attempt.
+    """
     raw = np.ascontiguousarray(data).tobytes()
+    if probe and len(raw) > 4 * _PROBE:
+        sample = raw[: _PROBE // 2] + raw[len(raw) // 2 : len(raw) // 2 + _PROBE // 2]
+        if len(cctx.compress(sample)) > 0.97 * len(sample):
+            return _PLANE.pack(RAW, len(raw)) + raw
     packed = cctx.compress(raw)
     if len(packed) < len(raw):
         return _PLANE.pack(ZSTD, len(packed)) + packed
