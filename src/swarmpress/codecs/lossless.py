@@ -180,6 +180,30 @@ def _split_fields(u: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray, 
     return se, mhi, low, low_bits
 
 
+_REL_CONTEXTS = 6  # exponent relative to its channel group's median: <=-3 .. >=+2
+
+
+def _mantissa_context(
+    se: np.ndarray, ctx: np.ndarray | None, table: ctxcoder.Table, dtype: DType
+) -> np.ndarray:
+    """Context of the top two mantissa bits: the exponent relative to its group's median.
+
+    Within a binade the density slopes, and how steeply depends on where the binade sits
+    in the channel's distribution; the decoder derives the same medians from the table.
+    """
+    total, mbits = LAYOUT[dtype]
+    emask = (1 << (total - 1 - mbits)) - 1
+    exps_of_symbol = (table.lo + np.arange(table.span)) & emask
+    medians = np.empty(table.counts.shape[0], dtype=np.int64)
+    for g, row in enumerate(table.counts):
+        hist = np.bincount(exps_of_symbol, weights=row.astype(np.float64), minlength=emask + 1)
+        cum = np.cumsum(hist)
+        medians[g] = int(np.searchsorted(cum, cum[-1] / 2.0)) if cum[-1] > 0 else 0
+    med = medians[ctx] if ctx is not None else medians[0]
+    rel = (se.astype(np.int64) & emask) - med
+    return (np.clip(rel, -3, 2) + 3).astype(np.int64)
+
+
 def _encode_max(arr: np.ndarray, dtype: DType) -> bytes:
     u = bits_u32(arr)
     se, mhi, low, low_bits = _split_fields(u, dtype)
@@ -199,18 +223,24 @@ def _encode_max(arr: np.ndarray, dtype: DType) -> bytes:
         if best is None or cost < best[0]:
             best = (cost, ngroups, gbytes, ctx, table, packed)
     _, ngroups, gbytes, ctx, se_table, se_packed = best
-    m_table = ctxcoder.build_table(mhi, None, 1)
+    top = min(LAYOUT[dtype][1], 8)
+    m_ctx = _mantissa_context(se, ctx, se_table, dtype)
+    m2, mrest = mhi >> (top - 2), mhi & ((1 << (top - 2)) - 1)
+    m2_table = ctxcoder.build_table(m2, m_ctx, _REL_CONTEXTS)
+    mrest_table = ctxcoder.build_table(mrest, None, 1)
 
     coder = constriction.stream.queue.RangeEncoder()
     ctxcoder.encode(coder, se, ctx, se_table)
-    ctxcoder.encode(coder, mhi, None, m_table)
+    ctxcoder.encode(coder, m2, m_ctx, m2_table)
+    ctxcoder.encode(coder, mrest, None, mrest_table)
     words = coder.get_compressed().tobytes()
 
     parts = [
         struct.pack("<BI", ngroups, len(gbytes)),
         gbytes,
         se_packed,
-        ctxcoder.pack_table(m_table),
+        ctxcoder.pack_table(m2_table),
+        ctxcoder.pack_table(mrest_table),
     ]
     if low_bits:
         low_t = low.astype(np.uint16 if low_bits > 8 else np.uint8)
@@ -248,7 +278,10 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
     se_table, pos = ctxcoder.unpack_table(mv, pos, numel)
     if se_table.counts.shape[0] != ngroups:
         raise CodecError("lossless sign/exponent table does not match the channel groups")
-    m_table, pos = ctxcoder.unpack_table(mv, pos, numel)
+    m2_table, pos = ctxcoder.unpack_table(mv, pos, numel)
+    mrest_table, pos = ctxcoder.unpack_table(mv, pos, numel)
+    if m2_table.counts.shape[0] != _REL_CONTEXTS or mrest_table.counts.shape[0] != 1:
+        raise CodecError("lossless mantissa tables have the wrong number of contexts")
     low = None
     if low_bits:
         nplanes = 2 if low_bits > 8 else 1
@@ -265,10 +298,15 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
     except Exception as exc:
         raise CodecError(f"lossless range-coded stream is corrupt: {exc}") from None
     se = ctxcoder.decode(decoder, ctx, se_table, numel).astype(np.uint32)
-    mhi = ctxcoder.decode(decoder, None, m_table, numel).astype(np.uint32)
     total, _ = LAYOUT[dtype]
     if se.size and int(se.max()) >= 1 << (total - mbits):
         raise CodecError("lossless sign/exponent symbol out of range")
+    m_ctx = _mantissa_context(se, ctx, se_table, dtype)
+    m2 = ctxcoder.decode(decoder, m_ctx, m2_table, numel).astype(np.uint32)
+    mrest = ctxcoder.decode(decoder, None, mrest_table, numel).astype(np.uint32)
+    if (m2.size and int(m2.max()) > 3) or (mrest.size and int(mrest.max()) >= 1 << (top - 2)):
+        raise CodecError("lossless mantissa symbol out of range")
+    mhi = (m2 << (top - 2)) | mrest
     if mhi.size and int(mhi.max()) >= 1 << top:
         raise CodecError("lossless mantissa symbol out of range")
     u = (se << mbits) | (mhi << low_bits)
