@@ -302,8 +302,31 @@ def bench_cmd(
             help="Smoke run: at most 2 tensors per group, one timing repeat, shorter sweeps.",
         ),
     ] = False,
+    apex: Annotated[
+        str | None,
+        typer.Option(
+            "--apex",
+            metavar="DIR",
+            help="Run Apex solution files (and zstd-3) on an Apex-layout directory instead.",
+        ),
+    ] = None,
+    solution: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--solution",
+            metavar="FILE",
+            help="With --apex: a solution .py with compress_data/decompress_data (repeatable).",
+        ),
+    ] = None,
 ) -> None:
-    """Every codec next to the anchors and the theoretical limits, on a corpus."""
+    """Every codec next to the anchors and the theoretical limits, on a corpus.
+
+    With --apex DIR: every --solution file next to the zstd-3 baseline on the flat bf16
+    files of an Apex-layout directory, with the Apex lossless and lossy scores.
+    """
+    if apex is not None or solution:
+        _bench_apex(apex, solution or [], corpus, codecs, no_anchors, json_out, report, quick)
+        return
     from swarmpress.bench.console import (
         headline_table,
         print_failures,
@@ -372,6 +395,116 @@ def bench_cmd(
     print_failures(result, err_console)
     if not result.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+# ----------------------------------------------------------------------------- bench --apex
+def _bench_apex(
+    apex: str | None,
+    solutions: list[str],
+    corpus: str | None,
+    codecs: str | None,
+    no_anchors: bool,
+    json_out: str | None,
+    report: str | None,
+    quick: bool,
+) -> None:
+    """`swarmpress bench --apex DIR [--solution FILE ...]` (see swarmpress.bench.apex)."""
+    import shlex
+
+    from swarmpress.bench.apex import ApexError, apex_table, run_apex_bench, write_apex_report
+    from swarmpress.bench.console import print_table, progress_bar
+
+    if apex is None:
+        raise fail("--solution needs --apex DIR (an Apex-layout directory of bf16 .bin files)")
+    for flag, given in (("--corpus", corpus), ("--codecs", codecs), ("--no-anchors", no_anchors)):
+        if given:
+            raise fail(f"{flag} does not apply to --apex runs (they run solution files)")
+    parts = ["swarmpress", "bench", "--apex", apex]
+    for path in solutions:
+        parts += ["--solution", path]
+    for flag, value in (("--json", json_out), ("--report", report)):
+        if value is not None:
+            parts += [flag, value]
+    if quick:
+        parts.append("--quick")
+    try:
+        with progress_bar(err_console) as progress:
+            result = run_apex_bench(
+                apex, solutions, quick=quick, progress=progress, command=shlex.join(parts)
+            )
+    except ApexError as exc:
+        raise fail(str(exc)) from None
+    try:
+        if json_out == "-":
+            print(json.dumps(result.to_json(), indent=1, allow_nan=False))
+        else:
+            print_table(apex_table(result), console)
+            if json_out is not None:
+                result.write_json(json_out)
+                console.print(f"every figure written to {json_out}", highlight=False)
+        if report is not None:
+            path = write_apex_report(result, report)
+            console.print(f"report written to {path}", highlight=False)
+    except OSError as exc:
+        raise fail(f"cannot write the bench output: {exc}") from None
+    for s in result.summaries:
+        if s.n_errors:
+            err_console.print(
+                f"[bold red]{s.solution}[/] failed on {s.n_errors} of {s.n_files} files "
+                "(see the check column)",
+                highlight=False,
+            )
+
+
+# ----------------------------------------------------------------------------- arena
+arena_app = typer.Typer(
+    help="Arena tools: export codecs as Apex solution files.", no_args_is_help=True
+)
+app.add_typer(arena_app, name="arena")
+
+
+@arena_app.command("export-solution")
+def arena_export_solution_cmd(
+    codec: Annotated[
+        str, typer.Option("--codec", help="Codec to export: lossless, lossy or zstd.")
+    ],
+    out: Annotated[str, typer.Option("--out", metavar="FILE", help="Solution file to write.")],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VALUE",
+            help="Override an entry of the solution's CONFIG, e.g. --set target=0.9905.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a codec as one standalone Apex matrix-compression solution file (< 20 KB)."""
+    from swarmpress.arena.export import ExportError, export_solution, solution_config
+
+    options = {}
+    for item in option or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise fail(f"--set takes NAME=VALUE, not {item!r}")
+        options[name.strip()] = value.strip()
+    try:
+        path = export_solution(codec, out, **options)
+        config = solution_config(codec, **options)
+    except ExportError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    size = path.stat().st_size
+    if as_json:
+        info = {"path": str(path), "bytes": size, "codec": codec, "config": config}
+        print(json.dumps(info, indent=2))
+        return
+    console.print(
+        f"wrote {path} ({size} bytes, codec {codec}, CONFIG {config})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:
