@@ -508,12 +508,24 @@ def arena_export_solution_cmd(
 
 
 def main() -> None:
-    """Entry point: run the app, turning unexpected errors into exit code 3 with one line."""
+    """Entry point: run the app, turning unexpected errors into exit code 3 with one line.
+
+    Standalone mode already maps usage errors to exit 2 and typer.Exit to its code; only
+    exceptions no command anticipated reach the handler below.
+    """
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(please report it with the command you ran)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

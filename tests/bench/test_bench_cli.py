@@ -105,3 +105,19 @@ def test_lossless_failure_exits_1(tiny_corpus: Path, monkeypatch: pytest.MonkeyP
     )
     assert res.exit_code == 1, res.output
     assert "LOSSLESS CHECK FAILED" in res.stderr
+
+
+def test_unexpected_errors_exit_3_with_one_line(monkeypatch, capsys):
+    import pytest
+
+    import swarmpress.cli as cli
+
+    def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 3
+    err = capsys.readouterr().err
+    assert "internal error" in err and "kaboom" in err and "Traceback" not in err

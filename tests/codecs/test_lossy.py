@@ -116,3 +116,37 @@ def test_full_rank_noise_pays_nothing_for_the_low_rank_option():
     a = sp.get_codec("lossy").encode(x)
     b = sp.get_codec("lossy", max_rank=0).encode(x)
     assert _rank(a) == 0 and len(a) == len(b)
+
+
+def test_wide_dynamic_range_round_trips_or_is_refused_clearly():
+    # Column 0 alternates 1e9 / 2e9, the rest is tiny: the step is set by max_abs=1e-3, so
+    # codes need ~41 bits (raw low bits wider than 32 must still pack and unpack).
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, (64, 16))
+    x[:, 0] = np.where(np.arange(64) % 2, 1e9, 2e9)
+    x = x.astype(np.float32)
+    codec = sp.get_codec("lossy", target="max_abs", value=1e-3)
+    y = sp.decode(codec.encode(x))
+    assert sp.max_abs_error(x, y) <= 1e-3
+    huge = np.array([[1e30, -1e30, 1.0, 0.5]] * 8, np.float32)
+    with pytest.raises(sp.CodecError, match="dynamic range"):
+        sp.get_codec("lossy", target="max_abs", value=1e-6).encode(huge)
+
+
+@pytest.mark.parametrize("name", ["lossy-stream", "topk"])
+def test_failed_encode_leaves_stream_state_untouched(name):
+    from tests.codecs.test_lossy_stream import _stream
+
+    enc, dec = sp.get_codec(name), sp.get_codec(name)
+    frames = _stream(n=3, rows=64, chans=16)
+    dec.decode(enc.encode(frames[0]))
+    before = enc.state_dict()
+    with pytest.raises(sp.CodecError, match="dimensions"):
+        enc.encode(np.zeros((1,) * 33, np.float32))
+    after = enc.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        a, b = before[key], after[key]
+        assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b)), key
+    for x in frames[1:]:  # the stream goes on in sync
+        dec.decode(enc.encode(x))

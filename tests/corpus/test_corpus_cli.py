@@ -92,3 +92,31 @@ def test_bad_layers_and_missing_text(tmp_path: Path) -> None:
 def test_export_apex_missing_corpus(tmp_path: Path) -> None:
     result = runner.invoke(app, ["corpus", "export-apex", str(tmp_path / "nope"), str(tmp_path)])
     assert "does not exist" in _one_line_error(result)
+
+
+def test_manifest_with_bad_source_is_a_corpus_error(tmp_path: Path) -> None:
+    import json
+
+    from swarmpress.corpus.store import CorpusError, load_corpus
+
+    entry = {
+        "name": "a",
+        "file": "a.safetensors",
+        "family": "model",
+        "model": "m",
+        "layer": 0,
+        "role": "activation",
+        "dtype": "float32",
+        "shape": [2],
+        "text_source": "t",
+        "seed": 0,
+    }
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {"format": "swarmpress-corpus", "version": 1, "source": [1, 2], "tensors": [entry]}
+        )
+    )
+    import pytest
+
+    with pytest.raises(CorpusError, match="source"):
+        load_corpus(tmp_path)

@@ -77,16 +77,18 @@ def print_table(table: Table, console: Console) -> None:
 
 
 def print_failures(result: BenchResult, console: Console) -> None:
-    """Print every lossless failure in bold red (nothing when there are none)."""
-    if result.ok:
-        return
-    console.print(
-        f"[bold red]LOSSLESS CHECK FAILED[/] for {len(result.lossless_failures)} "
-        "(tensor, codec) pair(s):",
-        highlight=False,
-    )
-    for f in result.lossless_failures:
-        console.print(f"  [red]{f}[/]", highlight=False)
+    """Print every lossless failure and codec error in bold red (nothing when there are none)."""
+    for title, items in (
+        ("LOSSLESS CHECK FAILED", result.lossless_failures),
+        ("CODEC FAILED", result.codec_errors),
+    ):
+        if not items:
+            continue
+        console.print(
+            f"[bold red]{title}[/] for {len(items)} (tensor, codec) pair(s):", highlight=False
+        )
+        for f in items:
+            console.print(f"  [red]{f}[/]", highlight=False)
 
 
 @contextmanager

@@ -148,8 +148,17 @@ class BenchResult:
 
     @property
     def ok(self) -> bool:
-        """False when any lossless codec or anchor was not bit-exact (or failed)."""
-        return not self.lossless_failures
+        """False when a lossless method was not bit-exact or a swarmpress codec raised."""
+        return not self.lossless_failures and not self.codec_errors
+
+    @property
+    def codec_errors(self) -> list[str]:
+        """'codec on tensor: error' for every swarmpress codec that raised on a tensor."""
+        return [
+            f"{m.codec} on {m.tensor}: {m.error}"
+            for m in self.measurements
+            if m.kind == "codec" and m.error is not None
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(dataclasses.asdict(self))

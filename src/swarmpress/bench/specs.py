@@ -86,9 +86,14 @@ def build_codec(spec: str) -> Codec:
     return get_codec(codec_id, **params)
 
 
+# Second settings worth a row of their own: the community's 4-bit blocks, the fast lossless mode.
+EXTRA_SPECS = {"blockq": "blockq:bits=4", "lossless": "lossless:mode=fast"}
+
+
 def default_codec_specs() -> list[str]:
-    """Every registered codec with its default parameters, plus blockq at 4 bits."""
+    """Every registered codec with its default parameters, plus the EXTRA_SPECS variants."""
     specs = [c["id"] for c in list_codecs()]
-    if "blockq" in specs:
-        specs.insert(specs.index("blockq") + 1, "blockq:bits=4")
+    for base, extra in EXTRA_SPECS.items():
+        if base in specs:
+            specs.insert(specs.index(base) + 1, extra)
     return specs

@@ -16,6 +16,7 @@ import numpy as np
 
 from swarmpress.codecs import frame as _frame
 from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.tensors import DType, TensorInfo, from_numpy, to_numpy
 
 
@@ -137,6 +138,10 @@ class Codec(ABC):
     def encode(self, tensor: Any, role: Role | str = Role.UNSPECIFIED) -> bytes:
         """Compress one tensor into a self-describing, checksummed frame."""
         arr, info = to_numpy(tensor)
+        if arr.ndim > _frame.MAX_NDIM:
+            raise CodecError(
+                f"tensor has {arr.ndim} dimensions; frames hold at most {_frame.MAX_NDIM}"
+            )
         try:
             role = Role(role)
         except ValueError:
@@ -164,6 +169,7 @@ class Codec(ABC):
         return self._decode_frame(fr, device)
 
     def _decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
+        check_decode_size(fr.numel, fr.dtype.itemsize)  # before any decoder allocates
         arr = self.decode_array(fr.payload, fr.dtype, fr.shape)
         if not arr.flags.writeable:
             arr = arr.copy()

@@ -19,7 +19,6 @@ from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.zstdio import decompress_exact
 
 MAX_SPAN = 1 << 16
-MAX_CONTEXTS = 1 << 12
 _HEAD = struct.Struct("<IIII")  # first symbol, alphabet span, contexts, packed table length
 
 
@@ -67,13 +66,16 @@ def pack_table(table: Table) -> bytes:
     return _HEAD.pack(table.lo, table.span, table.counts.shape[0], len(packed)) + packed
 
 
-def unpack_table(mv: memoryview, pos: int, expected_total: int) -> tuple[Table, int]:
-    """Parse a table at pos; its counts must add up to expected_total symbols."""
+def unpack_table(
+    mv: memoryview, pos: int, expected_total: int, contexts: int, max_span: int = MAX_SPAN
+) -> tuple[Table, int]:
+    """Parse a table at pos: exactly `contexts` rows over at most max_span symbols, whose
+    counts add up to expected_total. Shapes are checked before anything is decompressed."""
     if len(mv) - pos < _HEAD.size:
         raise CodecError("context table truncated")
     lo, span, nctx, plen = _HEAD.unpack_from(mv, pos)
     pos += _HEAD.size
-    if not (1 <= span <= MAX_SPAN and lo + span <= MAX_SPAN and 1 <= nctx <= MAX_CONTEXTS):
+    if not (1 <= span <= max_span and lo + span <= max_span and nctx == contexts):
         raise CodecError(f"context table declares an invalid shape ({nctx} x {span} from {lo})")
     if plen > len(mv) - pos:
         raise CodecError("context table runs past the end of the payload")

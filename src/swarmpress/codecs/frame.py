@@ -93,7 +93,10 @@ def unpack(blob: bytes | bytearray | memoryview) -> Frame:
     """Parse and verify a frame; raise CodecError naming the first thing that is wrong."""
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes, got {type(blob).__name__}")
-    mv = memoryview(blob).cast("B")
+    mv = memoryview(blob)
+    if not mv.contiguous:
+        mv = memoryview(mv.tobytes())
+    mv = mv.cast("B")
     n = len(mv)
     if n == 0:
         raise CodecError("empty input: not a swarmpress frame")
@@ -153,6 +156,8 @@ def unpack(blob: bytes | bytearray | memoryview) -> Frame:
         raise CodecError("codec params in frame header are not valid JSON") from None
     if not isinstance(params, dict):
         raise CodecError("codec params in frame header are not a JSON object")
+    if any(d > MAX_ELEMENTS for d in shape):
+        raise CodecError(f"frame declares a dimension above the {MAX_ELEMENTS} limit")
     numel = 1
     for d in shape:
         numel *= d

@@ -18,6 +18,7 @@ NaN payloads, infinities, -0.0 and subnormals survive exactly: only bit patterns
 
 from __future__ import annotations
 
+import math
 import struct
 
 import constriction
@@ -27,7 +28,6 @@ import zstandard
 from swarmpress.codecs import ctxcoder
 from swarmpress.codecs.base import Codec, Param, Role
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.planes import LAYOUT, bits_u32, pack_plane, unpack_plane
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
@@ -70,8 +70,7 @@ class LosslessCodec(Codec):
         return bytes([_MAX]) + _encode_max(arr, dtype)
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        check_decode_size(numel, dtype.itemsize)
+        numel = math.prod(shape)
         mv = memoryview(payload)
         if numel == 0:
             if len(mv):
@@ -275,13 +274,10 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
         pos += glen
     elif glen:
         raise CodecError("lossless payload has a group map but one group")
-    se_table, pos = ctxcoder.unpack_table(mv, pos, numel)
-    if se_table.counts.shape[0] != ngroups:
-        raise CodecError("lossless sign/exponent table does not match the channel groups")
-    m2_table, pos = ctxcoder.unpack_table(mv, pos, numel)
-    mrest_table, pos = ctxcoder.unpack_table(mv, pos, numel)
-    if m2_table.counts.shape[0] != _REL_CONTEXTS or mrest_table.counts.shape[0] != 1:
-        raise CodecError("lossless mantissa tables have the wrong number of contexts")
+    total, _ = LAYOUT[dtype]
+    se_table, pos = ctxcoder.unpack_table(mv, pos, numel, ngroups, 1 << (total - mbits))
+    m2_table, pos = ctxcoder.unpack_table(mv, pos, numel, _REL_CONTEXTS, 4)
+    mrest_table, pos = ctxcoder.unpack_table(mv, pos, numel, 1, 1 << (top - 2))
     low = None
     if low_bits:
         nplanes = 2 if low_bits > 8 else 1
@@ -298,7 +294,6 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
     except Exception as exc:
         raise CodecError(f"lossless range-coded stream is corrupt: {exc}") from None
     se = ctxcoder.decode(decoder, ctx, se_table, numel).astype(np.uint32)
-    total, _ = LAYOUT[dtype]
     if se.size and int(se.max()) >= 1 << (total - mbits):
         raise CodecError("lossless sign/exponent symbol out of range")
     m_ctx = _mantissa_context(se, ctx, se_table, dtype)

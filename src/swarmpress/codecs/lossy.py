@@ -31,7 +31,6 @@ from swarmpress.codecs.fieldcode import (
     read_field,
     unpack_blob,
 )
-from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.metrics import max_abs_error, rel_l2, similarity
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
@@ -86,6 +85,21 @@ class _Quantized:
         self.values = (self.resid + self.means) * step + proj
 
 
+def check_range(q) -> None:
+    """Refuse codes too large for exact float64/int64 arithmetic (a target far finer than
+    the tensor's dynamic range); the decoder could not reproduce them bit for bit."""
+    biggest = max(
+        float(np.abs(a).max(initial=0))
+        for a in (q.means, q.coeffs, getattr(q, "resid", None))
+        if a is not None
+    )
+    if biggest >= 2.0**50:
+        raise CodecError(
+            "lossy: the target is too fine for this tensor's dynamic range "
+            f"(codes up to {biggest:.3g}); loosen it or use `lossless`"
+        )
+
+
 def _project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
     # Integer-valued operands with |sum| < 2**53: exact whatever the BLAS summation order.
     return (coeffs @ basis) * (step / _FIX)
@@ -116,6 +130,10 @@ class LossyCodec(Codec):
             maximum=1024,
         ),
     )
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self._check_target()
 
     def frame_params(self) -> dict:
         return {}  # the decoder needs nothing but the payload
@@ -216,7 +234,6 @@ class LossyCodec(Codec):
 
     # ------------------------------------------------------------------ encode
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
-        self._check_target()
         if arr.size == 0:
             return b""
         x = _as_rows(arr)
@@ -231,6 +248,7 @@ class LossyCodec(Codec):
                 chosen = self._search(
                     x, arr.dtype, lambda step: _Quantized(x, step, basis), chosen.step
                 )
+        check_range(chosen)
         rank = 0 if chosen.coeffs is None else chosen.coeffs.shape[1]
         coder = constriction.stream.queue.RangeEncoder()
         parts = [_HEAD.pack(chosen.step, rank), pack_blob(chosen.means.astype("<i8").tobytes())]
@@ -243,8 +261,7 @@ class LossyCodec(Codec):
 
     # ------------------------------------------------------------------ decode
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        check_decode_size(numel, dtype.itemsize)
+        numel = math.prod(shape)
         mv = memoryview(payload)
         if numel == 0:
             if len(mv):

@@ -30,8 +30,14 @@ from swarmpress.codecs.fieldcode import (
     read_field,
     unpack_blob,
 )
-from swarmpress.codecs.limits import check_decode_size
-from swarmpress.codecs.lossy import _FIX, LossyCodec, _as_rows, _channels_rows, _project
+from swarmpress.codecs.lossy import (
+    _FIX,
+    LossyCodec,
+    _as_rows,
+    _channels_rows,
+    _project,
+    check_range,
+)
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
 
@@ -65,6 +71,14 @@ class StreamLossyCodec(LossyCodec):
     stateful = True
     params = (
         *LossyCodec.params[:2],
+        Param(
+            "max_channels",
+            int,
+            8192,
+            "largest channel count a stream accepts (the basis is channels^2)",
+            minimum=1,
+            maximum=1 << 16,
+        ),
         Param(
             "refresh",
             int,
@@ -134,22 +148,27 @@ class StreamLossyCodec(LossyCodec):
             f //= r
         return f == 1
 
-    def _accumulate(self, x: np.ndarray) -> None:
-        if self._sum is not None and self._sum.shape[0] != x.shape[1]:
+    def _accumulated(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """The stream statistics with x added (new arrays: committed only on success)."""
+        chans = x.shape[1]
+        if chans > self.config["max_channels"]:
             raise CodecError(
-                f"lossy-stream: tensor has {x.shape[1]} channels, the stream has "
+                f"lossy-stream: {chans} channels exceed max_channels="
+                f"{self.config['max_channels']} (the basis is channels x channels)"
+            )
+        if self._sum is not None and self._sum.shape[0] != chans:
+            raise CodecError(
+                f"lossy-stream: tensor has {chans} channels, the stream has "
                 f"{self._sum.shape[0]}; call reset() to start a new stream"
             )
-        if self._sum is None:
-            self._sum = np.zeros(x.shape[1])
-            self._outer = np.zeros((x.shape[1], x.shape[1]))
-        self._sum += x.sum(axis=0)
-        self._outer += x.T @ x
-        self._rows += x.shape[0]
+        total = x.sum(axis=0) + (0.0 if self._sum is None else self._sum)
+        outer = x.T @ x + (0.0 if self._outer is None else self._outer)
+        return total, outer, self._rows + x.shape[0]
 
-    def _new_basis(self, noise: float) -> np.ndarray | None:
-        mean = self._sum / self._rows
-        cov = self._outer / self._rows - np.outer(mean, mean)
+    def _new_basis(self, stats, noise: float) -> np.ndarray | None:
+        total, outer, rows = stats
+        mean = total / rows
+        cov = outer / rows - np.outer(mean, mean)
         lam, vec = np.linalg.eigh(cov)
         order = np.argsort(lam)[::-1]
         lam, vec = lam[order], vec[:, order]
@@ -161,36 +180,39 @@ class StreamLossyCodec(LossyCodec):
         return coarse * _COARSE
 
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
-        self._check_target()
         if arr.size == 0:
             raise CodecError("lossy-stream cannot carry an empty tensor")
         x = _as_rows(arr)
         if not np.isfinite(x).all():
             raise CodecError("lossy-stream cannot encode NaN or infinite values; use `lossless`")
-        self._accumulate(x)
+        stats = self._accumulated(x)
         plain = self._search(x, arr.dtype, self._plain(x), self._initial_step(x))
-        sent_basis = None
+        basis, basis_id, inverse, sent = self._basis, self._basis_id, self._inverse, None
         if self._refresh_due():
-            fresh = self._new_basis(plain.step**2 / 12.0)
+            fresh = self._new_basis(stats, plain.step**2 / 12.0)
             if fresh is not None:
-                self._basis, self._basis_id, sent_basis = fresh, self._basis_id + 1, fresh
-                self._inverse = np.linalg.inv(fresh / _FIX)
+                basis, basis_id, sent = fresh, basis_id + 1, fresh
+                inverse = np.linalg.inv(fresh / _FIX)
         chosen, uses = plain, False
-        if self._basis is not None:
-            basis, inverse = self._basis, self._inverse
+        if basis is not None:
             cand = self._search(
                 x, arr.dtype, lambda step: _Transformed(x, step, basis, inverse), plain.step
             )
-            if sent_basis is not None or estimate_bits(cand.coeffs) < estimate_bits(plain.resid):
+            if sent is not None or estimate_bits(cand.coeffs) < estimate_bits(plain.resid):
                 chosen, uses = cand, True
+        check_range(chosen)
+        payload = self._pack(chosen, uses, sent, basis_id)
+        # Commit the stream state only now that the frame exists.
+        self._sum, self._outer, self._rows = stats
+        self._basis, self._basis_id, self._inverse = basis, basis_id, inverse
         self._frames += 1
-        return self._pack(chosen, uses, sent_basis)
+        return payload
 
-    def _pack(self, q, uses: bool, sent: np.ndarray | None) -> bytes:
+    def _pack(self, q, uses: bool, sent: np.ndarray | None, basis_id: int) -> bytes:
         rank = q.coeffs.shape[1] if uses else 0
         flags = (_USES_BASIS if uses else 0) | (_HAS_BASIS if sent is not None else 0)
         chans = q.means.shape[0]
-        parts = [_HEAD.pack(q.step, flags, self._basis_id, rank, chans)]
+        parts = [_HEAD.pack(q.step, flags, basis_id, rank, chans)]
         if sent is not None:
             parts.append(pack_blob((sent // _COARSE).astype("<i2").tobytes()))
         parts.append(pack_blob(q.means.astype("<i8").tobytes()))
@@ -202,8 +224,7 @@ class StreamLossyCodec(LossyCodec):
 
     # ------------------------------------------------------------------ decode
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        check_decode_size(numel, dtype.itemsize)
+        numel = math.prod(shape)
         mv = memoryview(payload)
         nrows, nchan = _channels_rows(shape, numel)
         if numel == 0 or len(mv) < _HEAD.size:
@@ -212,6 +233,8 @@ class StreamLossyCodec(LossyCodec):
         pos = _HEAD.size
         if not (math.isfinite(step) and step > 0) or flags & ~(_USES_BASIS | _HAS_BASIS):
             raise CodecError("lossy-stream header is invalid")
+        if nchan > self.config["max_channels"]:
+            raise CodecError(f"lossy-stream frame has {nchan} channels, above max_channels")
         if chans != nchan or rank not in ((nchan,) if flags & _USES_BASIS else (0,)):
             raise CodecError("lossy-stream header disagrees with the tensor shape")
         basis, new_basis = self._dec_basis, None

@@ -69,23 +69,24 @@ def unpack_plane(mv: memoryview, pos: int, n: int, itemsize: int = 1) -> tuple[n
 
 
 def pack_bits(values: np.ndarray, width: int) -> bytes:
-    """Pack non-negative integers < 2**width into a dense little-endian bit string."""
+    """Pack non-negative integers < 2**width (width <= 64) into a dense little-endian string."""
     if width == 0 or values.size == 0:
         return b""
-    v = values.astype("<u4").view(np.uint8).reshape(-1, 4)
+    v = values.astype("<u8").view(np.uint8).reshape(-1, 8)
     bits = np.unpackbits(v, axis=1, bitorder="little")[:, :width]
     return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
 def unpack_bits(data: bytes | memoryview, n: int, width: int) -> np.ndarray:
-    """Inverse of pack_bits: n integers of width bits (int64)."""
+    """Inverse of pack_bits: n integers of width bits (int64; width <= 63)."""
     if width == 0 or n == 0:
         return np.zeros(n, dtype=np.int64)
+    if width > 63:
+        raise CodecError(f"bit-packed stream declares {width}-bit values; at most 63 fit")
     need = (n * width + 7) // 8
     if len(data) != need:
         raise CodecError(f"bit-packed stream holds {len(data)} bytes, expected {need}")
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: n * width]
-    bits = bits.reshape(n, width)
-    full = np.zeros((n, 32), dtype=np.uint8)
-    full[:, :width] = bits
-    return np.packbits(full, axis=1, bitorder="little").view("<u4").reshape(-1).astype(np.int64)
+    full = np.zeros((n, 64), dtype=np.uint8)
+    full[:, :width] = bits.reshape(n, width)
+    return np.packbits(full, axis=1, bitorder="little").view("<u8").reshape(-1).astype(np.int64)

@@ -3,7 +3,8 @@
 Every symbol r (an integer quantization residual) gets a scale index k, known to the
 decoder from side information; bucket k models r with a discretized zero-mean
 distribution of scale 2**(k / STEPS_PER_OCTAVE). The tables are computed identically on
-both sides from (family, k), so nothing but the family and the scale indices is sent.
+both sides from (family, k) with IEEE-exact arithmetic only (no libm), so nothing but the
+family and the scale indices is sent and every platform builds the same models.
 
 Large scales keep their low bits raw: the top of r goes through the model with the scale
 divided by 2**low, the low bits are near-uniform and cost exactly `low` bits. Values beyond
@@ -12,9 +13,10 @@ the modelled range take an escape symbol and travel verbatim in a side stream.
 
 from __future__ import annotations
 
+import math
+
 import constriction
 import numpy as np
-from scipy import special
 
 from swarmpress.codecs.errors import CodecError
 
@@ -23,6 +25,8 @@ FAMILIES = ("laplace", "gaussian", "logistic")
 MAX_MODEL_SCALE = 48.0  # scales above this send low bits raw
 TAIL = 16.0  # modelled range: |r| <= TAIL * scale (+ 1)
 _FLOOR = 1e-9
+_SQRT2 = math.sqrt(2.0)
+_LOGISTIC = math.pi / math.sqrt(3.0)
 
 
 def bucket_scale(k: np.ndarray | int) -> np.ndarray:
@@ -36,18 +40,42 @@ def raw_bits(k: int) -> int:
     return max(0, int(np.floor(np.log2(s / MAX_MODEL_SCALE))) + 1) if s > MAX_MODEL_SCALE else 0
 
 
+def _exp_nonpositive(x: np.ndarray) -> np.ndarray:
+    """exp(x) for x <= 0 from +, *, / only (IEEE exact), so every platform gets the same bits.
+
+    numpy's exp picks SIMD kernels by CPU; a one-ulp difference between sender and receiver
+    could move a quantized probability and desynchronize the range coder. Range reduction
+    by 2**-10, a degree-12 Taylor polynomial, then ten squarings (relative error < 1e-10).
+    """
+    y = np.maximum(x, -745.0) / 1024.0
+    acc = np.ones_like(y)
+    for k in range(12, 0, -1):
+        acc = 1.0 + acc * y / float(k)
+    for _ in range(10):
+        acc = acc * acc
+    return acc
+
+
 def _cdf(family: str, z: np.ndarray) -> np.ndarray:
+    """CDF of a unit-variance family, computed with _exp_nonpositive only."""
+    a = np.abs(z)
     if family == "laplace":
-        return np.where(
-            z < 0,
-            0.5 * np.exp(np.minimum(z, 0) * np.sqrt(2)),
-            1 - 0.5 * np.exp(-np.maximum(z, 0) * np.sqrt(2)),
+        tail = 0.5 * _exp_nonpositive(-a * _SQRT2)
+    elif family == "logistic":
+        e = _exp_nonpositive(-a * _LOGISTIC)
+        tail = e / (1.0 + e)
+    elif family == "gaussian":
+        # Abramowitz & Stegun 7.1.26 for erfc(a / sqrt 2), |error| < 1.5e-7.
+        u = a / _SQRT2
+        t = 1.0 / (1.0 + 0.3275911 * u)
+        poly = t * (
+            0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
         )
-    if family == "gaussian":
-        return special.ndtr(z)
-    if family == "logistic":
-        return special.expit(z * np.pi / np.sqrt(3))
-    raise CodecError(f"unknown entropy model family {family!r}")
+        tail = 0.5 * poly * _exp_nonpositive(-u * u)
+    else:
+        raise CodecError(f"unknown entropy model family {family!r}")
+    return np.where(z < 0, tail, 1.0 - tail)
 
 
 def table(family: str, k: int) -> tuple[int, np.ndarray]:

@@ -47,7 +47,6 @@ from swarmpress.codecs import frame as _frame
 from swarmpress.codecs.base import Codec, Param, Role
 from swarmpress.codecs.entropy import decode_symbols, encode_symbols
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.planes import pack_bits, pack_plane, unpack_bits, unpack_plane
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import BF16, DType
@@ -464,7 +463,6 @@ class TopKCodec(Codec):
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         numel = math.prod(shape)
-        check_decode_size(numel, dtype.itemsize)
         chunk, bits = self.config["chunk"], self.config["bits"]
         lens = chunk_sizes(numel, chunk)
         kc = chunk_budget(lens, self.config["density"])

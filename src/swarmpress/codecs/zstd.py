@@ -6,6 +6,8 @@ it never looks at the values.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import zstandard
 
@@ -40,7 +42,7 @@ class ZstdCodec(Codec):
         return cctx.compress(arr.tobytes())
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        numel = math.prod(shape)
         expected = numel * dtype.itemsize
         check_decode_size(numel, dtype.itemsize)
         raw = decompress_exact(payload, expected, "zstd payload")

@@ -21,7 +21,9 @@ def decompress_exact(data: bytes | memoryview, size: int, what: str) -> bytes:
     if declared not in (-1, size):
         raise CodecError(f"{what} holds {declared} bytes, expected {size}")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(size, 1))
+        raw = zstandard.ZstdDecompressor().decompress(
+            data, max_output_size=max(size, 1), allow_extra_data=False
+        )
     except zstandard.ZstdError as exc:
         raise CodecError(f"{what} is corrupt: {exc}") from None
     except MemoryError:  # pragma: no cover - guarded by the size check above

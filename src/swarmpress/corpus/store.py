@@ -153,7 +153,10 @@ def load_corpus(root: str | Path) -> Corpus:
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise CorpusError(f"{mpath} lists a tensor name twice")
-    return Corpus(root=root, entries=entries, source=dict(manifest.get("source") or {}))
+    source = manifest.get("source") or {}
+    if not isinstance(source, dict):
+        raise CorpusError(f"{mpath}: 'source' must be an object")
+    return Corpus(root=root, entries=entries, source=dict(source))
 
 
 def _entry(mpath: Path, i: int, d: Any) -> Entry:
