@@ -16,6 +16,7 @@ fresh encoder and decoder per tensor and one repeat.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from swarmpress.bench.results import (
 from swarmpress.bench.specs import build_codec, default_codec_specs
 from swarmpress.codecs import Codec, CodecError, codec_class, get_codec
 from swarmpress.codecs import metrics as M
-from swarmpress.codecs.tensors import to_float64
+from swarmpress.codecs.tensors import BF16, to_float64
 from swarmpress.corpus.store import Corpus, Entry, load_corpus
 
 #: progress(done, total, label) is called after every (tensor, codec) step
@@ -129,6 +130,17 @@ def _fill_quality(
     else:
         m.meets_target = bool(m.similarity > target)
     m.lossy_score = M.lossy_score(m.ratio, m.similarity)
+
+
+def _warm_up(codec: Codec) -> None:
+    """One untimed round trip per dtype, so JIT compilation and lazy imports stay out of
+    the timings (the first call of a numba kernel loads or compiles it)."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float16, BF16):
+        x = rng.standard_normal((64, 64)).astype(dtype)
+        with contextlib.suppress(Exception):  # a failing codec is measured (and reported) later
+            enc = type(codec).from_config(codec.get_config()) if codec.stateful else codec
+            enc.decode(enc.encode(x))
 
 
 def _measure_codec(
@@ -309,6 +321,8 @@ def run_bench(
         corpus = load_corpus(corpus)
     specs = list(dict.fromkeys(codecs if codecs is not None else default_codec_specs()))
     built = [(s, build_codec(s)) for s in specs]
+    for _, codec in built:
+        _warm_up(codec)
     aset = load_anchors() if anchors else None
     anchor_list = aset.available if aset else []
     evals = max_tune_evals if max_tune_evals is not None else (8 if quick else 12)
