@@ -4,10 +4,10 @@ Two modes:
 
 * ``max`` (default): the sign+exponent field of every value is range-coded with a
   categorical model chosen by the value's channel group (channels are grouped by their RMS
-  and mean, so the model follows each channel's scale), the top mantissa bits are
-  range-coded order-0, and any remaining low mantissa bits go to byte planes (zstd or raw).
-  The number of channel groups is picked per tensor by the smallest ideal code length,
-  tables included.
+  and mean, so the model follows each channel's scale), the top two mantissa bits by the
+  exponent's place in its group, the rest order-0; low fp16/fp32 mantissa bits go to byte
+  planes. The number of groups is picked per tensor by the smallest ideal code length,
+  tables included. The fast encoding is tried too and kept when smaller.
 * ``fast``: ZipNN-style byte grouping: the exponent fills one byte plane (for bf16 a numba
   kernel splits exponent and sign+mantissa in one pass), that plane goes through
   Zstandard's fast strategy (its Huffman stage does the work) and the mantissa planes are
@@ -65,9 +65,13 @@ class LosslessCodec(Codec):
         dtype = DType.of(arr.dtype)
         if arr.size == 0:
             return b""
+        fast = bytes([_FAST]) + _encode_fast(arr, dtype)
         if self.config["mode"] == "fast":
-            return bytes([_FAST]) + _encode_fast(arr, dtype)
-        return bytes([_MAX]) + _encode_max(arr, dtype)
+            return fast
+        # The context model is order-0 per context: on tensors with long repeats (some
+        # gradients) the byte planes win, and max mode must never lose to fast mode.
+        best = bytes([_MAX]) + _encode_max(arr, dtype)
+        return best if len(best) <= len(fast) else fast
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         numel = math.prod(shape)
