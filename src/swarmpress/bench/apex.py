@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import importlib.util
 import io
-import json
 import math
 import sys
 import time
@@ -37,7 +35,7 @@ from rich.table import Table
 
 from swarmpress.bench.machine import machine_info
 from swarmpress.bench.report import fmt_float
-from swarmpress.bench.results import jsonable
+from swarmpress.bench.results import JsonResult
 from swarmpress.bench.runner import best_time, repeats_for
 from swarmpress.codecs import metrics as M
 
@@ -117,7 +115,7 @@ class ApexSummary:
 
 
 @dataclass
-class ApexResult:
+class ApexResult(JsonResult):
     """Every figure of one Apex bench run."""
 
     meta: dict[str, Any]
@@ -131,14 +129,6 @@ class ApexResult:
                 return s
         raise KeyError(solution)
 
-    def to_json(self) -> dict[str, Any]:
-        return jsonable(dataclasses.asdict(self))
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
-        return path
 
 
 # ----------------------------------------------------------------------------- loading

@@ -133,8 +133,21 @@ class BoundAggregate:
     n_rows_below_channels: int = 0  # tensors whose RD bound is optimistic (rank-limited)
 
 
+class JsonResult:
+    """Mixin for result dataclasses: strict JSON (no NaN/inf literals) to a dict or a file."""
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(dataclasses.asdict(self))
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        return path
+
+
 @dataclass
-class BenchResult:
+class BenchResult(JsonResult):
     """Every figure of one bench run."""
 
     meta: dict[str, Any]
@@ -160,14 +173,6 @@ class BenchResult:
             if m.kind == "codec" and m.error is not None
         ]
 
-    def to_json(self) -> dict[str, Any]:
-        return jsonable(dataclasses.asdict(self))
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
-        return path
 
 
 def jsonable(obj: Any) -> Any:
