@@ -130,7 +130,6 @@ class ApexResult(JsonResult):
         raise KeyError(solution)
 
 
-
 # ----------------------------------------------------------------------------- loading
 def _safe_name(name: str, root: Path) -> str:
     if not name or Path(name).name != name or name in (".", ".."):

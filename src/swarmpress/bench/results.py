@@ -174,7 +174,6 @@ class BenchResult(JsonResult):
         ]
 
 
-
 def jsonable(obj: Any) -> Any:
     """Recursively replace non-finite floats by "inf"/"-inf"/"nan" and tuples by lists."""
     if isinstance(obj, float):

@@ -41,7 +41,7 @@ _FIX = 1 << 15  # basis fixed point: entries are n / 2**15, |n| < 2**15
 _RANKS = (4, 8, 16, 32, 64, 128)
 _MAX_RANK = max(_RANKS)
 _SEARCH_GROW = 1.5
-_BISECT_STEPS = 10
+_BISECT_STEPS = 8
 
 
 def _as_rows(arr: np.ndarray) -> np.ndarray:
@@ -223,13 +223,18 @@ class LossyCodec(Codec):
         full = _top_basis(x, max(ranks))
         d0 = max(float(np.mean((x - plain.values) ** 2)), 1e-300)
         best_bits, best = estimate_bits(plain.resid), None
+        worse = 0
         for k in ranks:
             cand = _Quantized(x, plain.step, full[:k])
             dk = max(float(np.mean((x - cand.values) ** 2)), 1e-300)
             bits = estimate_bits(cand.coeffs) + estimate_bits(cand.resid) + 8 * 1.8 * k * chans
             bits += max(0.0, 0.5 * x.size * math.log2(dk / d0))
             if bits < best_bits:
-                best_bits, best = bits, full[:k]
+                best_bits, best, worse = bits, full[:k], 0
+            else:
+                worse += 1
+                if worse == 2:  # the cost is unimodal in k in practice: stop once it rises
+                    break
         return best
 
     # ------------------------------------------------------------------ encode

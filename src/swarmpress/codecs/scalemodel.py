@@ -13,6 +13,7 @@ the modelled range take an escape symbol and travel verbatim in a side stream.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import constriction
@@ -78,8 +79,12 @@ def _cdf(family: str, z: np.ndarray) -> np.ndarray:
     return np.where(z < 0, tail, 1.0 - tail)
 
 
+@functools.lru_cache(maxsize=4096)
 def table(family: str, k: int) -> tuple[int, np.ndarray]:
-    """(half width M, probabilities over -M..M plus one escape symbol) for bucket k."""
+    """(half width M, probabilities over -M..M plus one escape symbol) for bucket k.
+
+    Cached: a pure function of (family, k); the returned array is read-only.
+    """
     low = raw_bits(k)
     s = float(bucket_scale(k)) / (1 << low)
     m = int(np.ceil(TAIL * s)) + 1
@@ -87,7 +92,9 @@ def table(family: str, k: int) -> tuple[int, np.ndarray]:
     p = np.diff(_cdf(family, edges))
     p = np.maximum(p, _FLOOR)
     p = np.append(p, _FLOOR * 4)  # escape
-    return m, p / p.sum()
+    p = p / p.sum()
+    p.flags.writeable = False
+    return m, p
 
 
 def split(r: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
