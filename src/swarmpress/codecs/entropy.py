@@ -22,6 +22,16 @@ _HEAD = struct.Struct("<BII")  # mode, first symbol, alphabet span (or constant 
 MAX_ALPHABET = 1 << 16
 
 
+def range_decoder(data: bytes | memoryview, what: str) -> constriction.stream.queue.RangeDecoder:
+    """A range decoder over data, which must be whole 32-bit words; CodecError otherwise."""
+    if len(data) % 4:
+        raise CodecError(f"{what} is not a whole number of 32-bit words")
+    try:
+        return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype=np.uint32).copy())
+    except Exception as exc:  # constriction raises plain errors on malformed streams
+        raise CodecError(f"{what} is corrupt: {exc}") from None
+
+
 def _model(counts: np.ndarray) -> constriction.stream.model.Categorical:
     probs = counts.astype(np.float64)
     probs /= probs.sum()
@@ -78,12 +88,8 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
         raise CodecError(
             f"entropy stream table counts {int(counts.sum())} symbols, the frame declares {n}"
         )
-    rest = len(mv) - pos
-    if rest % 4:
-        raise CodecError("entropy stream payload is not a whole number of 32-bit words")
-    words = np.frombuffer(mv[pos:], dtype=np.uint32)
+    decoder = range_decoder(mv[pos:], "entropy stream payload")
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words.copy())
         rel = decoder.decode(_model(counts), n)
     except Exception as exc:  # constriction raises plain errors on malformed streams
         raise CodecError(f"entropy stream is corrupt: {exc}") from None

@@ -27,6 +27,7 @@ import zstandard
 
 from swarmpress.codecs import ctxcoder
 from swarmpress.codecs.base import Codec, Param, Role
+from swarmpress.codecs.entropy import range_decoder
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.planes import LAYOUT, bits_u32, pack_plane, unpack_plane
 from swarmpress.codecs.registry import register
@@ -289,14 +290,7 @@ def _decode_max(mv: memoryview, dtype: DType, shape: tuple[int, ...], numel: int
         for i in range(nplanes):
             lp[:, i], pos = unpack_plane(mv, pos, numel)
         low = lp.view(np.uint16 if nplanes == 2 else np.uint8).reshape(-1).astype(np.uint32)
-    rest = len(mv) - pos
-    if rest % 4:
-        raise CodecError("lossless range-coded stream is not a whole number of 32-bit words")
-    words = np.frombuffer(mv[pos:], dtype=np.uint32).copy()
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
-    except Exception as exc:
-        raise CodecError(f"lossless range-coded stream is corrupt: {exc}") from None
+    decoder = range_decoder(mv[pos:], "lossless range-coded stream")
     se = ctxcoder.decode(decoder, ctx, se_table, numel).astype(np.uint32)
     if se.size and int(se.max()) >= 1 << (total - mbits):
         raise CodecError("lossless sign/exponent symbol out of range")

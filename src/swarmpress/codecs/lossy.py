@@ -22,6 +22,7 @@ import constriction
 import numpy as np
 
 from swarmpress.codecs.base import Codec, Param, Role
+from swarmpress.codecs.entropy import range_decoder
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import (
     decode_field,
@@ -288,13 +289,7 @@ class LossyCodec(Codec):
             basis = np.frombuffer(raw, dtype="<i2").astype(np.float64).reshape(rank, nchan)
             coeff_side, pos = read_field(mv, pos, nrows, rank)
         resid_side, pos = read_field(mv, pos, nrows, nchan)
-        if (len(mv) - pos) % 4:
-            raise CodecError("lossy range-coded stream is not a whole number of 32-bit words")
-        words = np.frombuffer(mv[pos:], dtype=np.uint32).copy()
-        try:
-            decoder = constriction.stream.queue.RangeDecoder(words)
-        except Exception as exc:
-            raise CodecError(f"lossy range-coded stream is corrupt: {exc}") from None
+        decoder = range_decoder(mv[pos:], "lossy range-coded stream")
         proj = 0.0
         if rank:
             coeffs = decode_field(decoder, coeff_side).astype(np.float64)

@@ -21,6 +21,7 @@ import constriction
 import numpy as np
 
 from swarmpress.codecs.base import Param, Role
+from swarmpress.codecs.entropy import range_decoder
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import (
     decode_field,
@@ -256,14 +257,7 @@ class StreamLossyCodec(LossyCodec):
         raw, pos = unpack_blob(mv, pos, 8 * nchan, "channel means")
         means = np.frombuffer(raw, dtype="<i8").astype(np.float64)
         side, pos = read_field(mv, pos, nrows, nchan)
-        if (len(mv) - pos) % 4:
-            raise CodecError("lossy-stream range-coded stream is not whole 32-bit words")
-        try:
-            decoder = constriction.stream.queue.RangeDecoder(
-                np.frombuffer(mv[pos:], dtype=np.uint32).copy()
-            )
-        except Exception as exc:
-            raise CodecError(f"lossy-stream range-coded stream is corrupt: {exc}") from None
+        decoder = range_decoder(mv[pos:], "lossy-stream range-coded stream")
         field = decode_field(decoder, side).astype(np.float64)
         if flags & _USES_BASIS:
             if np.abs(field).max(initial=0) * rank * _FIX >= 2.0**53:
