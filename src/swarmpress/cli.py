@@ -16,6 +16,9 @@ from rich.table import Table
 
 app = typer.Typer(
     help="Compress what crosses the wire in decentralized training.",
+    epilog="Exit codes: 0 success, 1 a run finished but failed its own check, "
+    "2 bad input (unknown codec or model, missing or malformed corpus, bad option), "
+    "3 internal error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
