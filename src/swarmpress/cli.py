@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -333,7 +334,6 @@ def bench_cmd(
     from swarmpress.bench.console import (
         headline_table,
         print_failures,
-        print_table,
         progress_bar,
     )
     from swarmpress.bench.report import write_report
@@ -382,22 +382,34 @@ def bench_cmd(
             )
     except (CorpusError, CodecError) as exc:
         raise fail(str(exc)) from None
+    _emit(
+        result,
+        lambda: headline_table(result),
+        json_out,
+        report,
+        lambda d: Path(write_report(result, d)) / "report.md",
+    )
+    print_failures(result, err_console)
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _emit(result, make_table, json_out: str | None, report: str | None, write) -> None:
+    """Shared output of the bench commands: a table or JSON on stdout, JSON file, report."""
+    from swarmpress.bench.console import print_table
+
     try:
         if json_out == "-":
             print(json.dumps(result.to_json(), indent=1, allow_nan=False))
         else:
-            print_table(headline_table(result), console)
+            print_table(make_table(), console)
             if json_out is not None:
                 result.write_json(json_out)
                 console.print(f"every figure written to {json_out}", highlight=False)
         if report is not None:
-            write_report(result, report)
-            console.print(f"report written to {report}/report.md", highlight=False)
+            console.print(f"report written to {write(report)}", highlight=False)
     except OSError as exc:
         raise fail(f"cannot write the bench output: {exc}") from None
-    print_failures(result, err_console)
-    if not result.ok:
-        raise typer.Exit(EXIT_FAILED)
 
 
 # ----------------------------------------------------------------------------- bench --apex
@@ -415,7 +427,7 @@ def _bench_apex(
     import shlex
 
     from swarmpress.bench.apex import ApexError, apex_table, run_apex_bench, write_apex_report
-    from swarmpress.bench.console import print_table, progress_bar
+    from swarmpress.bench.console import progress_bar
 
     if apex is None:
         raise fail("--solution needs --apex DIR (an Apex-layout directory of bf16 .bin files)")
@@ -437,19 +449,9 @@ def _bench_apex(
             )
     except ApexError as exc:
         raise fail(str(exc)) from None
-    try:
-        if json_out == "-":
-            print(json.dumps(result.to_json(), indent=1, allow_nan=False))
-        else:
-            print_table(apex_table(result), console)
-            if json_out is not None:
-                result.write_json(json_out)
-                console.print(f"every figure written to {json_out}", highlight=False)
-        if report is not None:
-            path = write_apex_report(result, report)
-            console.print(f"report written to {path}", highlight=False)
-    except OSError as exc:
-        raise fail(f"cannot write the bench output: {exc}") from None
+    _emit(
+        result, lambda: apex_table(result), json_out, report, lambda d: write_apex_report(result, d)
+    )
     for s in result.summaries:
         if s.n_errors:
             err_console.print(
