@@ -27,6 +27,7 @@ def _valid_frames():
             ("lossless", {}),
             ("lossless", {"mode": "fast"}),
             ("lossy", {}),
+            ("lossy", {"mode": "fast"}),
         ):
             out.append(sp.get_codec(name, **params).encode(x.astype(dtype)))
     return out

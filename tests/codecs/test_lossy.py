@@ -20,10 +20,13 @@ def _meets(target, value, x, y):
     return sp.max_abs_error(x, y) <= value
 
 
-@given(finite_tensor(max_magnitude=1e3), st.sampled_from(TARGETS))
-def test_target_met_on_any_tensor(x, spec):
+MODES = ("max", "fast")
+
+
+@given(finite_tensor(max_magnitude=1e3), st.sampled_from(TARGETS), st.sampled_from(MODES))
+def test_target_met_on_any_tensor(x, spec, mode):
     target, value = spec
-    codec = sp.get_codec("lossy", target=target, value=value)
+    codec = sp.get_codec("lossy", target=target, value=value, mode=mode)
     y = sp.decode(codec.encode(x))
     assert y.dtype == x.dtype and y.shape == x.shape
     assert _meets(target, value, x, y)
@@ -51,11 +54,12 @@ def _adversarial():
     }
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(_adversarial()))
 @pytest.mark.parametrize("spec", TARGETS)
-def test_target_met_on_adversarial_tensors(name, spec):
+def test_target_met_on_adversarial_tensors(name, spec, mode):
     x = _adversarial()[name]
-    codec = sp.get_codec("lossy", target=spec[0], value=spec[1])
+    codec = sp.get_codec("lossy", target=spec[0], value=spec[1], mode=mode)
     y = sp.decode(codec.encode(x))
     assert y.shape == np.shape(x)
     assert _meets(*spec, x, y)
@@ -94,10 +98,10 @@ def test_non_finite_and_bad_targets_are_refused():
         sp.get_codec("lossy", target="psnr")
 
 
-def _rank(blob: bytes) -> int:
+def _rank(blob: bytes) -> int:  # max-mode payload: mode u8, step f64, rank u16
     from swarmpress.codecs import frame
 
-    return int.from_bytes(bytes(frame.unpack(blob).payload[8:10]), "little")
+    return int.from_bytes(bytes(frame.unpack(blob).payload[9:11]), "little")
 
 
 def test_low_rank_part_is_used_when_it_pays():
@@ -125,9 +129,10 @@ def test_wide_dynamic_range_round_trips_or_is_refused_clearly():
     x = rng.normal(0, 1e-3, (64, 16))
     x[:, 0] = np.where(np.arange(64) % 2, 1e9, 2e9)
     x = x.astype(np.float32)
-    codec = sp.get_codec("lossy", target="max_abs", value=1e-3)
-    y = sp.decode(codec.encode(x))
-    assert sp.max_abs_error(x, y) <= 1e-3
+    for mode in MODES:
+        codec = sp.get_codec("lossy", target="max_abs", value=1e-3, mode=mode)
+        y = sp.decode(codec.encode(x))
+        assert sp.max_abs_error(x, y) <= 1e-3
     huge = np.array([[1e30, -1e30, 1.0, 0.5]] * 8, np.float32)
     with pytest.raises(sp.CodecError, match="dynamic range"):
         sp.get_codec("lossy", target="max_abs", value=1e-6).encode(huge)
@@ -150,3 +155,38 @@ def test_failed_encode_leaves_stream_state_untouched(name):
         assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b)), key
     for x in frames[1:]:  # the stream goes on in sync
         dec.decode(enc.encode(x))
+
+
+def _mode_byte(blob: bytes) -> int:
+    from swarmpress.codecs import frame
+
+    return frame.unpack(blob).payload[0]
+
+
+def test_fast_mode_is_close_to_max_mode_and_falls_back_when_out_of_range():
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((256, 96)) * np.exp(rng.normal(0, 1, 96))).astype(BF16)
+    fast = sp.get_codec("lossy", mode="fast").encode(x)
+    best = sp.get_codec("lossy", max_rank=0).encode(x)
+    assert _mode_byte(fast) == 0 and _mode_byte(best) == 1
+    assert len(fast) < 1.05 * len(best)
+    assert sp.similarity(x, sp.decode(fast)) > 0.99
+    wide = rng.normal(0, 1e-3, (64, 16))
+    wide[:, 0] = np.where(np.arange(64) % 2, 1e9, 2e9)  # codes wider than 32 raw bits
+    wide = wide.astype(np.float32)
+    blob = sp.get_codec("lossy", mode="fast", target="max_abs", value=1e-3).encode(wide)
+    assert _mode_byte(blob) == 1
+    assert sp.max_abs_error(wide, sp.decode(blob)) <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, BF16])
+def test_fast_mode_decodes_exactly_what_the_encoder_measured(dtype):
+    # The encoder's own check and the decoder share one dequantizer: decoding twice and
+    # re-encoding the decoded tensor at the same target must be stable.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((64, 48)).astype(dtype)
+    blob = sp.get_codec("lossy", mode="fast").encode(x)
+    y1, y2 = sp.decode(blob), sp.decode(blob)
+    assert y1.dtype == x.dtype
+    np.testing.assert_array_equal(y1.view(np.uint8), y2.view(np.uint8))
+    assert sp.similarity(x, y1) > 0.99

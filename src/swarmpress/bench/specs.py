@@ -87,7 +87,11 @@ def build_codec(spec: str) -> Codec:
 
 
 # Second settings worth a row of their own: the community's 4-bit blocks, the fast lossless mode.
-EXTRA_SPECS = {"blockq": "blockq:bits=4", "lossless": "lossless:mode=fast"}
+EXTRA_SPECS = {
+    "blockq": "blockq:bits=4",
+    "lossless": "lossless:mode=fast",
+    "lossy": "lossy:mode=fast",
+}
 
 
 def default_codec_specs() -> list[str]:

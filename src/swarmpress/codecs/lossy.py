@@ -21,6 +21,7 @@ import struct
 import constriction
 import numpy as np
 
+from swarmpress.codecs import lossy_fast
 from swarmpress.codecs.base import Codec, Param, Role
 from swarmpress.codecs.entropy import range_decoder
 from swarmpress.codecs.errors import CodecError
@@ -37,6 +38,7 @@ from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
 
 TARGETS = ("similarity", "rel_l2", "max_abs")
+_FAST, _MAX = 0, 1  # payload mode byte
 _HEAD = struct.Struct("<dH")  # quantization step, rank of the low-rank part
 _FIX = 1 << 15  # basis fixed point: entries are n / 2**15, |n| < 2**15
 _RANKS = (4, 8, 16, 32, 64, 128)
@@ -122,6 +124,13 @@ class LossyCodec(Codec):
             0.99,
             "similarity to exceed, or rel_l2 / max_abs error not to exceed",
             minimum=0.0,
+        ),
+        Param(
+            "mode",
+            str,
+            "max",
+            "max: low-rank search and adaptive models; fast: one pass of compiled rANS",
+            choices=("max", "fast"),
         ),
         Param(
             "max_rank",
@@ -278,6 +287,18 @@ class LossyCodec(Codec):
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
         if arr.size == 0:
             return b""
+        if self.config["mode"] == "fast":
+            if not np.isfinite(arr).all():
+                raise CodecError("lossy cannot encode NaN or infinite values; use `lossless`")
+            rows, chans = _channels_rows(arr.shape, arr.size)
+            dtype = DType.of(arr.dtype)
+            t, v = self.config["target"], self.config["value"]
+            payload = lossy_fast.encode(arr, dtype, rows, chans, t, v)
+            if payload is not None:
+                return bytes([_FAST]) + payload
+        return bytes([_MAX]) + self._encode_max(arr)
+
+    def _encode_max(self, arr: np.ndarray) -> bytes:
         x = _as_rows(arr)
         if not np.isfinite(x).all():
             raise CodecError("lossy cannot encode NaN or infinite values; use `lossless`")
@@ -310,6 +331,11 @@ class LossyCodec(Codec):
                 raise CodecError("lossy payload for an empty tensor must be empty")
             return np.zeros(shape, dtype=dtype.numpy)
         nrows, nchan = _channels_rows(shape, numel)
+        if len(mv) < 1 or mv[0] not in (_FAST, _MAX):
+            raise CodecError("lossy payload has no known mode byte")
+        if mv[0] == _FAST:
+            return lossy_fast.decode(mv[1:], dtype, nrows, nchan).reshape(shape)
+        mv = mv[1:]
         if len(mv) < _HEAD.size:
             raise CodecError("lossy payload truncated: header missing")
         step, rank = _HEAD.unpack_from(mv, 0)
