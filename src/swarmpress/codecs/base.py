@@ -17,7 +17,15 @@ import numpy as np
 from swarmpress.codecs import frame as _frame
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.limits import check_decode_size
-from swarmpress.codecs.tensors import DType, TensorInfo, from_numpy, to_numpy
+from swarmpress.codecs.tensors import (
+    Container,
+    DType,
+    TensorInfo,
+    from_numpy,
+    on_accelerator,
+    to_numpy,
+    torch_info,
+)
 
 
 class Role(StrEnum):
@@ -136,18 +144,25 @@ class Codec(ABC):
 
     # -- the public contract --------------------------------------------------------
     def encode(self, tensor: Any, role: Role | str = Role.UNSPECIFIED) -> bytes:
-        """Compress one tensor into a self-describing, checksummed frame."""
-        arr, info = to_numpy(tensor)
-        if arr.ndim > _frame.MAX_NDIM:
-            raise CodecError(
-                f"tensor has {arr.ndim} dimensions; frames hold at most {_frame.MAX_NDIM}"
-            )
+        """Compress one tensor into a self-describing, checksummed frame.
+
+        A torch tensor on an accelerator goes to encode_on_device first, so codecs that can
+        quantize there do; the others (or a None from it) work on a host copy.
+        """
         try:
             role = Role(role)
         except ValueError:
             allowed = ", ".join(r.value for r in Role)
             raise CodecError(f"unknown tensor role {role!r}; allowed: {allowed}") from None
-        payload = self.encode_array(arr, role)
+        payload = None
+        if on_accelerator(tensor):
+            info = torch_info(tensor)
+            self._check_ndim(len(info.shape))
+            payload = self.encode_on_device(tensor, info, role)
+        if payload is None:
+            arr, info = to_numpy(tensor)
+            self._check_ndim(arr.ndim)
+            payload = self.encode_array(arr, role)
         return _frame.pack(
             self.codec_id,
             self.frame_params(),
@@ -168,8 +183,19 @@ class Codec(ABC):
             )
         return self._decode_frame(fr, device)
 
+    @staticmethod
+    def _check_ndim(ndim: int) -> None:
+        if ndim > _frame.MAX_NDIM:
+            raise CodecError(f"tensor has {ndim} dimensions; frames hold at most {_frame.MAX_NDIM}")
+
     def _decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
         check_decode_size(fr.numel, fr.dtype.itemsize)  # before any decoder allocates
+        if fr.container == Container.TORCH and device is not None and str(device) != "cpu":
+            out = self.decode_on_device(fr.payload, fr.dtype, fr.shape, device)
+            if out is not None:
+                if tuple(out.shape) != fr.shape:
+                    raise CodecError(f"{self.codec_id}: decoded tensor does not match the frame")
+                return out
         arr = self.decode_array(fr.payload, fr.dtype, fr.shape)
         if not arr.flags.writeable:
             arr = arr.copy()
@@ -180,6 +206,16 @@ class Codec(ABC):
     def frame_params(self) -> dict[str, Any]:
         """Parameters written into each frame: what a receiver needs to rebuild the decoder."""
         return dict(self.config)
+
+    def encode_on_device(self, tensor: Any, info: TensorInfo, role: Role) -> bytes | None:
+        """Payload computed where an accelerator tensor lives, or None to use the host path."""
+        return None
+
+    def decode_on_device(
+        self, payload: bytes | memoryview, dtype: DType, shape: tuple[int, ...], device: Any
+    ) -> Any | None:
+        """Tensor decoded onto an accelerator device, or None to decode on the host and move."""
+        return None
 
     @abstractmethod
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:

@@ -24,6 +24,7 @@ from swarmpress.codecs.rans import (
 
 ESC_HALF = 26  # an escaped value travels as two 26-bit halves of its zigzag code
 OK, FULL, CORRUPT = 0, 1, 2
+OUT_F32, OUT_BF16, OUT_CODES = 0, 1, 2  # what decode writes: float32, bf16 bits, or codes
 
 
 @numba.njit(nogil=True)
@@ -142,12 +143,14 @@ def _row_tables(cc, rc_r, kmin, kmax, slot_of_k, tj):
 
 @numba.njit(nogil=True, cache=True)
 def encode(
-    src, is_bf16, rows, chans, step, mu, cc, rc, kmin, kmax, slot_of_k, lb_t, m_t, enc, buf, bits
-):
+    src, is_bf16, codes, from_codes, rows, chans, step, mu, cc, rc, kmin, kmax, slot_of_k, lb_t,
+    m_t, enc, buf, bits,
+):  # fmt: skip
     """rANS-code every residual (backwards) and stack raw bits; (word start, bit count, status).
 
     Raw bits (low bits of wide buckets, escaped values) are appended to `bits` in 32-bit
-    words; the decoder, walking forwards, takes them from the top.
+    words; the decoder, walking forwards, takes them from the top. With from_codes the
+    residuals come ready-made in `codes` (quantized on a device) instead of from `src`.
     """
     inv = 1.0 / step
     sf = np.empty(chans, np.float32)
@@ -159,10 +162,14 @@ def encode(
     nacc = 0
     wi = 0
     for r in range(rows - 1, -1, -1):
-        _load_row(src, is_bf16, r * chans, chans, sf, su)
+        if not from_codes:
+            _load_row(src, is_bf16, r * chans, chans, sf, su)
         _row_tables(cc, rc[r], kmin, kmax, slot_of_k, tj)
         for j in range(chans - 1, -1, -1):
-            v = np.int64(_quant(np.float64(sf[j]), inv, mu[j]))
+            if from_codes:
+                v = codes[r * chans + j]
+            else:
+                v = np.int64(_quant(np.float64(sf[j]), inv, mu[j]))
             t = tj[j]
             lb = lb_t[t]
             m = m_t[t]
@@ -223,9 +230,10 @@ def decode(
     m_t,
     slots,
     out,
-    out_bf16,
+    out_mode,
 ):
-    """Inverse of encode, writing bf16 bits (uint16 out) or float32 values; returns a status."""
+    """Inverse of encode, writing float32 values, bf16 bits (uint16) or the integer codes
+    (int64), as out_mode says; returns a status."""
     if words.size < 2:
         return CORRUPT
     x = (np.int64(words[0]) << 16) | np.int64(words[1])
@@ -279,9 +287,13 @@ def decode(
                     low, acc, nacc = bits_take(acc, nacc, lb)
                     v = (v << lb) + low
             rr[j] = np.float64(v)
-        _dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
         base = r * chans
-        if out_bf16:
+        if out_mode == OUT_CODES:
+            for j in range(chans):
+                out[base + j] = rr[j]
+            continue
+        _dequant_row(rr, mu, step, out_mode == OUT_BF16, yf, yu, chans)
+        if out_mode == OUT_BF16:
             for j in range(chans):
                 out[base + j] = yu[j] >> np.uint32(16)
         else:

@@ -298,6 +298,26 @@ class LossyCodec(Codec):
                 return bytes([_FAST]) + payload
         return bytes([_MAX]) + self._encode_max(arr)
 
+    def encode_on_device(self, tensor, info, role: Role) -> bytes | None:
+        """Fast mode quantizes where the tensor lives (lossy_torch.py); max mode on the host."""
+        if self.config["mode"] != "fast" or math.prod(info.shape) == 0:
+            return None
+        from swarmpress.codecs import lossy_torch
+
+        rows, chans = _channels_rows(info.shape, math.prod(info.shape))
+        t, v = self.config["target"], self.config["value"]
+        payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v)
+        return None if payload is None else bytes([_FAST]) + payload
+
+    def decode_on_device(self, payload, dtype: DType, shape: tuple[int, ...], device):
+        """Fast-mode frames dequantize on the device; others decode on the host."""
+        mv = memoryview(payload)
+        if math.prod(shape) == 0 or len(mv) < 1 or mv[0] != _FAST:
+            return None
+        from swarmpress.codecs import lossy_torch
+
+        return lossy_torch.decode(mv[1:], dtype, shape, device)
+
     def _encode_max(self, arr: np.ndarray) -> bytes:
         x = _as_rows(arr)
         if not np.isfinite(x).all():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,32 +103,61 @@ def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, bool]:
     return flat.astype(np.float32, copy=False), False
 
 
-def _row_codes(src, is_bf16, rows, chans, mean, var) -> np.ndarray | None:
-    if rows < 2 or chans < 8:
+def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
+    """Quarter-octave row scale codes (median 0) from per-row normalised energies, or None
+    when rows are alike enough that row scales would cost more than they save."""
+    if energy.size < 2 or chans < 8:
         return None
-    inv = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
-    e = fk.row_energy(src, is_bf16, rows, chans, mean, inv)
-    codes = _log4(np.sqrt(np.where(e > 0, e, 2.0 ** (K_RANGE[0] / 2))))
+    codes = _log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
     codes -= int(np.median(codes))
     return None if np.abs(codes).mean() < 0.5 else codes
+
+
+class NumbaBackend:
+    """Statistics and measurement passes over a host array, by the compiled kernels."""
+
+    def __init__(self, arr: np.ndarray, dtype: DType, rows: int, chans: int) -> None:
+        self.src, self.is_bf16 = _source(arr, dtype)
+        self.dtype, self.rows, self.chans = dtype, rows, chans
+        self.chan_acc = np.zeros(chans)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return fk.channel_stats(self.src, self.is_bf16, self.rows, self.chans)
+
+    def row_energy(self, mean: np.ndarray, inv_var: np.ndarray) -> np.ndarray:
+        return fk.row_energy(self.src, self.is_bf16, self.rows, self.chans, mean, inv_var)
+
+    def measure(self, step: float, mu: np.ndarray, row_w: np.ndarray):
+        """(dot, |x|^2, |y|^2, |x-y|^2, max |x-y|, max |code|, channel accumulators)."""
+        args = (self.src, self.is_bf16, self.rows, self.chans, step, mu, row_w, self.chan_acc)
+        if self.dtype is not DType.FLOAT16:
+            return (*fk.measure(*args, self.is_bf16), self.chan_acc)
+        *_, rmax = fk.measure(*args, False)  # channel statistics and the largest code only
+        x = self.src.astype(np.float64)
+        y = dequantize_f16(self.src, self.rows, self.chans, step, mu).astype(np.float64)
+        d = x - y
+        return x @ y, x @ x, y @ y, d @ d, float(np.abs(d).max()), rmax, self.chan_acc
+
+    def codes(self, step: float, mu: np.ndarray) -> None:
+        return None  # the encode kernel quantizes on the fly from the source
 
 
 class Search:
     """Proportional rate control: the largest step meeting the target, in a few passes."""
 
-    def __init__(self, arr: np.ndarray, dtype: DType, rows: int, chans: int, target, value):
-        self.src, self.is_bf16 = _source(arr, dtype)
-        self.dtype, self.rows, self.chans = dtype, rows, chans
+    def __init__(self, backend, target: str, value: float) -> None:
+        self.backend = backend
+        self.dtype, self.rows, self.chans = backend.dtype, backend.rows, backend.chans
         self.target, self.value = target, value
-        s1, s2 = fk.channel_stats(self.src, self.is_bf16, rows, chans)
-        self.mean = s1 / rows
-        self.var = np.maximum(s2 / rows - self.mean**2, 0.0)
+        s1, s2 = backend.stats()
+        self.mean = s1 / self.rows
+        var = np.maximum(s2 / self.rows - self.mean**2, 0.0)
         self.xx = float(s2.sum())
-        rc = _row_codes(self.src, self.is_bf16, rows, chans, self.mean, self.var)
-        self.rc = rc if rc is not None else np.zeros(rows, dtype=np.int64)
+        inv = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+        rc = row_codes(backend.row_energy(self.mean, inv), self.chans)
+        self.rc = rc if rc is not None else np.zeros(self.rows, dtype=np.int64)
         self.use_rows = rc is not None
         self.row_w = np.exp2(-self.rc / 2.0)  # 1 / f_r^2 with f_r = 2**(code / 4)
-        self.chan_acc = np.zeros(chans)
 
     def goal(self) -> float:
         return 1.0 - self.value if self.target == "similarity" else self.value
@@ -138,32 +168,11 @@ class Search:
         rms = math.sqrt(self.xx / max(self.rows * self.chans, 1))
         return max(math.sqrt(12.0) * max(self.goal(), 1e-12) * rms, 1e-30)
 
-    def error(self, step: float) -> tuple[float, bool, np.ndarray, float]:
-        """(error in the target's measure, meets, channel means, largest code) at step."""
+    def error(self, step: float) -> tuple[float, bool, np.ndarray, float, np.ndarray]:
+        """(error in the target's measure, meets, means, largest code, channel sums) at step."""
         mu = np.rint(self.mean / step)
-        if self.dtype is DType.FLOAT16:
-            return self._error_f16(step, mu)
-        dot, xx, yy, ee, emax, rmax = fk.measure(
-            self.src,
-            self.is_bf16,
-            self.rows,
-            self.chans,
-            step,
-            mu,
-            self.row_w,
-            self.chan_acc,
-            self.is_bf16,
-        )
-        return (*self._judge(dot, xx, yy, ee, emax), mu, rmax)
-
-    def _error_f16(self, step, mu):
-        *_, rmax = fk.measure(  # channel statistics and the largest code only
-            self.src, False, self.rows, self.chans, step, mu, self.row_w, self.chan_acc, False
-        )
-        x = self.src.astype(np.float64)
-        y = dequantize_f16(self.src, self.rows, self.chans, step, mu).astype(np.float64)
-        d = x - y
-        return (*self._judge(x @ y, x @ x, y @ y, d @ d, float(np.abs(d).max())), mu, rmax)
+        dot, xx, yy, ee, emax, rmax, acc = self.backend.measure(step, mu, self.row_w)
+        return (*self._judge(dot, xx, yy, ee, emax), mu, rmax, acc)
 
     def _judge(self, dot, xx, yy, ee, emax) -> tuple[float, bool]:
         if self.target == "max_abs":
@@ -186,10 +195,10 @@ class Search:
         best = None
         lo = hi = None
         for _ in range(_PASSES):
-            err, ok, mu, rmax = self.error(step)
+            err, ok, mu, rmax, acc = self.error(step)
             if ok and rmax < 2.0**50:
                 if lo is None or step > lo:
-                    lo, best = step, (step, mu, self.chan_acc.copy())
+                    lo, best = step, (step, mu, np.array(acc, copy=True))
                 if err >= _CLOSE * goal:
                     return best
             else:
@@ -203,9 +212,9 @@ class Search:
         step = hi if hi is not None else step
         for _ in range(200):
             step /= 1.5
-            err, ok, mu, rmax = self.error(step)
+            err, ok, mu, rmax, acc = self.error(step)
             if ok and rmax < 2.0**50:
-                return step, mu, self.chan_acc.copy()
+                return step, mu, np.array(acc, copy=True)
         raise CodecError(
             f"lossy: {self.target} target {self.value} is unreachable for this tensor "
             f"in {self.dtype.numpy.name}"
@@ -227,13 +236,25 @@ def _dequant_f32(src, rows, chans, step, mu) -> np.ndarray:
 
 
 def encode(arr: np.ndarray, dtype: DType, rows: int, chans: int, target: str, value: float):
-    """Fast-mode payload of one non-empty finite tensor, or None when out of fast range."""
-    search = Search(arr, dtype, rows, chans, target, value)
+    """Fast-mode payload of one non-empty finite host tensor, or None when out of range."""
+    return encode_with(NumbaBackend(arr, dtype, rows, chans), target, value)
+
+
+def encode_with(backend, target: str, value: float) -> bytes | None:
+    """Fast-mode payload from a measurement backend (host kernels or a torch device)."""
+    search = Search(backend, target, value)
+    rows, chans = search.rows, search.chans
     step, mu, acc = search.run()
     cc = _log4(np.sqrt(acc / rows))
     rc = search.rc
     if int(cc.max()) + int(rc.max()) > K_FAST_MAX:
         return None  # codes too wide for the kernels' raw-bit fields: the max mode takes it
+    codes = backend.codes(step, mu)  # None: quantize on the fly from the host source
+    src, is_bf16 = (
+        (backend.src, backend.is_bf16) if codes is None else (np.zeros(1, np.float32), False)
+    )
+    from_codes = codes is not None
+    codes = codes if from_codes else np.zeros(1, np.int64)
     tables = _Tables(cc, rc)
     n = rows * chans
     buf = np.empty(n + 2, dtype=np.uint16)
@@ -242,23 +263,9 @@ def encode(arr: np.ndarray, dtype: DType, rows: int, chans: int, target: str, va
     while True:
         bits = np.zeros((cap + 31) // 32 + 1, dtype=np.int64)
         start, nbits, status = fk.encode(
-            search.src,
-            search.is_bf16,
-            rows,
-            chans,
-            step,
-            mu,
-            cc,
-            rc,
-            tables.kmin,
-            tables.kmax,
-            tables.slot_of_k,
-            tables.lb,
-            tables.m,
-            enc,
-            buf,
-            bits,
-        )
+            src, is_bf16, codes, from_codes, rows, chans, step, mu, cc, rc, tables.kmin,
+            tables.kmax, tables.slot_of_k, tables.lb, tables.m, enc, buf, bits,
+        )  # fmt: skip
         if status == fk.OK:
             break
         cap *= 4
@@ -278,8 +285,21 @@ def encode(arr: np.ndarray, dtype: DType, rows: int, chans: int, target: str, va
     return b"".join(parts)
 
 
-def decode(mv: memoryview, dtype: DType, rows: int, chans: int) -> np.ndarray:
-    """Flat decoded array of a fast-mode payload; every length is checked first."""
+@dataclass(frozen=True)
+class Parsed:
+    """A fast-mode payload's header, side information and streams, all checked."""
+
+    step: float
+    mu: np.ndarray
+    cc: np.ndarray
+    rc: np.ndarray
+    words: np.ndarray
+    bits: np.ndarray
+    nbits: int
+
+
+def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
+    """Read a fast-mode payload; every count and length is checked against the shape."""
     if len(mv) < _HEAD.size:
         raise CodecError("lossy fast payload truncated: header missing")
     step, fam, flags = _HEAD.unpack_from(mv, 0)
@@ -314,35 +334,37 @@ def decode(mv: memoryview, dtype: DType, rows: int, chans: int) -> np.ndarray:
         raise CodecError("lossy fast payload: raw bit section does not match its length")
     bits = np.zeros(nb + 1, dtype=np.int64)
     bits[:nb] = np.frombuffer(mv[pos:], dtype="<u4")
-    tables = _Tables(cc, rc)
-    slots = tables.decoder()
-    n = rows * chans
-    bf16 = dtype is DType.BFLOAT16
-    out = np.empty(n, dtype=np.uint16 if bf16 else np.float32)
+    return Parsed(step, mu, cc, rc, np.frombuffer(words, dtype="<u2"), bits, nbits)
+
+
+def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int) -> None:
+    tables = _Tables(p.cc, p.rc)
     status = fk.decode(
-        np.frombuffer(words, dtype="<u2"),
-        bits,
-        nbits,
-        rows,
-        chans,
-        step,
-        mu,
-        cc,
-        rc,
-        tables.kmin,
-        tables.kmax,
-        tables.slot_of_k,
-        tables.lb,
-        tables.m,
-        slots,
-        out,
-        bf16,
-    )
+        p.words, p.bits, p.nbits, rows, chans, p.step, p.mu, p.cc, p.rc, tables.kmin,
+        tables.kmax, tables.slot_of_k, tables.lb, tables.m, tables.decoder(), out, mode,
+    )  # fmt: skip
     if status != fk.OK:
         raise CodecError("lossy fast entropy-coded stream is corrupt")
+
+
+def decode(mv: memoryview, dtype: DType, rows: int, chans: int) -> np.ndarray:
+    """Flat decoded host array of a fast-mode payload."""
+    p = parse(mv, rows, chans)
+    bf16 = dtype is DType.BFLOAT16
+    out = np.empty(rows * chans, dtype=np.uint16 if bf16 else np.float32)
+    _run_decoder(p, rows, chans, out, fk.OUT_BF16 if bf16 else fk.OUT_F32)
     if bf16:
         return out.view(dtype.numpy)
     return out.astype(np.float16) if dtype is DType.FLOAT16 else out
+
+
+def decode_codes(mv: memoryview, rows: int, chans: int) -> tuple[np.ndarray, Parsed]:
+    """The integer residual codes (int64, flat) and the parsed payload, for a device-side
+    dequantizer: x = float32((code + mu[channel]) * step), then rounded to the dtype."""
+    p = parse(mv, rows, chans)
+    out = np.empty(rows * chans, dtype=np.int64)
+    _run_decoder(p, rows, chans, out, fk.OUT_CODES)
+    return out, p
 
 
 def _count(mv: memoryview, pos: int, what: str) -> tuple[int]:

@@ -86,6 +86,23 @@ def is_torch(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+def on_accelerator(obj: Any) -> bool:
+    """True for a torch tensor on a non-CPU device (where device-side codec paths apply)."""
+    return is_torch(obj) and obj.device.type != "cpu"
+
+
+def torch_info(tensor: Any) -> TensorInfo:
+    """Frame facts of a torch float tensor, without moving its data off its device."""
+    torch = _torch()
+    codes = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16}
+    codes[torch.bfloat16] = DType.BFLOAT16
+    if tensor.dtype not in codes:
+        raise CodecError(
+            f"unsupported torch dtype {tensor.dtype}; expected float32, float16 or bfloat16"
+        )
+    return TensorInfo(codes[tensor.dtype], Container.TORCH, tuple(tensor.shape), tensor.device)
+
+
 def to_numpy(tensor: Any) -> tuple[np.ndarray, TensorInfo]:
     """Return a C-contiguous numpy copy-or-view of tensor plus the facts to restore it."""
     if is_torch(tensor):
