@@ -20,13 +20,14 @@ import numpy as np
 import zstandard
 
 from swarmpress.codecs.base import Codec, Param, Role
-from swarmpress.codecs.entropy import decode_symbols, encode_symbols
+from swarmpress.codecs.entropy import encode_symbols, iter_symbols
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
 from swarmpress.codecs.zstdio import decompress_exact
 
 _SCALES = struct.Struct("<I")
+_CHUNK = 1 << 14  # values per processing chunk
 
 
 @register
@@ -57,16 +58,29 @@ class BlockQuantCodec(Codec):
     def _absmax(self, blocks: np.ndarray) -> np.ndarray:
         return np.abs(blocks).max(axis=1).astype(np.float32)  # exact: inputs are float32-valued
 
+    def _span(self) -> int:
+        """Values per processing chunk: whole blocks, about _CHUNK values."""
+        block = self.config["block"]
+        return block * max(1, _CHUNK // block)
+
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
-        flat = arr.reshape(-1).astype(np.float32)
-        if not np.isfinite(flat).all():
-            raise CodecError("blockq cannot encode NaN or infinite values; use a lossless codec")
-        blocks = self._blocks(flat)
-        absmax = self._absmax(blocks)
-        step = absmax.astype(np.float64) / self.qmax
-        safe = np.where(step > 0, step, 1.0)[:, None]
-        q = np.clip(np.rint(blocks / safe), -self.qmax, self.qmax).astype(np.int32)
-        codes = q.reshape(-1)[: flat.size] + self.qmax
+        flat = arr.reshape(-1)
+        block, span = self.config["block"], self._span()
+        absmax = np.empty(-(-flat.size // block), dtype=np.float32)
+        codes = np.empty(flat.size, dtype=np.uint8)  # 2 * qmax + 1 <= 255 levels
+        for start in range(0, flat.size, span):  # chunks keep the float64 work small
+            part = flat[start : start + span].astype(np.float32)
+            if not np.isfinite(part).all():
+                raise CodecError(
+                    "blockq cannot encode NaN or infinite values; use a lossless codec"
+                )
+            blocks = self._blocks(part)
+            amax = self._absmax(blocks)
+            absmax[start // block : start // block + amax.size] = amax
+            step = amax.astype(np.float64) / self.qmax
+            safe = np.where(step > 0, step, 1.0)[:, None]
+            q = np.clip(np.rint(blocks / safe), -self.qmax, self.qmax)
+            codes[start : start + part.size] = q.reshape(-1)[: part.size] + self.qmax
         packed_scales = zstandard.ZstdCompressor(level=3).compress(absmax.tobytes())
         return b"".join([_SCALES.pack(len(packed_scales)), packed_scales, encode_symbols(codes)])
 
@@ -83,17 +97,23 @@ class BlockQuantCodec(Codec):
         raw = decompress_exact(
             mv[_SCALES.size : _SCALES.size + slen], nblocks * 4, "blockq block maxima"
         )
-        absmax = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
+        absmax = np.frombuffer(raw, dtype=np.float32)
         if not (np.isfinite(absmax).all() and (absmax >= 0).all()):
             raise CodecError("blockq block maxima must be finite and non-negative")
-        codes = decode_symbols(mv[_SCALES.size + slen :], numel)
-        if codes.size and (codes.min() < 0 or codes.max() > 2 * self.qmax):
-            raise CodecError("blockq codes fall outside the quantization grid")
-        q = np.zeros(nblocks * block, dtype=np.float64)
-        q[:numel] = codes - self.qmax
-        lim = absmax[:, None]
-        out = np.clip(q.reshape(nblocks, block) * (lim / self.qmax), -lim, lim)
-        return out.reshape(-1)[:numel].astype(dtype.numpy).reshape(shape)
+        out = np.empty(numel, dtype=dtype.numpy)
+        start = 0
+        for codes in iter_symbols(mv[_SCALES.size + slen :], numel, self._span()):
+            if codes.size and (codes.min() < 0 or codes.max() > 2 * self.qmax):
+                raise CodecError("blockq codes fall outside the quantization grid")
+            n = codes.size
+            nb = -(-n // block)
+            q = np.zeros(nb * block, dtype=np.float64)
+            q[:n] = codes - self.qmax
+            lim = absmax[start // block : start // block + nb].astype(np.float64)[:, None]
+            vals = np.clip(q.reshape(nb, block) * (lim / self.qmax), -lim, lim)
+            out[start : start + n] = vals.reshape(-1)[:n].astype(dtype.numpy)
+            start += n
+        return out.reshape(shape)
 
     def error_bound(self, tensor: np.ndarray, decoded: np.ndarray) -> np.ndarray:
         """Per-element error this codec promises for tensor (float64, flattened)."""

@@ -8,6 +8,7 @@ deterministic, which keeps encoder and decoder in lockstep across machines.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import constriction
 import numpy as np
@@ -38,6 +39,9 @@ def _model(counts: np.ndarray) -> constriction.stream.model.Categorical:
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
+CHUNK = 1 << 14  # symbols per coder call: bounds the int32 temporaries on both sides
+
+
 def encode_symbols(symbols: np.ndarray) -> bytes:
     """Entropy-code non-negative integer symbols (< 65536) into self-contained bytes."""
     sym = np.asarray(symbols).reshape(-1)
@@ -49,11 +53,15 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
         raise CodecError(f"entropy coder takes symbols in [0, {MAX_ALPHABET}), got [{lo}, {hi}]")
     if lo == hi:
         return _HEAD.pack(_CONST, lo, 0)
-    rel = (sym - lo).astype(np.int32)
-    counts = np.bincount(rel, minlength=hi - lo + 1).astype(np.uint32)
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    for i in range(0, sym.size, CHUNK):
+        counts += np.bincount(sym[i : i + CHUNK] - lo, minlength=hi - lo + 1)
+    counts = counts.astype(np.uint32)
     table = zstandard.ZstdCompressor(level=9).compress(counts.tobytes())
     coder = constriction.stream.queue.RangeEncoder()
-    coder.encode(rel, _model(counts))
+    model = _model(counts)
+    for i in range(0, sym.size, CHUNK):
+        coder.encode((sym[i : i + CHUNK] - lo).astype(np.int32), model)
     words = coder.get_compressed()
     return b"".join(
         [_HEAD.pack(_RANGE, lo, hi - lo + 1), struct.pack("<I", len(table)), table, words.tobytes()]
@@ -62,6 +70,20 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
 
 def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
     """Decode n int32 symbols from a stream that fills all of data."""
+    out = np.empty(n, dtype=np.int32)
+    pos = 0
+    for part in iter_symbols(data, n):
+        out[pos : pos + part.size] = part
+        pos += part.size
+    return out
+
+
+def iter_symbols(data: bytes | memoryview, n: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """The n symbols of a stream as int32 arrays of at most chunk values, in order.
+
+    The histogram check runs as the chunks go by and raises CodecError at the end, so a
+    caller must not keep a result before the generator is exhausted.
+    """
     mv = memoryview(data)
     if len(mv) < _HEAD.size:
         raise CodecError("entropy stream truncated: header missing")
@@ -69,7 +91,9 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
     if mode == _CONST:
         if lo >= MAX_ALPHABET or span != 0:
             raise CodecError(f"entropy stream declares an invalid constant symbol {lo}")
-        return np.full(n, lo, dtype=np.int32)
+        for i in range(0, n, chunk):
+            yield np.full(min(chunk, n - i), lo, dtype=np.int32)
+        return
     if mode != _RANGE:
         raise CodecError(f"entropy stream has unknown mode {mode}")
     if not 2 <= span <= MAX_ALPHABET or lo + span > MAX_ALPHABET:
@@ -89,11 +113,15 @@ def decode_symbols(data: bytes | memoryview, n: int) -> np.ndarray:
             f"entropy stream table counts {int(counts.sum())} symbols, the frame declares {n}"
         )
     decoder = range_decoder(mv[pos:], "entropy stream payload")
-    try:
-        rel = decoder.decode(_model(counts), n)
-    except Exception as exc:  # constriction raises plain errors on malformed streams
-        raise CodecError(f"entropy stream is corrupt: {exc}") from None
-    rel = rel.astype(np.int32)
-    if not np.array_equal(np.bincount(rel, minlength=span), counts):
+    model = _model(counts)
+    seen = np.zeros(span, dtype=np.int64)
+    for i in range(0, n, chunk):
+        try:
+            rel = decoder.decode(model, min(chunk, n - i))
+        except Exception as exc:  # constriction raises plain errors on malformed streams
+            raise CodecError(f"entropy stream is corrupt: {exc}") from None
+        rel = rel.astype(np.int32)
+        seen += np.bincount(rel, minlength=span)[:span]
+        yield rel + lo
+    if not np.array_equal(seen, counts):
         raise CodecError("entropy stream is corrupt: decoded symbols disagree with the table")
-    return rel + lo

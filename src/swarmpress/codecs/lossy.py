@@ -35,7 +35,7 @@ from swarmpress.codecs.fieldcode import (
 )
 from swarmpress.codecs.metrics import max_abs_error, rel_l2, similarity
 from swarmpress.codecs.registry import register
-from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.tensors import DType, all_finite
 
 TARGETS = ("similarity", "rel_l2", "max_abs")
 _FAST, _MAX = 0, 1  # payload mode byte
@@ -288,7 +288,7 @@ class LossyCodec(Codec):
         if arr.size == 0:
             return b""
         if self.config["mode"] == "fast":
-            if not np.isfinite(arr).all():
+            if not all_finite(arr):
                 raise CodecError("lossy cannot encode NaN or infinite values; use `lossless`")
             rows, chans = _channels_rows(arr.shape, arr.size)
             dtype = DType.of(arr.dtype)

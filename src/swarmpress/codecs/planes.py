@@ -68,13 +68,19 @@ def unpack_plane(mv: memoryview, pos: int, n: int, itemsize: int = 1) -> tuple[n
     return np.frombuffer(data, dtype=dtype), pos + length
 
 
+_BITS_CHUNK = 1024  # values per step (a multiple of 8 keeps every chunk byte-aligned)
+
+
 def pack_bits(values: np.ndarray, width: int) -> bytes:
     """Pack non-negative integers < 2**width (width <= 64) into a dense little-endian string."""
     if width == 0 or values.size == 0:
         return b""
-    v = values.astype("<u8").view(np.uint8).reshape(-1, 8)
-    bits = np.unpackbits(v, axis=1, bitorder="little")[:, :width]
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+    out = []
+    for i in range(0, values.size, _BITS_CHUNK):  # bit matrices are 64 bytes per value
+        v = values[i : i + _BITS_CHUNK].astype("<u8").view(np.uint8).reshape(-1, 8)
+        bits = np.unpackbits(v, axis=1, bitorder="little")[:, :width]
+        out.append(np.packbits(bits.reshape(-1), bitorder="little").tobytes())
+    return b"".join(out)
 
 
 def unpack_bits(data: bytes | memoryview, n: int, width: int) -> np.ndarray:
@@ -86,7 +92,13 @@ def unpack_bits(data: bytes | memoryview, n: int, width: int) -> np.ndarray:
     need = (n * width + 7) // 8
     if len(data) != need:
         raise CodecError(f"bit-packed stream holds {len(data)} bytes, expected {need}")
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: n * width]
-    full = np.zeros((n, 64), dtype=np.uint8)
-    full[:, :width] = bits.reshape(n, width)
-    return np.packbits(full, axis=1, bitorder="little").view("<u8").reshape(-1).astype(np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    out = np.empty(n, dtype=np.int64)
+    step = _BITS_CHUNK * width // 8  # bytes per full chunk
+    for c, i in enumerate(range(0, n, _BITS_CHUNK)):
+        m = min(_BITS_CHUNK, n - i)
+        bits = np.unpackbits(raw[c * step : c * step + (m * width + 7) // 8], bitorder="little")
+        full = np.zeros((m, 64), dtype=np.uint8)
+        full[:, :width] = bits[: m * width].reshape(m, width)
+        out[i : i + m] = np.packbits(full, axis=1, bitorder="little").view("<u8").reshape(-1)
+    return out

@@ -165,3 +165,12 @@ def to_float64(tensor: Any) -> np.ndarray:
         torch = _torch()
         return tensor.detach().cpu().to(torch.float64).numpy().reshape(-1)
     return np.asarray(tensor).astype(np.float64).reshape(-1)
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """True when no element is NaN or infinite, without a full-size boolean temporary."""
+    if arr.size == 0:
+        return True
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo, hi = arr.min(), arr.max()  # NaN propagates through both reductions
+    return bool(np.isfinite(lo) and np.isfinite(hi))

@@ -49,7 +49,7 @@ from swarmpress.codecs.entropy import decode_symbols, encode_symbols
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.planes import pack_bits, pack_plane, unpack_bits, unpack_plane
 from swarmpress.codecs.registry import register
-from swarmpress.codecs.tensors import BF16, DType
+from swarmpress.codecs.tensors import BF16, DType, all_finite
 
 STATE_VERSION = 1
 RICE, RANGE = 0, 1  # index schemes
@@ -59,6 +59,9 @@ _HEAD = struct.Struct("<BBI")  # index scheme, Rice parameter, counts stream len
 _LEN = struct.Struct("<I")
 _BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
 _LLOYD_STEPS = 3
+
+
+_SELECT_BATCH = 1 << 13  # values per selection batch (bounds the temporaries)
 
 
 def chunk_sizes(numel: int, chunk: int) -> np.ndarray:
@@ -291,7 +294,7 @@ class TopKCodec(Codec):
         if ef and self._residual is not None:
             with np.errstate(over="ignore", invalid="ignore"):
                 np.add(a, self._residual.reshape(-1), out=a)
-        if not np.isfinite(a).all():
+        if not all_finite(a):
             if not np.isfinite(arr).all():
                 raise CodecError("topk cannot encode NaN or infinite values")
             raise CodecError("topk: tensor plus residual overflows float32; call reset()")
@@ -309,15 +312,30 @@ class TopKCodec(Codec):
         """Chunk index and in-chunk position of every kept value, in flat order.
 
         A chunk keeps its kc largest magnitudes (threshold by np.partition); ties at the
-        threshold go to the earliest positions, and exact zeros are never kept.
+        threshold go to the earliest positions, and exact zeros are never kept. Chunks are
+        processed a batch at a time so the temporaries stay a small fraction of the tensor.
         """
         chunk = self.config["chunk"]
         nch = lens.size
-        if a.size == nch * chunk:
-            mag = np.abs(a).reshape(nch, chunk)
+        per_batch = max(1, _SELECT_BATCH // chunk)
+        rows, cols, counts = [], [], []
+        for first in range(0, nch, per_batch):
+            last = min(nch, first + per_batch)
+            r, c, n = self._select_batch(a, first, last, chunk, kc[first:last])
+            rows.append(r + first)
+            cols.append(c)
+            counts.append(n)
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(counts)
+
+    @staticmethod
+    def _select_batch(a: np.ndarray, first: int, last: int, chunk: int, kc: np.ndarray):
+        nch = last - first
+        piece = a[first * chunk : last * chunk]
+        if piece.size == nch * chunk:
+            mag = np.abs(piece).reshape(nch, chunk)
         else:
             mag = np.zeros((nch, chunk), dtype=np.float32)
-            mag.reshape(-1)[: a.size] = np.abs(a)
+            mag.reshape(-1)[: piece.size] = np.abs(piece)
         kmax = int(kc[0])
         thr = np.partition(mag, chunk - kmax, axis=1)[:, chunk - kmax]
         if kc[-1] != kmax:  # the short last chunk has its own budget
