@@ -11,6 +11,7 @@ outside, so nothing the submission does to this process's clocks changes its sco
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.abc
 import importlib.util
@@ -67,10 +68,8 @@ class ImportGuard(importlib.abc.MetaPathFinder):
 
 def _undumpable() -> None:
     """Keep sibling processes of the same uid (a submission's server) from ptracing us."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except (OSError, AttributeError):
-        pass
 
 
 def _send(fd: int, header: dict, payload: bytes = b"") -> None:
@@ -160,7 +159,7 @@ def call(form: str, solution: str, kind: str, cmd_fd: int, reply_fd: int) -> int
     _undumpable()
     try:
         if form == "server":
-            server, port = _start_server(solution, time.monotonic() + 3600)
+            _server, port = _start_server(solution, time.monotonic() + 3600)
             run = lambda data: _post(port, kind, data)  # noqa: E731
         else:
             module = _load_functions(solution)
@@ -170,7 +169,7 @@ def call(form: str, solution: str, kind: str, cmd_fd: int, reply_fd: int) -> int
         _send(reply_fd, {"event": "error", "error": _describe(exc)})
         return 1
     _send(reply_fd, {"event": "ready"})
-    header, data = _receive(cmd_fd)
+    _header, data = _receive(cmd_fd)
     try:
         out = run(data)
         if not isinstance(out, bytes | bytearray | memoryview):

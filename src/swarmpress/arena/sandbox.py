@@ -19,6 +19,7 @@ cannot start work before the clock does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -244,7 +245,8 @@ def _run(job, form, kind, data, limits, slot, cpu) -> CallResult:
     rep_r, rep_w = os.pipe()
     log_r, log_w = os.pipe()
     py = str(Path(sys.executable).absolute())
-    argv = _bwrap_argv(job, slot, limits) + [
+    argv = [
+        *_bwrap_argv(job, slot, limits),
         py, "-I", "/sub/harness.py", "call", form, "/sub/solution.py", kind,
         str(cmd_r), str(rep_w),
     ]  # fmt: skip
@@ -292,7 +294,8 @@ def _converse(proc, chan: _Channel, cmd_w: int, data: bytes, limits: Limits) -> 
         _write_all(cmd_w, _frame({"cmd": "call", "size": len(data)}) + data)
         header, payload = chan.receive(start + limits.wall_s, limits.max_output_bytes)
     except TimeoutError:
-        return CallResult(False, seconds=limits.wall_s, reason=f"timed out after {limits.wall_s:g} s")
+        reason = f"timed out after {limits.wall_s:g} s"
+        return CallResult(False, seconds=limits.wall_s, reason=reason)
     except OverflowError as exc:
         return CallResult(False, reason=f"output of {exc.args[0]} bytes exceeds the limit")
     except (EOFError, BrokenPipeError, ValueError):
@@ -322,11 +325,7 @@ def _exit_reason(proc: subprocess.Popen, what: str) -> str:
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
