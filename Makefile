@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint venv clean report
+.PHONY: run test lint venv clean report sandbox-deps
 
 $(STAMP): pyproject.toml requirements-torch.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a CPU build; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -r requirements-torch.txt
-	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -21,7 +21,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
 
-test: $(STAMP)
+# The arena sandbox needs bubblewrap and setpriv (Debian packages), installed here if missing.
+sandbox-deps:
+	@command -v bwrap >/dev/null && command -v setpriv >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap util-linux >/dev/null)
+
+test: $(STAMP) sandbox-deps
 	$(BIN)/python -m pytest -q
 
 # The committed report (docs/results/embedded) and the README headline quoted from it.

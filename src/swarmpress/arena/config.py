@@ -1,0 +1,140 @@
+"""Competition definitions: a track, its pool, round length, sandbox limits, reveal delay,
+beat margin and submission rules, read from and written to TOML (DESIGN.md "Arena contract").
+
+    [[competition]]
+    name = "lossless"
+    track = "lossless"
+    tensors_per_round = 8
+    round_seconds = 86400
+    reveal_delay_seconds = 86400
+    margin = 0.01
+    [competition.limits]
+    wall_s = 60
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swarmpress.arena.sandbox import Limits
+
+TRACKS = ("lossless", "lossy")
+
+
+class ArenaConfigError(ValueError):
+    """A competition file that cannot be used; the message names the field."""
+
+
+class LimitsModel(BaseModel):
+    """Sandbox limits of one call (see sandbox.Limits)."""
+
+    model_config = ConfigDict(extra="forbid")
+    wall_s: float = Field(60.0, gt=0, le=3600)
+    startup_s: float = Field(60.0, gt=0, le=3600)
+    cpu_s: int = Field(60, gt=0, le=3600)
+    memory_bytes: int = Field(1 << 30, ge=64 << 20)
+    nproc: int = Field(64, ge=4, le=4096)
+    tmp_bytes: int = Field(64 << 20, ge=1 << 20)
+    log_bytes: int = Field(64 << 10, ge=1024)
+    max_output_bytes: int = Field(256 << 20, ge=1024)
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class Competition(BaseModel):
+    """One track with its rules."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    track: Literal["lossless", "lossy"]
+    description: str = ""
+    tensors_per_round: int = Field(8, ge=1, le=10_000)
+    round_seconds: int = Field(86_400, ge=1)
+    reveal_delay_seconds: int = Field(86_400, ge=0)
+    margin: float = Field(0.01, ge=0.0, le=1.0)
+    similarity: float = Field(0.99, gt=0.0, lt=1.0)
+    max_file_bytes: int = Field(20_000, ge=100, le=1 << 20)
+    submissions_per_day: int = Field(4, ge=1)
+    max_attempts: int = Field(3, ge=1, le=20)
+    limits: LimitsModel = LimitsModel()
+
+
+class ArenaConfig(BaseModel):
+    """Every competition of one arena."""
+
+    model_config = ConfigDict(extra="forbid")
+    competition: list[Competition]
+
+    def get(self, name: str) -> Competition:
+        for c in self.competition:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self.competition)
+        raise ArenaConfigError(f"no competition named {name!r}; known: {known}")
+
+
+def load_config(path: str | Path) -> ArenaConfig:
+    """Read and validate an arena TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArenaConfigError(f"arena config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ArenaConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        cfg = ArenaConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArenaConfigError(f"{path}: {where}: {first['msg']}") from None
+    names = [c.name for c in cfg.competition]
+    if len(set(names)) != len(names):
+        raise ArenaConfigError(f"{path}: competition names repeat: {names}")
+    return cfg
+
+
+def default_config() -> ArenaConfig:
+    """The embedded default: a lossless and a lossy track on the embedded corpus pool."""
+    return ArenaConfig(
+        competition=[
+            Competition(
+                name="lossless",
+                track="lossless",
+                description="bit-exact bf16 compression; Apex lossless score",
+            ),
+            Competition(
+                name="lossy",
+                track="lossy",
+                description="bf16 compression at similarity > 0.99; Apex lossy score",
+            ),
+        ]
+    )
+
+
+def dump_config(cfg: ArenaConfig) -> str:
+    """TOML text for a config (what `arena init` writes)."""
+    lines: list[str] = []
+    for c in cfg.competition:
+        lines.append("[[competition]]")
+        data = c.model_dump()
+        limits = data.pop("limits")
+        for k, v in data.items():
+            lines.append(f"{k} = {_toml(v)}")
+        lines.append("[competition.limits]")
+        lines += [f"{k} = {_toml(v)}" for k, v in limits.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

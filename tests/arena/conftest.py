@@ -1,0 +1,46 @@
+"""Arena fixtures: a small arena home built once per session from the embedded corpus."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from swarmpress.arena.config import ArenaConfig, Competition, LimitsModel
+from swarmpress.arena.service import Arena, init_home
+
+SOLUTIONS = Path(__file__).resolve().parents[2] / "src" / "swarmpress" / "arena" / "solutions"
+FAST_LIMITS = LimitsModel(wall_s=20, startup_s=30, cpu_s=20)
+
+
+def small_config(reveal: int = 3600, per_day: int = 4) -> ArenaConfig:
+    common = dict(tensors_per_round=2, reveal_delay_seconds=reveal, submissions_per_day=per_day,
+                  limits=FAST_LIMITS)  # fmt: skip
+    return ArenaConfig(
+        competition=[
+            Competition(name="lossless", track="lossless", **common),
+            Competition(name="lossy", track="lossy", **common),
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def pool_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("arena-template")
+    init_home(home, config=small_config())
+    return home
+
+
+@pytest.fixture
+def arena_home(pool_home, tmp_path) -> Path:
+    home = tmp_path / "home"
+    shutil.copytree(pool_home, home)
+    return home
+
+
+@pytest.fixture
+def arena(arena_home) -> Arena:
+    return Arena(arena_home)
+
+
+def solution(name: str) -> bytes:
+    return (SOLUTIONS / f"{name}_solution.py").read_bytes()
