@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from swarmpress.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    JsonOpt,
+    console,
+    err_console,
+    fail,
+)
 
 app = typer.Typer(
     help="Compress what crosses the wire in decentralized training.",
@@ -24,21 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print a one-line error and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
-]
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -462,54 +455,9 @@ def _bench_apex(
 
 
 # ----------------------------------------------------------------------------- arena
-arena_app = typer.Typer(
-    help="Arena tools: export codecs as Apex solution files.", no_args_is_help=True
-)
+from swarmpress.cli_arena import arena_app  # noqa: E402
+
 app.add_typer(arena_app, name="arena")
-
-
-@arena_app.command("export-solution")
-def arena_export_solution_cmd(
-    codec: Annotated[
-        str, typer.Option("--codec", help="Codec to export: lossless, lossy or zstd.")
-    ],
-    out: Annotated[str, typer.Option("--out", metavar="FILE", help="Solution file to write.")],
-    option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="NAME=VALUE",
-            help="Override an entry of the solution's CONFIG, e.g. --set target=0.9905.",
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Write a codec as one standalone Apex matrix-compression solution file (< 20 KB)."""
-    from swarmpress.arena.export import ExportError, export_solution, solution_config
-
-    options = {}
-    for item in option or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise fail(f"--set takes NAME=VALUE, not {item!r}")
-        options[name.strip()] = value.strip()
-    try:
-        path = export_solution(codec, out, **options)
-        config = solution_config(codec, **options)
-    except ExportError as exc:
-        raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
-    size = path.stat().st_size
-    if as_json:
-        info = {"path": str(path), "bytes": size, "codec": codec, "config": config}
-        print(json.dumps(info, indent=2))
-        return
-    console.print(
-        f"wrote {path} ({size} bytes, codec {codec}, CONFIG {config})",
-        highlight=False,
-        soft_wrap=True,
-    )
 
 
 def main() -> None:

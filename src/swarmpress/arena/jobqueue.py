@@ -10,12 +10,14 @@ becomes claimable again, up to the competition's attempt limit.
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmpress.arena.db import Job, now
 
-LEASE_S = 30.0
+LEASE_S = float(os.environ.get("SWARMPRESS_ARENA_LEASE", "30"))  # seconds
 
 
 def enqueue(session: Session, submission_id: int) -> None:

@@ -1,0 +1,164 @@
+"""`swarmpress arena serve` end to end: real server, real workers, the CLI as a client,
+and workers or the server killed in the middle of an evaluation."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+SLOW = b"""
+import time, zstandard
+def compress_data(data):
+    time.sleep(0.8)
+    return zstandard.ZstdCompressor().compress(data)
+def decompress_data(data):
+    return zstandard.ZstdDecompressor().decompress(data)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home, workers=2):
+        self.home, self.workers = home, workers
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        env = {**os.environ, "SWARMPRESS_ARENA_LEASE": "3"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmpress.cli", "arena", "serve", "--home", str(self.home),
+             "--port", str(self.port), "--workers", str(self.workers)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        key = None
+        end = time.time() + 60
+        while time.time() < end:
+            line = self.proc.stdout.readline()
+            if m := re.search(r"(sp_[A-Za-z0-9_-]+)", line):
+                key = m.group(1)
+            if "arena at" in line:
+                break
+        while time.time() < end:
+            try:
+                if httpx.get(self.url + "/api/health").status_code == 200:
+                    return key
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def cli(*args, server=None, key=None):
+    argv = [sys.executable, "-m", "swarmpress.cli", "arena", *args]
+    if server:
+        argv += ["--server", server]
+    if key:
+        argv += ["--key", key]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return r
+
+
+def wait_state(url, sid, states=("done", "failed"), timeout=90):
+    end = time.time() + timeout
+    while time.time() < end:
+        st = httpx.get(f"{url}/api/submissions/{sid}").json()
+        if st["state"] in states:
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"submission {sid} stuck in {st['state']}")
+
+
+@pytest.fixture
+def server(arena_home):
+    s = Server(arena_home)
+    s.admin = s.start()
+    yield s
+    s.stop()
+
+
+def test_serve_submit_and_the_leader_changes(server, tmp_path):
+    assert server.admin
+    made = cli("keys", "create", "kim", "--json", server=server.url, key=server.admin)
+    key = json.loads(made.stdout)["key"]
+    for codec in ("zstd", "lossless"):
+        r = cli("export-solution", "--codec", codec, "--out", str(tmp_path / f"{codec}.py"))
+        assert r.returncode == 0, r.stderr
+    r = cli("submit", str(tmp_path / "zstd.py"), "--competition", "lossless", "--json",
+            server=server.url, key=key)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)["id"]
+    wait_state(server.url, first)
+    r = cli("submit", str(tmp_path / "lossless.py"), "-c", "lossless", "--fork", str(first),
+            "--wait", "--json", server=server.url, key=key)  # fmt: skip
+    st = json.loads(r.stdout)
+    assert st["state"] == "done" and st["parent"] == first
+    board = json.loads(cli("leaderboard", "-c", "lossless", "--json", server=server.url).stdout)
+    assert board[0]["id"] == st["id"] and board[0]["leader"]
+    stairs = httpx.get(f"{server.url}/api/competitions/lossless/staircase").json()
+    assert [s["id"] for s in stairs] == [first, st["id"]]
+    status = json.loads(cli("status", str(first), "--json", server=server.url).stdout)
+    assert status["state"] == "done" and len(status["results"]) == 2
+    lin = cli("lineage", str(first), server=server.url)
+    assert f"#{st['id']}" in lin.stdout
+
+
+def test_client_errors_are_one_line_with_exit_2(server, tmp_path):
+    r = cli("status", "424242", server=server.url)
+    assert r.returncode == 2 and "no submission 424242" in r.stderr
+    r = cli("submit", str(tmp_path / "missing.py"), "-c", "lossless", server=server.url, key="x")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    r = cli("status", "1", server="http://127.0.0.1:9")
+    assert r.returncode == 2 and "cannot reach" in r.stderr
+
+
+def _worker_pids():
+    out = subprocess.run(["pgrep", "-f", "swarmpress.cli arena worker"], capture_output=True,
+                         text=True).stdout  # fmt: skip
+    return [int(p) for p in out.split()]
+
+
+def test_killing_a_worker_or_the_server_mid_evaluation_loses_nothing(server, tmp_path):
+    path = tmp_path / "slow.py"
+    path.write_bytes(SLOW)
+    sid = json.loads(cli("submit", str(path), "-c", "lossy", "--json", server=server.url,
+                         key=server.admin).stdout)["id"]  # fmt: skip
+    wait_state(server.url, sid, states=("running",))
+    for pid in _worker_pids():
+        os.kill(pid, signal.SIGKILL)  # every worker dies mid-call; serve restarts them
+    st = wait_state(server.url, sid)
+    assert st["state"] == "done" and st["attempts"] >= 2 and st["score"] > 0
+
+    sid2 = json.loads(cli("submit", str(path), "-c", "lossy", "--json", server=server.url,
+                          key=server.admin).stdout)["id"]  # fmt: skip
+    wait_state(server.url, sid2, states=("running",))
+    server.kill()  # the server and (by their death signal) its workers
+    time.sleep(0.5)
+    assert _worker_pids() == []
+    server.start()
+    st2 = wait_state(server.url, sid2)
+    assert st2["state"] == "done" and st2["attempts"] >= 2
+    assert wait_state(server.url, sid)["score"] == st["score"]  # nothing lost
