@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint venv clean report sandbox-deps
+.PHONY: run test lint venv clean report system-deps
 
 $(STAMP): pyproject.toml requirements-torch.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,13 +21,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
 
-# The arena sandbox needs bubblewrap and setpriv (Debian packages), installed here if missing.
-sandbox-deps:
-	@command -v bwrap >/dev/null && command -v setpriv >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap util-linux >/dev/null)
+# Debian packages the tests need (sandbox, browser, PostgreSQL), installed only if missing.
+system-deps:
+	scripts/system-deps.sh
 
-test: $(STAMP) sandbox-deps
-	$(BIN)/python -m pytest -q
+# The suite runs every arena test on SQLite and on a throwaway local PostgreSQL.
+test: $(STAMP) system-deps
+	SWARMPRESS_REQUIRE_PG=1 SWARMPRESS_TEST_PG_URL=$$(scripts/pg-test-server.sh) \
+	  $(BIN)/python -m pytest -q
 
 # The committed report (docs/results/embedded) and the README headline quoted from it.
 report: $(STAMP)

@@ -3,15 +3,14 @@ and workers or the server killed in the middle of an evaluation."""
 
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
+
+from tests.arena.helpers import Server, cli, wait_state
 
 SLOW = b"""
 import time, zstandard
@@ -21,75 +20,6 @@ def compress_data(data):
 def decompress_data(data):
     return zstandard.ZstdDecompressor().decompress(data)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home, workers=2):
-        self.home, self.workers = home, workers
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self):
-        env = {**os.environ, "SWARMPRESS_ARENA_LEASE": "3"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmpress.cli", "arena", "serve", "--home", str(self.home),
-             "--port", str(self.port), "--workers", str(self.workers)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )  # fmt: skip
-        key = None
-        end = time.time() + 60
-        while time.time() < end:
-            line = self.proc.stdout.readline()
-            if m := re.search(r"(sp_[A-Za-z0-9_-]+)", line):
-                key = m.group(1)
-            if "arena at" in line:
-                break
-        while time.time() < end:
-            try:
-                if httpx.get(self.url + "/api/health").status_code == 200:
-                    return key
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def cli(*args, server=None, key=None):
-    argv = [sys.executable, "-m", "swarmpress.cli", "arena", *args]
-    if server:
-        argv += ["--server", server]
-    if key:
-        argv += ["--key", key]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    return r
-
-
-def wait_state(url, sid, states=("done", "failed"), timeout=90):
-    end = time.time() + timeout
-    while time.time() < end:
-        st = httpx.get(f"{url}/api/submissions/{sid}").json()
-        if st["state"] in states:
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"submission {sid} stuck in {st['state']}")
 
 
 @pytest.fixture

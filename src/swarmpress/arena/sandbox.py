@@ -77,7 +77,7 @@ def check_available() -> None:
         if shutil.which(tool) is None:
             raise SandboxUnavailable(
                 f"{tool} is not installed; the arena needs bubblewrap and util-linux "
-                "(`apt-get install bubblewrap`, or `make sandbox-deps`)"
+                "(`apt-get install bubblewrap`, or `make system-deps`)"
             )
     if os.geteuid() != 0:
         raise SandboxUnavailable(
