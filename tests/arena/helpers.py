@@ -18,8 +18,8 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, home, workers=2):
-        self.home, self.workers = home, workers
+    def __init__(self, home, workers=2, db=None):
+        self.home, self.workers, self.db = home, workers, db
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -28,7 +28,8 @@ class Server:
         env = {**os.environ, "SWARMPRESS_ARENA_LEASE": "3"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swarmpress.cli", "arena", "serve", "--home", str(self.home),
-             "--port", str(self.port), "--workers", str(self.workers)],
+             "--port", str(self.port), "--workers", str(self.workers),
+             *(["--db", self.db] if self.db else [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
         key = None

@@ -3,8 +3,10 @@ and workers or the server killed in the middle of an evaluation."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import httpx
@@ -92,3 +94,33 @@ def test_killing_a_worker_or_the_server_mid_evaluation_loses_nothing(server, tmp
     st2 = wait_state(server.url, sid2)
     assert st2["state"] == "done" and st2["attempts"] >= 2
     assert wait_state(server.url, sid)["score"] == st["score"]  # nothing lost
+
+
+def test_workers_on_other_machines_share_a_postgresql_arena(arena_home, pg_url, tmp_path):
+    # "Another machine" = another home (its own copy of config and pool), the same database.
+    other = tmp_path / "other-machine"
+    shutil.copytree(arena_home, other)
+    server = Server(arena_home, workers=0, db=pg_url)
+    admin = server.start()
+    env = {**os.environ, "SWARMPRESS_ARENA_LEASE": "3"}
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "swarmpress.cli", "arena", "worker", "--home",
+                          str(other), "--db", pg_url, "--slot", str(3 + i)], env=env)
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        path = tmp_path / "slow.py"
+        path.write_bytes(SLOW)
+        ids = [
+            json.loads(cli("submit", str(path), "-c", "lossless", "--json", server=server.url,
+                           key=admin).stdout)["id"]
+            for _ in range(4)
+        ]  # fmt: skip
+        done = [wait_state(server.url, i) for i in ids]
+        assert all(d["state"] == "done" and d["score"] > 0 for d in done)
+        assert len({d["worker"] for d in done}) == 2  # both workers took jobs
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=20)
+        server.stop()

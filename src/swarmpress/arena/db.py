@@ -68,6 +68,7 @@ class Submission(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     round: Mapped[int] = mapped_column(Integer, default=0)
     log: Mapped[str] = mapped_column(Text, default="")
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created: Mapped[float] = mapped_column(Float, default=now, index=True)
     started: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -218,6 +218,7 @@ class Arena:
             "started": sub.started,
             "finished": sub.finished,
             "attempts": job.attempts if job else 0,
+            "worker": sub.worker,
             "revealed": self.revealed(sub, comp),
             "reveal_at": sub.created + comp.reveal_delay_seconds,
             "results": [
@@ -279,6 +280,7 @@ class Arena:
                 sub.state, sub.score, sub.error = "done", outcome.score, None
                 self._maybe_lead(s, sub)
             sub.log = log
+            sub.worker = owner
             sub.finished = now()
             job.state = "done" if outcome is not None else "failed"
             job.owner, job.updated = None, now()

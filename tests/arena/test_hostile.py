@@ -1,0 +1,83 @@
+"""Every hostile submission through a live arena: contained, scored 0 with a clear reason,
+the server and honest submissions unharmed, nothing lost from the database."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from swarmpress.arena.config import LimitsModel, dump_config
+from tests.arena.conftest import small_config, solution
+from tests.arena.helpers import Server, cli, wait_state
+
+HOSTILE = Path(__file__).with_name("hostile")
+EXPECT = {  # file -> words its failure reason must contain
+    "net": "no network",
+    "read_secrets": "cannot read",
+    "write_outside": "cannot write",
+    "fork_bomb": "",
+    "memory": "MemoryError",
+    "loop": "timed out",
+    "huge_output": "exceeds the limit",
+    "logs": "after the spam",
+    "forbidden_import": "not available in the arena sandbox",
+}
+
+
+@pytest.fixture
+def server(arena_home):
+    cfg = small_config()
+    for c in cfg.competition:
+        c.limits = LimitsModel(wall_s=3, startup_s=30, cpu_s=5, max_output_bytes=4 << 20)
+    (arena_home / "arena.toml").write_text(dump_config(cfg))
+    s = Server(arena_home)
+    s.admin = s.start()
+    yield s
+    s.stop()
+
+
+def _submit(server, path, competition="lossless"):
+    r = cli("submit", str(path), "-c", competition, "--json", server=server.url, key=server.admin)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["id"]
+
+
+def test_hostile_submissions_are_contained(server, tmp_path):
+    honest = tmp_path / "zstd.py"
+    honest.write_bytes(solution("zstd"))
+    before = _submit(server, honest)
+    ids = {}
+    for name in EXPECT:
+        text = (HOSTILE / f"{name}.py").read_text()
+        text = text.replace("{PORT}", str(server.port)).replace("{HOME}", str(server.home))
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        ids[name] = _submit(server, path)
+    timing = tmp_path / "timing.py"
+    timing.write_text((HOSTILE / "timing.py").read_text())
+    timed = _submit(server, timing)
+    after = _submit(server, honest)
+
+    ref = wait_state(server.url, before, timeout=300)
+    assert ref["state"] == "done" and ref["score"] > 0
+    for name, sid in ids.items():
+        st = wait_state(server.url, sid, timeout=300)
+        assert st["state"] == "done" and st["score"] == 0.0, name
+        reasons = " ".join(r["reason"] for r in st["results"])
+        assert EXPECT[name] in reasons, (name, reasons)
+    st = wait_state(server.url, timed, timeout=300)
+    assert all(r["seconds_decompress"] >= 2.0 for r in st["results"])
+    assert st["score"] < ref["score"]  # the sleep is charged to it
+    assert wait_state(server.url, after, timeout=300)["score"] == pytest.approx(ref["score"], abs=0.05)
+
+    assert not (server.home / "planted").exists()
+    assert httpx.get(server.url + "/api/health").json()["ok"]
+    db = sqlite3.connect(server.home / "arena.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    n_subs = db.execute("SELECT count(*) FROM submissions").fetchone()[0]
+    n_results = db.execute("SELECT count(*) FROM results").fetchone()[0]
+    assert n_subs == len(ids) + 3 and n_results == 2 * n_subs
+    board = httpx.get(server.url + "/api/competitions/lossless/leaderboard").json()
+    assert board[0]["id"] in (before, after)
