@@ -12,7 +12,7 @@ from swarmpress.arena.config import LimitsModel, dump_config
 from tests.arena.conftest import small_config, solution
 from tests.arena.helpers import Server, cli, wait_state
 
-HOSTILE = Path(__file__).with_name("hostile")
+HOSTILE = Path(__file__).with_name("hostile")  # templates: {PORT} and {HOME} filled in
 EXPECT = {  # file -> words its failure reason must contain
     "net": "no network",
     "read_secrets": "cannot read",
@@ -50,13 +50,13 @@ def test_hostile_submissions_are_contained(server, tmp_path):
     before = _submit(server, honest)
     ids = {}
     for name in EXPECT:
-        text = (HOSTILE / f"{name}.py").read_text()
+        text = (HOSTILE / f"{name}.py.in").read_text()
         text = text.replace("{PORT}", str(server.port)).replace("{HOME}", str(server.home))
         path = tmp_path / f"{name}.py"
         path.write_text(text)
         ids[name] = _submit(server, path)
     timing = tmp_path / "timing.py"
-    timing.write_text((HOSTILE / "timing.py").read_text())
+    timing.write_text((HOSTILE / "timing.py.in").read_text())
     timed = _submit(server, timing)
     after = _submit(server, honest)
 
@@ -70,7 +70,8 @@ def test_hostile_submissions_are_contained(server, tmp_path):
     st = wait_state(server.url, timed, timeout=300)
     assert all(r["seconds_decompress"] >= 2.0 for r in st["results"])
     assert st["score"] < ref["score"]  # the sleep is charged to it
-    assert wait_state(server.url, after, timeout=300)["score"] == pytest.approx(ref["score"], abs=0.05)
+    later = wait_state(server.url, after, timeout=300)
+    assert later["score"] == pytest.approx(ref["score"], abs=0.05)
 
     assert not (server.home / "planted").exists()
     assert httpx.get(server.url + "/api/health").json()["ok"]
