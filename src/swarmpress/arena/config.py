@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from swarmpress.arena.sandbox import Limits
 
 TRACKS = ("lossless", "lossy")
+EMBEDDED_ROUND = 8  # the embedded pool is small; real pools use Apex's 400 per round
 
 
 class ArenaConfigError(ValueError):
@@ -53,7 +54,7 @@ class Competition(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     track: Literal["lossless", "lossy"]
     description: str = ""
-    tensors_per_round: int = Field(8, ge=1, le=10_000)
+    tensors_per_round: int = Field(400, ge=1, le=10_000)  # Apex's round size
     round_seconds: int = Field(86_400, ge=1)
     reveal_delay_seconds: int = Field(86_400, ge=0)
     margin: float = Field(0.01, ge=0.0, le=1.0)
@@ -107,11 +108,13 @@ def default_config() -> ArenaConfig:
                 name="lossless",
                 track="lossless",
                 description="bit-exact bf16 compression; Apex lossless score",
+                tensors_per_round=EMBEDDED_ROUND,
             ),
             Competition(
                 name="lossy",
                 track="lossy",
                 description="bf16 compression at similarity > 0.99; Apex lossy score",
+                tensors_per_round=EMBEDDED_ROUND,
             ),
         ]
     )
