@@ -49,12 +49,13 @@ def _export(codec, path):
 
 
 def _submit(browser, path):
+    browser.execute_script("document.querySelector('#submit-result').innerHTML = ''")
     browser.find_element(By.ID, "file").send_keys(str(path))
     browser.find_element(By.CSS_SELECTOR, "#submit button").click()
-    out = WebDriverWait(browser, 20).until(
-        EC.presence_of_element_located((By.CSS_SELECTOR, "#submit-result a"))
+    text = WebDriverWait(browser, 20).until(
+        lambda b: b.execute_script("return document.querySelector('#submit-result a')?.textContent")
     )
-    return int(out.text.lstrip("#"))
+    return int(text.lstrip("#"))
 
 
 def test_submit_in_the_browser_and_see_the_leader_change(server, browser, tmp_path):
