@@ -46,6 +46,7 @@ class Server:
                     return key
             except httpx.HTTPError:
                 time.sleep(0.2)
+        self.kill()
         raise RuntimeError("server did not start")
 
     def kill(self):

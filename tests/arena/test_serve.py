@@ -103,12 +103,13 @@ def test_workers_on_other_machines_share_a_postgresql_arena(arena_home, pg_url, 
     server = Server(arena_home, workers=0, db=pg_url)
     admin = server.start()
     env = {**os.environ, "SWARMPRESS_ARENA_LEASE": "3"}
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "swarmpress.cli", "arena", "worker", "--home",
-                          str(other), "--db", pg_url, "--slot", str(3 + i)], env=env)
-        for i in range(2)
-    ]  # fmt: skip
+    workers = []
     try:
+        workers += [
+            subprocess.Popen([sys.executable, "-m", "swarmpress.cli", "arena", "worker", "--home",
+                              str(other), "--db", pg_url, "--slot", str(3 + i)], env=env)
+            for i in range(2)
+        ]  # fmt: skip
         path = tmp_path / "slow.py"
         path.write_bytes(SLOW)
         ids = [

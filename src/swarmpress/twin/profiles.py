@@ -1,0 +1,109 @@
+"""Codec profiles: what a codec does to a transfer (wire ratio, encode and decode speed, per
+tensor role), measured by `swarmpress bench` or given by hand.
+
+A transfer of S bytes over bandwidth B costs S / C + r S / B + S / D seconds (C, D: encode
+and decode bytes per second, r: ratio), so a codec pays off below the break-even bandwidth
+B* = (1 - r) / (1 / C + 1 / D), the same figure the bench reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BUILTIN = Path(__file__).with_name("profiles.json")
+ROLES = ("activation", "gradient", "weight_delta")
+
+
+class ProfileError(ValueError):
+    """An unknown codec profile or a malformed profile file."""
+
+
+@dataclass(frozen=True)
+class RoleProfile:
+    ratio: float = 1.0
+    compress_bps: float = math.inf  # bytes per second
+    decompress_bps: float = math.inf
+
+    def seconds(self, nbytes: float) -> float:
+        """Encode plus decode time of nbytes."""
+        return nbytes / self.compress_bps + nbytes / self.decompress_bps
+
+    def break_even_bps(self) -> float:
+        cost = 1 / self.compress_bps + 1 / self.decompress_bps
+        return math.inf if cost == 0 else max(0.0, 1 - self.ratio) / cost
+
+
+@dataclass(frozen=True)
+class CodecProfile:
+    name: str
+    activation: RoleProfile = RoleProfile()
+    gradient: RoleProfile = RoleProfile()
+    weight_delta: RoleProfile = RoleProfile()
+    source: str = ""
+
+    def role(self, role: str) -> RoleProfile:
+        return getattr(self, role)
+
+    def to_json(self) -> dict:
+        return {k: (asdict(v) if isinstance(v, RoleProfile) else v) for k, v in self.__dict__.items()}
+
+
+NONE = CodecProfile("none", source="no codec: raw bf16 bytes")
+
+
+def _role(d: dict, where: str) -> RoleProfile:
+    try:
+        r = RoleProfile(float(d["ratio"]), float(d["compress_bps"]), float(d["decompress_bps"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"{where}: needs ratio, compress_bps, decompress_bps ({exc})") from None
+    if not (0 < r.ratio <= 4 and r.compress_bps > 0 and r.decompress_bps > 0):
+        raise ProfileError(f"{where}: ratio must be in (0, 4] and speeds positive")
+    return r
+
+
+def load_profiles(path: str | Path = BUILTIN) -> dict[str, CodecProfile]:
+    """Profiles in a JSON file: {name: {activation: {...}, gradient: {...}, weight_delta: {...}}}."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"cannot read codec profiles from {path}: {exc}") from None
+    out = {"none": NONE}
+    for name, d in raw.get("profiles", {}).items():
+        roles = {r: _role(d[r], f"{path}: {name}.{r}") for r in ROLES if r in d}
+        out[name] = CodecProfile(name, **roles, source=d.get("source", str(path)))
+    return out
+
+
+def get_profile(name: str, path: str | Path | None = None) -> CodecProfile:
+    profiles = load_profiles(path or BUILTIN)
+    if name not in profiles:
+        raise ProfileError(f"no codec profile {name!r}; known: {', '.join(sorted(profiles))}")
+    return profiles[name]
+
+
+def from_bench(bench_json: str | Path, family: str = "model") -> dict:
+    """Profiles file contents from a `swarmpress bench --json` result (bf16 means)."""
+    d = json.loads(Path(bench_json).read_text())
+    machine = d.get("meta", {}).get("machine", {})
+    out: dict = {}
+    for a in d["aggregates"]:
+        if a["dtype"] != "bfloat16" or a["family"] != family or a["kind"] != "codec":
+            continue
+        if a["n_errors"] or (not a["lossless"] and a["n_below_target"]):
+            continue
+        role = {"activation": "activation", "gradient": "gradient"}.get(a["role"])
+        if role is None:
+            continue
+        entry = out.setdefault(a["codec"], {"source": f"swarmpress bench on {machine}"})
+        entry[role] = {
+            "ratio": a["mean_ratio"],
+            "compress_bps": a["compress_mbps"] * 1e6,
+            "decompress_bps": a["decompress_mbps"] * 1e6,
+        }
+    for entry in out.values():  # weight deltas: no corpus of their own; gradients stand in
+        if "gradient" in entry:
+            entry.setdefault("weight_delta", dict(entry["gradient"]))
+    return {"profiles": {k: v for k, v in out.items() if "activation" in v and "gradient" in v}}

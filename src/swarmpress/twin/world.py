@@ -1,0 +1,147 @@
+"""The simulated swarm's population: miners with their hidden properties, drawn from a
+scenario and a seed, and the latency between any two of them from a geographic model.
+
+Latency(a, b) = the great-circle distance between their regions at 2/3 of the speed of
+light in fibre times a routing inflation of 1.5, plus a 2 ms floor, plus each side's
+last-mile delay (log-normal per miner). A scenario may instead give region-to-region
+latencies ("us-east>eu" = seconds). No N x N matrix is stored, so 10,000 miners cost
+nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from swarmpress.twin.scenario import Scenario, ScenarioError, Spread
+
+REGION_COORDS = {
+    "us-east": (40.7, -74.0),
+    "us-west": (37.4, -122.1),
+    "eu": (50.1, 8.7),
+    "uk": (51.5, -0.1),
+    "asia": (35.7, 139.7),
+    "sg": (1.35, 103.8),
+    "india": (19.1, 72.9),
+    "sa": (-23.5, -46.6),
+    "oceania": (-33.9, 151.2),
+}
+_FIBRE_KM_S = 200_000.0
+
+
+def _great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    la1, lo1, la2, lo2 = map(math.radians, (*a, *b))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
+
+
+class Miner:
+    """One miner. Hidden from policies: speeds, bandwidths, queues, cache use."""
+
+    __slots__ = (
+        "id", "node_id", "cls", "region", "last_mile", "fwd_s", "bwd_s", "up", "down",
+        "active", "layer", "cache", "fq", "bq", "busy", "link_free", "busy_time",
+        "processed", "dropouts", "since",
+    )  # fmt: skip
+
+    def __init__(self, i: int, cls: int, region: int, last_mile: float) -> None:
+        self.id = i
+        self.node_id = f"node-{i:05d}"
+        self.cls = cls
+        self.region = region
+        self.last_mile = last_mile
+        self.fwd_s = self.bwd_s = self.up = self.down = 0.0
+        self.active = True
+        self.layer = 0
+        self.cache = 0
+        self.fq: list = []
+        self.bq: list = []
+        self.busy = False
+        self.link_free = 0.0
+        self.busy_time = 0.0
+        self.processed = 0
+        self.dropouts = 0
+        self.since = 0.0
+
+
+class World:
+    """Miners plus the latency model, built deterministically from (scenario, seed)."""
+
+    def __init__(self, sc: Scenario, seed: int) -> None:
+        self.sc = sc
+        self.rng = random.Random(seed)
+        sw = sc.swarm
+        unknown = [r for r in sw.regions if r not in REGION_COORDS and not sw.latency]
+        if unknown:
+            raise ScenarioError(f"swarm.regions: unknown region {unknown[0]!r} "
+                                f"(known: {', '.join(REGION_COORDS)})")  # fmt: skip
+        self.regions = list(sw.regions)
+        self.region_lat = self._region_latency()
+        self.miners = []
+        shares = [c.share for c in sw.classes]
+        for i in range(sw.miners):
+            cls = self._pick(shares)
+            region = self.rng.randrange(len(self.regions))
+            last_mile = 0.004 * math.exp(0.5 * self.rng.gauss(0, 1))
+            m = Miner(i, cls, region, last_mile)
+            self._draw(m)
+            self.miners.append(m)
+        lo, hi = (sc.model.layers,) * 2 if isinstance(sc.model.layers, int) else sc.model.layers
+        self.n_layers = self.rng.randint(lo, hi)
+        if self.n_layers > sw.miners:
+            raise ScenarioError(f"model.layers: {self.n_layers} layers need at least as many "
+                                f"miners, the swarm has {sw.miners}")  # fmt: skip
+
+    def _pick(self, shares: list[float]) -> int:
+        u, acc = self.rng.random(), 0.0
+        for i, s in enumerate(shares):
+            acc += s
+            if u < acc:
+                return i
+        return len(shares) - 1
+
+    def _spread(self, s: Spread) -> float:
+        return s.median * math.exp(s.sigma * self.rng.gauss(0, 1))
+
+    def _draw(self, m: Miner) -> None:
+        sw = self.sc.swarm
+        m.fwd_s = self._spread(sw.forward_s)
+        m.bwd_s = m.fwd_s * sw.backward_factor
+        m.up = self._spread(sw.upload_mbit) * 1e6 / 8
+        m.down = self._spread(sw.download_mbit) * 1e6 / 8
+
+    def drift(self) -> None:
+        """Properties wander between epochs (log-normal factor per property)."""
+        d = self.sc.swarm.drift
+        if d <= 0:
+            return
+        g = self.rng.gauss
+        for m in self.miners:
+            f = math.exp(d * g(0, 1))
+            m.fwd_s *= f
+            m.bwd_s *= f
+            m.up *= math.exp(d * g(0, 1))
+            m.down *= math.exp(d * g(0, 1))
+
+    def _region_latency(self) -> list[list[float]]:
+        sw = self.sc.swarm
+        n = len(self.regions)
+        out = [[0.0] * n for _ in range(n)]
+        for i, a in enumerate(self.regions):
+            for j, b in enumerate(self.regions):
+                if sw.latency:
+                    key, rev = f"{a}>{b}", f"{b}>{a}"
+                    if i == j and key not in sw.latency:
+                        out[i][j] = 0.002
+                    elif key in sw.latency or rev in sw.latency:
+                        out[i][j] = sw.latency.get(key, sw.latency.get(rev))
+                    else:
+                        raise ScenarioError(f"swarm.latency: no entry for {key!r}")
+                else:
+                    km = _great_circle_km(REGION_COORDS[a], REGION_COORDS[b])
+                    out[i][j] = 0.002 + 1.5 * km / _FIBRE_KM_S
+        return out
+
+    def latency(self, a: Miner, b: Miner) -> float:
+        """One-way latency in seconds between two miners."""
+        return self.region_lat[a.region][b.region] + a.last_mile + b.last_mile
