@@ -229,16 +229,19 @@ def test_timing_tampering_does_not_change_the_measured_time(tmp_path):
 
 
 def test_work_before_the_call_cannot_see_the_input(tmp_path):
-    # The input arrives over the pipe after "ready": import-time code sees no data at all.
+    # The input arrives over the pipe after "ready": import-time code sees no data at all
+    # (/tmp holds nothing but, in a checkout under /tmp, the path to the interpreter).
     body = """
-    import os
-    SEEN = sorted(os.listdir("/sub")) + sorted(os.listdir("/tmp"))
+    import os, sys
+    SEEN = sorted(os.listdir("/sub"))
+    FILES = [os.path.join(d, f) for d, _, fs in os.walk("/tmp") for f in fs
+             if not os.path.join(d, f).startswith((sys.prefix, sys.base_prefix))]
     def compress_data(data):
-        return repr(SEEN).encode()
+        return repr((SEEN, FILES)).encode()
     decompress_data = compress_data
     """
     r = _call(_solution(tmp_path, body))
-    assert r.ok and r.output == b"['harness.py', 'solution.py']"
+    assert r.ok and r.output == b"(['harness.py', 'solution.py'], [])"
 
 
 def test_a_crash_is_reported_with_its_signal(tmp_path):

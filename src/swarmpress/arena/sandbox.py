@@ -97,7 +97,7 @@ def _python_binds() -> list[str]:
     made: set[str] = set()
     for root in sorted(roots):
         for d in _ancestors(root):
-            if d not in made and not d.startswith(("/usr", "/lib", "/bin")):
+            if d not in made and d != "/tmp" and not d.startswith(("/usr", "/lib", "/bin")):
                 args += ["--perms", "0755", "--dir", d]
                 made.add(d)
         args += ["--ro-bind", str(root), str(root)]
@@ -112,9 +112,10 @@ def _bwrap_argv(job: Path, slot: int, limits: Limits) -> list[str]:
     for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/hosts"):
         if os.path.exists(f):
             argv += ["--ro-bind", f, f]
+    # /tmp first: an interpreter that lives under /tmp (a CI checkout) is bound on top of it.
+    argv += ["--perms", "01777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     argv += _python_binds()
     argv += ["--ro-bind", str(job), "/sub"]
-    argv += ["--perms", "01777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
