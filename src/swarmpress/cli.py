@@ -456,8 +456,10 @@ def _bench_apex(
 
 # ----------------------------------------------------------------------------- arena
 from swarmpress.cli_arena import arena_app  # noqa: E402
+from swarmpress.cli_twin import twin_app  # noqa: E402
 
 app.add_typer(arena_app, name="arena")
+app.add_typer(twin_app, name="twin")
 
 
 def main() -> None:

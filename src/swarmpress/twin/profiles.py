@@ -48,7 +48,9 @@ class CodecProfile:
         return getattr(self, role)
 
     def to_json(self) -> dict:
-        return {k: (asdict(v) if isinstance(v, RoleProfile) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (asdict(v) if isinstance(v, RoleProfile) else v) for k, v in self.__dict__.items()
+        }
 
 
 NONE = CodecProfile("none", source="no codec: raw bf16 bytes")
@@ -65,7 +67,7 @@ def _role(d: dict, where: str) -> RoleProfile:
 
 
 def load_profiles(path: str | Path = BUILTIN) -> dict[str, CodecProfile]:
-    """Profiles in a JSON file: {name: {activation: {...}, gradient: {...}, weight_delta: {...}}}."""
+    """Profiles from a JSON file: {"profiles": {name: {activation, gradient, weight_delta}}}."""
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:

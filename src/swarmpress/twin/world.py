@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 
 from swarmpress.twin.scenario import Scenario, ScenarioError, Spread
 
@@ -31,7 +32,10 @@ _FIBRE_KM_S = 200_000.0
 
 def _great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     la1, lo1, la2, lo2 = map(math.radians, (*a, *b))
-    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    h = (
+        math.sin((la2 - la1) / 2) ** 2
+        + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    )
     return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
 
 
@@ -39,9 +43,26 @@ class Miner:
     """One miner. Hidden from policies: speeds, bandwidths, queues, cache use."""
 
     __slots__ = (
-        "id", "node_id", "cls", "region", "last_mile", "fwd_s", "bwd_s", "up", "down",
-        "active", "layer", "cache", "fq", "bq", "busy", "link_free", "busy_time",
-        "processed", "dropouts", "since",
+        "active",
+        "bq",
+        "busy",
+        "busy_time",
+        "bwd_s",
+        "cache",
+        "cls",
+        "down",
+        "dropouts",
+        "fq",
+        "fwd_s",
+        "id",
+        "last_mile",
+        "layer",
+        "link_free",
+        "node_id",
+        "processed",
+        "region",
+        "since",
+        "up",
     )  # fmt: skip
 
     def __init__(self, i: int, cls: int, region: int, last_mile: float) -> None:
@@ -54,8 +75,8 @@ class Miner:
         self.active = True
         self.layer = 0
         self.cache = 0
-        self.fq: list = []
-        self.bq: list = []
+        self.fq: deque = deque()  # forward work waiting
+        self.bq: deque = deque()  # backward work waiting (served first)
         self.busy = False
         self.link_free = 0.0
         self.busy_time = 0.0

@@ -1,0 +1,298 @@
+"""`swarmpress twin ...`: run the digital twin of a training swarm, compare policies and
+codecs, list what is built in, and serve the random-routing reference router."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from swarmpress.cli_common import EXIT_FAILED, JsonOpt, console, fail
+
+twin_app = typer.Typer(
+    help="The digital twin of a training swarm: routing, balancing and codecs vs epoch time.",
+    no_args_is_help=True,
+)
+
+ScenarioArg = Annotated[
+    str, typer.Argument(help="Built-in scenario name (see `twin scenarios`) or a TOML file.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a scenario field, e.g. "
+                 "model.bottleneck=1 or swarm.miners=200 (repeatable)."),
+]  # fmt: skip
+ProfilesOpt = Annotated[
+    Path | None,
+    typer.Option("--codec-profiles", help="Codec profile JSON (default: the bench-measured "
+                 "profiles shipped with swarmpress; make one with `twin profiles --from-bench`)."),
+]  # fmt: skip
+
+
+def _scenario(name: str, overrides: list[str] | None):
+    from swarmpress.twin.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(name, overrides)
+    except ScenarioError as exc:
+        raise fail(str(exc)) from None
+
+
+def _codec(name: str, profiles: Path | None):
+    from swarmpress.twin.profiles import ProfileError, get_profile
+
+    try:
+        return get_profile(name, profiles)
+    except ProfileError as exc:
+        raise fail(str(exc)) from None
+
+
+def _policies(policy: str, router: str | None, limit: float):
+    from swarmpress.twin.policies import PolicyError, PolicyFailure, parse_policy
+
+    if router:
+        from swarmpress.twin.remote import RemotePolicy
+
+        remote = RemotePolicy(router, limit)
+        try:
+            remote.check()
+        except PolicyFailure as exc:
+            raise fail(str(exc)) from None
+        return remote, remote
+    try:
+        return parse_policy(policy)
+    except PolicyError as exc:
+        raise fail(str(exc)) from None
+
+
+def simulate(sc, seed: int, policy: str, router: str | None, codec, record: bool = False):
+    from swarmpress.twin.scenario import ScenarioError
+    from swarmpress.twin.sim import Simulation
+
+    r, b = _policies(policy, router, sc.rules.route_call_limit_s)
+    try:
+        sim = Simulation(sc, seed, r, b, codec, record=record)
+    except ScenarioError as exc:
+        raise fail(str(exc)) from None
+    res = sim.run()
+    if router:
+        res.policy = f"router {router}"
+    return res
+
+
+@twin_app.command("run")
+def run_cmd(
+    scenario: ScenarioArg,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")] = 0,
+    policy: Annotated[
+        str, typer.Option("--policy", help="ROUTER[+BALANCER] or `best` (see `twin policies`).")
+    ] = "random",
+    router: Annotated[
+        str | None, typer.Option("--router", help="URL of an external router (Apex contract).")
+    ] = None,
+    codec: Annotated[str, typer.Option("--codec", help="Codec profile on every link.")] = "none",
+    profiles: ProfilesOpt = None,
+    overrides: SetOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write simulation.json, timeline.png and series.png here."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a scenario with one policy and one codec; prints the Apex score and timings."""
+    sc = _scenario(scenario, overrides)
+    prof = _codec(codec, profiles)
+    with console.status(f"simulating {sc.name} (seed {seed})"):
+        res = simulate(sc, seed, policy, router, prof, record=out is not None)
+    if out is not None:
+        from swarmpress.twin.report import write_outputs
+
+        write_outputs(res, out)
+    if as_json:
+        print(json.dumps(res.to_json(), indent=2))
+    else:
+        t = Table(title=f"{sc.name}, seed {seed}: {res.policy}, codec {res.codec}")
+        for col in ("layers", "total epoch time", "max epoch time", "score", "completed",
+                    "dropped", "simulated s", "wall s", "x real time"):  # fmt: skip
+            t.add_column(col, justify="right")
+        t.add_row(
+            str(res.n_layers),
+            f"{res.total_epoch_time:.1f}",
+            f"{res.max_epoch_time:.1f}",
+            f"{res.score:.4f}",
+            str(res.completed),
+            str(res.dropped),
+            f"{res.simulated_seconds:.0f}",
+            f"{res.wall_seconds:.2f}",
+            f"{res.speedup:.0f}",
+        )
+        console.print(t)
+        if not res.ok:
+            console.print(f"[red]task failed:[/] {res.reason}")
+    if not res.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@twin_app.command("compare")
+def compare_cmd(
+    scenario: ScenarioArg,
+    policies: Annotated[
+        str, typer.Option("--policies", help="Comma-separated policies.")
+    ] = "random,round-robin,least-loaded,capacity-aware,best",
+    codecs: Annotated[
+        str, typer.Option("--codecs", help="Comma-separated codec profiles.")
+    ] = "none",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per configuration (median).")] = 5,
+    profiles: ProfilesOpt = None,
+    overrides: SetOpt = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the comparison PNG.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Several policies and/or codecs on the same seeds: one table, one plot."""
+    from rich.progress import Progress
+
+    sc = _scenario(scenario, overrides)
+    combos = [(p.strip(), c.strip()) for p in policies.split(",") for c in codecs.split(",")]
+    rows = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("simulating", total=len(combos) * seeds)
+        for pol, cod in combos:
+            prof = _codec(cod, profiles)
+            runs = []
+            for seed in range(seeds):
+                runs.append(simulate(sc, seed, pol, None, prof))
+                progress.advance(task)
+            totals = [r.total_epoch_time for r in runs]
+            rows.append({
+                "label": pol if len(codecs.split(",")) == 1 else f"{pol} / {cod}",
+                "policy": pol, "codec": cod, "seeds": seeds,
+                "median_total_epoch_time": statistics.median(totals),
+                "min_total_epoch_time": min(totals), "max_total_epoch_time": max(totals),
+                "median_score": statistics.median(r.score for r in runs),
+                "failed": sum(not r.ok for r in runs),
+                "median_speedup": statistics.median(r.speedup for r in runs),
+                "runs": [r.to_json() for r in runs],
+            })  # fmt: skip
+    base = rows[0]["median_total_epoch_time"]
+    for r in rows:
+        r["vs_first"] = r["median_total_epoch_time"] / base - 1 if base else 0.0
+    if plot is not None:
+        from swarmpress.twin.report import compare_plot
+
+        compare_plot(rows, plot)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title=f"{sc.name}: median over {seeds} seeds")
+    for col in ("policy / codec", "total epoch time", "vs first", "score", "failed", "x real time"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            r["label"],
+            f"{r['median_total_epoch_time']:.1f}",
+            f"{100 * r['vs_first']:+.1f} %",
+            f"{r['median_score']:.4f}",
+            str(r["failed"]),
+            f"{r['median_speedup']:.0f}",
+        )
+    console.print(t)
+
+
+@twin_app.command("policies")
+def policies_cmd(as_json: JsonOpt = False) -> None:
+    """The built-in routing and balancing policies (`best` names the strongest pair)."""
+    from swarmpress.twin.policies import BALANCERS, BEST, DESCRIPTIONS, ROUTERS
+
+    info = {
+        "routing": [{"name": n, "description": DESCRIPTIONS[n]} for n in ROUTERS],
+        "balancing": [{"name": n, "description": DESCRIPTIONS[n]} for n in BALANCERS],
+        "best": {"routing": BEST[0], "balancing": BEST[1], "spec": "+".join(BEST)},
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    t = Table("kind", "name", "description", title="twin policies (--policy ROUTER[+BALANCER])")
+    for kind in ("routing", "balancing"):
+        for p in info[kind]:
+            t.add_row(kind, p["name"], p["description"])
+    console.print(t)
+    console.print(f"best = {info['best']['spec']}")
+
+
+@twin_app.command("scenarios")
+def scenarios_cmd(as_json: JsonOpt = False) -> None:
+    """The built-in scenarios."""
+    from swarmpress.twin.scenario import builtin_names, load_scenario
+
+    info = [{"name": n, "description": load_scenario(n).description} for n in builtin_names()]
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    t = Table("name", "description", title="built-in scenarios")
+    for s in info:
+        t.add_row(s["name"], s["description"])
+    console.print(t)
+
+
+@twin_app.command("profiles")
+def profiles_cmd(
+    from_bench: Annotated[
+        Path | None, typer.Option("--from-bench", help="Make profiles from a bench --json file.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the profiles JSON here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List codec profiles (ratio, speed, break-even per role), or make them from a bench run."""
+    from swarmpress.twin.profiles import ProfileError, load_profiles
+    from swarmpress.twin.profiles import from_bench as make
+
+    if from_bench is not None:
+        try:
+            data = make(from_bench)
+        except (OSError, ValueError, KeyError) as exc:
+            raise fail(f"cannot read bench results {from_bench}: {exc}") from None
+        text = json.dumps(data, indent=1) + "\n"
+        if out:
+            out.write_text(text)
+        else:
+            print(text, end="")
+        return
+    try:
+        profiles = load_profiles()
+    except ProfileError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({k: v.to_json() for k, v in profiles.items()}, indent=2, default=str))
+        return
+    t = Table("codec", "role", "ratio", "encode MB/s", "decode MB/s", "break-even Mbit/s")
+    for name, p in profiles.items():
+        for role in ("activation", "gradient", "weight_delta"):
+            r = p.role(role)
+            t.add_row(
+                name,
+                role,
+                f"{r.ratio:.3f}",
+                f"{r.compress_bps / 1e6:.0f}",
+                f"{r.decompress_bps / 1e6:.0f}",
+                f"{r.break_even_bps() * 8 / 1e6:.0f}",
+            )
+    console.print(t)
+
+
+@twin_app.command("serve-baseline")
+def serve_baseline_cmd(
+    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Interface.")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option("--seed", help="Routing seed.")] = 0,
+) -> None:
+    """A random-routing reference server speaking the Apex routing contract."""
+    import uvicorn
+
+    from swarmpress.twin.baseline_server import create_app
+
+    console.print(f"baseline router at http://{host}:{port}/ (random routing, even balancing)")
+    uvicorn.run(create_app(seed), host=host, port=port, log_level="warning")

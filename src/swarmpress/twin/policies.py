@@ -1,0 +1,251 @@
+"""Routing and balancing policies, as Python classes the engine calls in-process.
+
+A policy sees only what the Apex contract shows a router: each miner's node id, layer,
+active flag, batch size and latencies to its peers, plus the activation tracking buffer
+(and statistics derived from that buffer's events, kept by tracker.Tracker). Speeds,
+bandwidths, queue lengths and cache use stay hidden.
+
+Routing: random, round-robin, latency-greedy, least-loaded (open events in the buffer),
+capacity-aware (IOTA's free-cache weighting), and `pending` (this project's: join the
+shortest estimated queue, counting the activations it has routed but not yet seen finish,
+times the miner's observed service time, plus the hop's latency).
+Balancing: even, and throughput-proportional (largest observed capacity first, each to the
+layer with the least capacity so far). `best` = pending + throughput.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from swarmpress.twin.tracker import Tracker
+
+
+class PolicyFailure(RuntimeError):
+    """A policy broke the contract (a bad route or assignment, a slow or failed call):
+    the task scores 0 with this reason."""
+
+
+class RoutingPolicy:
+    """Choose one miner per layer for a new activation."""
+
+    name = "base"
+
+    def reset(self, seed: int, latency: Callable, cache_size: int) -> None:
+        self.rng = random.Random(seed)
+        self.latency = latency
+        self.cache_size = cache_size
+
+    def route(self, act_id: int, entry, layers: list[list], tracker: Tracker, now: float) -> list:
+        raise NotImplementedError
+
+    @staticmethod
+    def _active(group: list) -> list:
+        alive = [m for m in group if m.active]
+        return alive or group  # a layer with nobody alive: send anyway, it will be dropped
+
+
+class RandomRouter(RoutingPolicy):
+    name = "random"
+
+    def route(self, act_id, entry, layers, tracker, now):
+        return [self.rng.choice(self._active(g)) for g in layers]
+
+
+class RoundRobinRouter(RoutingPolicy):
+    name = "round-robin"
+
+    def reset(self, seed, latency, cache_size):
+        super().reset(seed, latency, cache_size)
+        self.turn: dict[int, int] = {}
+
+    def route(self, act_id, entry, layers, tracker, now):
+        path = []
+        for layer, g in enumerate(layers):
+            alive = self._active(g)
+            i = self.turn.get(layer, 0)
+            self.turn[layer] = i + 1
+            path.append(alive[i % len(alive)])
+        return path
+
+
+class LatencyGreedyRouter(RoutingPolicy):
+    """Enter at the suggested miner, then always the nearest miner of the next layer."""
+
+    name = "latency-greedy"
+
+    def route(self, act_id, entry, layers, tracker, now):
+        path = [
+            entry
+            if entry is not None and entry.active
+            else self.rng.choice(self._active(layers[0]))
+        ]
+        for g in layers[1:]:
+            prev = path[-1]
+            path.append(
+                min(self._active(g), key=lambda m: (self.latency(prev, m), self.rng.random()))
+            )
+        return path
+
+
+class LeastLoadedRouter(RoutingPolicy):
+    """The miner with the fewest open (unfinished) events in the tracking buffer."""
+
+    name = "least-loaded"
+
+    def route(self, act_id, entry, layers, tracker, now):
+        load = tracker.open_by_miner
+        return [
+            min(self._active(g), key=lambda m: (load.get(m.id, 0), self.rng.random()))
+            for g in layers
+        ]
+
+
+class CapacityAwareRouter(RoutingPolicy):
+    """IOTA-style: pick with probability proportional to estimated free cache slots
+    (cache size minus forward passes seen without their backward pass)."""
+
+    name = "capacity-aware"
+
+    def route(self, act_id, entry, layers, tracker, now):
+        fwd, bwd = tracker.done_by_dir
+        path = []
+        for g in layers:
+            alive = self._active(g)
+            weights = [
+                max(0.0, self.cache_size - max(0, fwd.get(m.id, 0) - bwd.get(m.id, 0))) + 0.25
+                for m in alive
+            ]
+            path.append(self.rng.choices(alive, weights=weights)[0])
+        return path
+
+
+class PendingRouter(RoutingPolicy):
+    """Join the shortest estimated queue: (activations routed through the miner and not yet
+    seen finishing its backward pass + 1) x its observed service time + the hop's latency.
+
+    Knowing its own routing decisions, it does not herd onto a miner whose buffer events
+    have not caught up yet; observed service times steer work away from slow miners."""
+
+    name = "pending"
+
+    def reset(self, seed, latency, cache_size):
+        super().reset(seed, latency, cache_size)
+        self.routed: dict[int, int] = {}
+        self.generation = -1
+
+    def route(self, act_id, entry, layers, tracker, now):
+        if tracker.generation != self.generation:  # a new epoch: the buffer was cleared
+            self.generation = tracker.generation
+            self.routed.clear()
+        ema = tracker.proc_ema
+        default = sorted(ema.values())[len(ema) // 2] if ema else 1.0
+        bwd = tracker.done_by_dir[1]
+        routed, lat, noise = self.routed, self.latency, self.rng.random
+        path = []
+        prev = None
+        for g in layers:
+            best, best_cost = None, 0.0
+            for m in self._active(g):
+                waiting = routed.get(m.id, 0) - bwd.get(m.id, 0)
+                if waiting < 0:
+                    waiting = 0
+                cost = (waiting + 1) * ema.get(m.id, default) * (1.0 + 0.01 * noise())
+                if waiting >= self.cache_size:
+                    cost *= 2.0  # its forward work is stalled behind a full cache
+                if prev is not None:
+                    cost += lat(prev, m)
+                if best is None or cost < best_cost:
+                    best, best_cost = m, cost
+            path.append(best)
+            prev = best
+        for m in path:
+            routed[m.id] = routed.get(m.id, 0) + 1
+        return path
+
+
+class BalancingPolicy:
+    """Assign every miner exactly one layer at the start of an epoch."""
+
+    name = "base"
+
+    def reset(self, seed: int) -> None:
+        self.rng = random.Random(seed ^ 0x5EED)
+
+    def assign(self, miners: list, n_layers: int, tracker: Tracker, now: float) -> list[int]:
+        raise NotImplementedError
+
+
+class EvenBalancer(BalancingPolicy):
+    """Equal numbers of miners per layer, in a random order."""
+
+    name = "even"
+
+    def assign(self, miners, n_layers, tracker, now):
+        order = list(range(len(miners)))
+        self.rng.shuffle(order)
+        out = [0] * len(miners)
+        for k, i in enumerate(order):
+            out[i] = k % n_layers
+        return out
+
+
+class ThroughputBalancer(BalancingPolicy):
+    """Equal observed capacity per layer: miners by capacity (1 / recent processing time,
+    the median for unseen ones), each to the layer with the least capacity so far."""
+
+    name = "throughput"
+
+    def assign(self, miners, n_layers, tracker, now):
+        ema = tracker.proc_ema
+        if not ema:
+            return EvenBalancer.assign(self, miners, n_layers, tracker, now)
+        default = sorted(ema.values())[len(ema) // 2]
+        cap = [1.0 / max(ema.get(m.id, default), 1e-9) for m in miners]
+        order = sorted(range(len(miners)), key=lambda i: (-cap[i], self.rng.random()))
+        total = [0.0] * n_layers
+        count = [0] * n_layers
+        out = [0] * len(miners)
+        for i in order:
+            layer = min(range(n_layers), key=lambda j: (count[j] > 0, total[j], count[j]))
+            out[i] = layer
+            total[layer] += cap[i]
+            count[layer] += 1
+        return out
+
+
+ROUTERS: dict[str, type[RoutingPolicy]] = {
+    c.name: c
+    for c in (RandomRouter, RoundRobinRouter, LatencyGreedyRouter, LeastLoadedRouter,
+              CapacityAwareRouter, PendingRouter)
+}  # fmt: skip
+BALANCERS: dict[str, type[BalancingPolicy]] = {
+    c.name: c for c in (EvenBalancer, ThroughputBalancer)
+}
+BEST = ("pending", "throughput")
+DESCRIPTIONS = {
+    "random": "uniformly random active miner per layer",
+    "round-robin": "cycle through each layer's active miners",
+    "latency-greedy": "nearest miner of the next layer from the previous hop",
+    "least-loaded": "fewest open events in the tracking buffer",
+    "capacity-aware": "IOTA-style: weighted by estimated free cache slots",
+    "pending": "shortest estimated queue: own routed-but-unfinished count x observed "
+    "service time + hop latency (this project's)",
+    "even": "equal miners per layer, random order",
+    "throughput": "equal observed capacity per layer (largest first, least-loaded layer)",
+}
+
+
+class PolicyError(ValueError):
+    """An unknown policy name."""
+
+
+def parse_policy(spec: str) -> tuple[RoutingPolicy, BalancingPolicy]:
+    """'best', 'ROUTER' or 'ROUTER+BALANCER' -> instances (default balancing: even)."""
+    router, _, balancer = ("+".join(BEST) if spec == "best" else spec).partition("+")
+    if router not in ROUTERS:
+        raise PolicyError(f"no routing policy {router!r}; known: {', '.join(ROUTERS)} or best")
+    balancer = balancer or "even"
+    if balancer not in BALANCERS:
+        raise PolicyError(f"no balancing policy {balancer!r}; known: {', '.join(BALANCERS)}")
+    return ROUTERS[router](), BALANCERS[balancer]()

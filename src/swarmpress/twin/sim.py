@@ -1,0 +1,521 @@
+"""The discrete-event engine: activations through a pipeline of miners, epoch by epoch.
+
+One heap of (time, sequence, kind, a, b) events, so runs are deterministic for a seed
+(ties break by insertion order). Per activation: the router picks one miner per layer;
+forward work flows down the path and the gradient back up it. Each miner computes one
+thing at a time, backward before forward, and holds at most `cache_size` activations
+between their forward and backward passes (forward work stalls when full). Each transfer
+occupies the sender's uplink for overhead + encode + ratio x bytes / min(uplink,
+receiver downlink) + decode seconds, then travels for the pair's latency. An activation
+stuck `layer_timeout_s` at a layer, or caught on a miner that drops out, is dropped and
+the orchestrator starts another. An epoch ends at its N-th completed activation; the
+merge phase follows (its cost reported, not counted, as in the Apex scoring).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+
+from swarmpress.twin.policies import BalancingPolicy, PolicyFailure, RoutingPolicy
+from swarmpress.twin.profiles import NONE, CodecProfile
+from swarmpress.twin.scenario import Scenario
+from swarmpress.twin.tracker import (
+    BACKWARD,
+    FORWARD,
+    NOTIFY,
+    PROCESSING,
+    QUEUING,
+    RECEIVE,
+    Tracker,
+)
+from swarmpress.twin.world import Miner, World
+
+ARRIVE, DONE, TIMEOUT, DROPOUT, REJOIN = 0, 1, 2, 3, 4
+
+
+class Activation:
+    __slots__ = ("dir", "dropped", "holders", "id", "layer", "path", "queued_ev", "t0", "visit")
+
+    def __init__(self, i: int, path: list[Miner], t0: float) -> None:
+        self.id, self.path, self.t0 = i, path, t0
+        self.layer, self.dir, self.visit = 0, FORWARD, 0
+        self.holders: list[Miner] = []
+        self.dropped = False
+        self.queued_ev = None
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    seconds: float
+    completed: int
+    dropped: int
+    merge_seconds: float
+    layers: list[int]
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    seed: int
+    policy: str
+    codec: str
+    n_layers: int
+    ok: bool
+    reason: str
+    total_epoch_time: float
+    max_epoch_time: float
+    score: float
+    completed: int
+    dropped: int
+    simulated_seconds: float
+    wall_seconds: float
+    epochs: list[EpochStats] = field(default_factory=list)
+    bytes_on_wire: float = 0.0
+    utilisation: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list] = field(default_factory=dict)
+    logs: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return self.simulated_seconds / self.wall_seconds if self.wall_seconds > 0 else math.inf
+
+    def to_json(self, full: bool = False) -> dict:
+        d = {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "policy": self.policy,
+            "codec": self.codec,
+            "n_layers": self.n_layers,
+            "ok": self.ok,
+            "reason": self.reason,
+            "total_epoch_time": self.total_epoch_time,
+            "max_epoch_time": self.max_epoch_time,
+            "score": self.score,
+            "completed": self.completed,
+            "dropped": self.dropped,
+            "simulated_seconds": self.simulated_seconds,
+            "wall_seconds": self.wall_seconds,
+            "speedup": self.speedup,
+            "throughput": self.completed / self.total_epoch_time if self.total_epoch_time else 0.0,
+            "bytes_on_wire": self.bytes_on_wire,
+            "epochs": [e.__dict__ for e in self.epochs],
+        }
+        if full:
+            d["utilisation"] = self.utilisation
+            d["series"] = self.series
+            d["logs"] = self.logs
+        return d
+
+
+def mean_of(median: float, sigma: float) -> float:
+    return median * math.exp(sigma * sigma / 2)
+
+
+def ideal_epoch_time(sc: Scenario, n_layers: int, codec: CodecProfile = NONE) -> float:
+    """Perfectly balanced, queue-free epoch: work / capacity plus one path's traversal."""
+    sw = sc.swarm
+    f = mean_of(sw.forward_s.median, sw.forward_s.sigma)
+    work = f * (1 + sw.backward_factor)
+    size = sc.model.activation_bytes()
+    bw = min(mean_of(sw.upload_mbit.median, sw.upload_mbit.sigma),
+             mean_of(sw.download_mbit.median, sw.download_mbit.sigma)) * 1e6 / 8  # fmt: skip
+    hop = sw.message_overhead_s + 0.05 + size / bw  # 50 ms: a typical one-way latency
+    capacity = sw.miners / (n_layers * work)  # activations per second, whole swarm
+    path = n_layers * work + 2 * (n_layers - 1) * hop
+    return sc.workload.activations_per_epoch / capacity + path
+
+
+MAX_FACTOR = 4.0  # max_epoch_time = 4 x the ideal: a perfect policy scores 0.75
+
+
+def max_epoch_time(sc: Scenario, n_layers: int) -> float:
+    """The Apex score's denominator, analytic from the configuration (docs/twin.md)."""
+    return MAX_FACTOR * sc.workload.epochs * ideal_epoch_time(sc, n_layers)
+
+
+class Simulation:
+    """One run of a scenario with one routing and one balancing policy and a codec."""
+
+    def __init__(
+        self,
+        sc: Scenario,
+        seed: int,
+        router: RoutingPolicy,
+        balancer: BalancingPolicy,
+        codec: CodecProfile = NONE,
+        record: bool = False,
+        sample_every: float = 5.0,
+    ) -> None:
+        self.sc, self.seed = sc, seed
+        self.world = World(sc, seed)
+        self.rng = self.world.rng
+        self.L = self.world.n_layers
+        self.router, self.balancer, self.codec = router, balancer, codec
+        router.reset(seed, self.world.latency, sc.rules.cache_size)
+        balancer.reset(seed)
+        self.call_limit = sc.rules.route_call_limit_s
+        self.record = record
+        self.sample_every = sample_every
+        self.tracker = Tracker(sc.rules.buffer_events)
+        self.heap: list = []
+        self.seq = 0
+        self.t = 0.0
+        self.epoch = 0
+        self.next_act = 0
+        self.in_flight = 0
+        self.completed = self.dropped = 0
+        self.epoch_done = self.epoch_dropped = 0
+        self.bytes = 0.0
+        self.size = sc.model.activation_bytes()
+        self.acts: dict[int, Activation] = {}
+        self.logs: dict[str, list] = {"activations": [], "routes": [], "balance": [], "spans": []}
+        self.max_spans = 50_000
+        self.series: dict[str, list] = {"t": [], "queued": [], "cached": [], "in_flight": []}
+        self._next_sample = 0.0
+
+    # ------------------------------------------------------------------ scheduling
+    def push(self, t: float, kind: int, a, b=None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b, self.epoch))
+
+    # ------------------------------------------------------------------ orchestrator
+    def entry_miners(self) -> list[Miner]:
+        return [m for m in self.by_layer[0] if m.active]
+
+    def fill(self) -> None:
+        """Start activations until the in-flight limit (per active layer-0 miner) is met."""
+        target = self.sc.workload.activations_per_epoch
+        limit = self.sc.workload.in_flight_per_entry * len(self.entry_miners())
+        while self.in_flight < limit and self.epoch_done < target:
+            if not self.start_activation():
+                return
+
+    def start_activation(self) -> bool:
+        entries = self.entry_miners()
+        if not entries:
+            return False
+        entry = entries[self.next_act % len(entries)]
+        i = self.next_act
+        self.next_act += 1
+        t0 = time.perf_counter()
+        path = self.router.route(i, entry, self.by_layer, self.tracker, self.t)
+        if time.perf_counter() - t0 > self.call_limit:
+            raise PolicyFailure(f"a route call took longer than {self.call_limit:g} s")
+        self.check_path(path)
+        act = Activation(i, path, self.t)
+        self.acts[i] = act
+        self.in_flight += 1
+        if self.record:
+            self.logs["routes"].append({"t": self.t, "activation": i,
+                                        "path": [m.node_id for m in path]})  # fmt: skip
+        self.push(self.t + self.sc.swarm.message_overhead_s, ARRIVE, path[0], act)
+        return True
+
+    def check_path(self, path) -> None:
+        if not isinstance(path, list) or len(path) != self.L:
+            raise PolicyFailure(f"route has {len(path) if isinstance(path, list) else '?'} "
+                                f"hops for {self.L} layers")  # fmt: skip
+        for layer, m in enumerate(path):
+            if not isinstance(m, Miner) or m.layer != layer:
+                raise PolicyFailure(f"route sends layer {layer} to a miner of another layer")
+
+    # ------------------------------------------------------------------ miners
+    def arrive(self, m: Miner, act: Activation) -> None:
+        if act.dropped:
+            return
+        if not m.active:
+            self.drop(act, f"sent to {m.node_id}, which has dropped out")
+            return
+        tr = self.tracker
+        tr.instant(act.id, act.dir, RECEIVE, self.t, m.id, m.node_id, act.layer)
+        act.queued_ev = tr.open(act.id, act.dir, QUEUING, self.t, m.id, m.node_id, act.layer)
+        (m.bq if act.dir == BACKWARD else m.fq).append(act)
+        act.visit += 1
+        self.push(self.t + self.sc.rules.layer_timeout_s, TIMEOUT, act, act.visit)
+        if not m.busy:
+            self.try_start(m)
+
+    def try_start(self, m: Miner) -> None:
+        if m.busy or not m.active:
+            return
+        cache_size = self.sc.rules.cache_size
+        while True:
+            if m.bq:
+                act = m.bq.popleft()
+            elif m.fq and m.cache < cache_size:
+                act = m.fq.popleft()
+            else:
+                return
+            if not act.dropped:
+                break
+        tr = self.tracker
+        tr.close(act.queued_ev, self.t)
+        if act.dir == FORWARD:
+            m.cache += 1
+            act.holders.append(m)
+            dur = m.fwd_s
+        else:
+            dur = m.bwd_s
+        m.busy = True
+        m.busy_time += dur
+        ev = tr.open(act.id, act.dir, PROCESSING, self.t, m.id, m.node_id, act.layer)
+        self.push(self.t + dur, DONE, m, (act, ev))
+
+    def done(self, m: Miner, act: Activation, ev) -> None:
+        m.busy = False
+        m.processed += 1
+        if self.record and len(self.logs["spans"]) < self.max_spans:
+            dur = m.fwd_s if act.dir == FORWARD else m.bwd_s
+            self.logs["spans"].append(
+                (act.id, act.layer, act.dir, self.t - dur, self.t, self.epoch)
+            )
+        self.tracker.close(ev, self.t)
+        if not act.dropped and m.active:
+            if act.dir == FORWARD:
+                if act.layer < self.L - 1:
+                    self.send(m, act.path[act.layer + 1], act, FORWARD)
+                else:  # the last layer turns the activation around on the spot
+                    act.dir = BACKWARD  # still at this layer: its timeout keeps running
+                    m.bq.append(act)
+                    act.queued_ev = None
+            else:
+                m.cache -= 1
+                act.holders.remove(m)
+                if act.layer > 0:
+                    self.send(m, act.path[act.layer - 1], act, BACKWARD)
+                else:
+                    self.complete(act)
+        self.try_start(m)
+
+    def send(self, src: Miner, dst: Miner, act: Activation, direction: int) -> None:
+        act.visit += 1  # leaving this layer: its timeout no longer applies
+        act.layer += 1 if direction == FORWARD else -1
+        act.dir = direction
+        role = self.codec.activation if direction == FORWARD else self.codec.gradient
+        size = self.size
+        wire = size * role.ratio
+        dur = self.sc.swarm.message_overhead_s + role.seconds(size) + wire / min(src.up, dst.down)
+        start = src.link_free if src.link_free > self.t else self.t
+        src.link_free = start + dur
+        self.bytes += wire
+        self.push(start + dur + self.world.latency(src, dst), ARRIVE, dst, act)
+
+    def complete(self, act: Activation) -> None:
+        self.in_flight -= 1
+        self.completed += 1
+        self.epoch_done += 1
+        m = act.path[0]
+        self.tracker.instant(act.id, BACKWARD, NOTIFY, self.t, m.id, m.node_id, 0)
+        if self.record:
+            self.logs["activations"].append({"id": act.id, "start": act.t0, "end": self.t,
+                                             "epoch": self.epoch})  # fmt: skip
+        del self.acts[act.id]
+        if self.epoch_done < self.sc.workload.activations_per_epoch:
+            self.fill()
+
+    def drop(self, act: Activation, reason: str) -> None:
+        if act.dropped:
+            return
+        act.dropped = True
+        self.in_flight -= 1
+        self.dropped += 1
+        self.epoch_dropped += 1
+        for h in act.holders:  # upstream miners release the cache slot it held
+            h.cache -= 1
+            if h.active and not h.busy:
+                self.try_start(h)
+        act.holders.clear()
+        if self.record:
+            self.logs["activations"].append({"id": act.id, "start": act.t0, "end": self.t,
+                                             "epoch": self.epoch, "dropped": reason})  # fmt: skip
+        self.acts.pop(act.id, None)
+        self.fill()
+
+    # ------------------------------------------------------------------ drop-outs
+    def schedule_dropout(self, m: Miner) -> None:
+        rate = self.sc.swarm.classes[m.cls].dropout_per_hour / 3600.0
+        if rate > 0:
+            self.push(self.t + self.rng.expovariate(rate), DROPOUT, m, None)
+
+    def dropout(self, m: Miner) -> None:
+        if not m.active:
+            return
+        m.active = False
+        m.dropouts += 1
+        for act in list(self.acts.values()):
+            if m in act.holders or (act.path[act.layer] is m and not act.dropped):
+                self.drop(act, f"{m.node_id} dropped out")
+        m.fq.clear()
+        m.bq.clear()
+        m.cache = 0
+        mean = self.sc.swarm.classes[m.cls].rejoin_mean_s
+        self.push(self.t + self.rng.expovariate(1.0 / mean), REJOIN, m, None)
+
+    def rejoin(self, m: Miner) -> None:
+        m.active, m.busy, m.cache = True, False, 0
+        m.link_free = self.t
+        self.schedule_dropout(m)
+        if m.layer == 0:
+            self.fill()
+
+    def storm(self) -> None:
+        st = self.sc.storm
+        if st is None or st.epoch != self.epoch:
+            return
+        active = [m for m in self.world.miners if m.active]
+        for m in self.rng.sample(active, round(st.share * len(active))):
+            self.push(self.t + st.start_s + self.rng.random() * st.window_s, DROPOUT, m, None)
+
+    # ------------------------------------------------------------------ epochs
+    def balance(self) -> None:
+        miners = self.world.miners
+        t0 = time.perf_counter()
+        layers = self.balancer.assign(miners, self.L, self.tracker, self.t)
+        if time.perf_counter() - t0 > self.call_limit:
+            raise PolicyFailure(f"a balance call took longer than {self.call_limit:g} s")
+        if not isinstance(layers, list) or len(layers) != len(miners):
+            raise PolicyFailure("balancing must assign exactly one layer to every miner")
+        counts = [0] * self.L
+        for m, layer in zip(miners, layers, strict=True):
+            if not isinstance(layer, int) or not 0 <= layer < self.L:
+                raise PolicyFailure(f"balancing gave {m.node_id} layer {layer!r}")
+            m.layer = layer
+            counts[layer] += 1
+        if 0 in counts:
+            raise PolicyFailure(f"balancing left layer {counts.index(0)} without miners")
+        self.by_layer = [[] for _ in range(self.L)]
+        for m in miners:
+            self.by_layer[m.layer].append(m)
+        if self.record:
+            self.logs["balance"].append({"t": self.t, "epoch": self.epoch, "counts": counts})
+
+    def merge_seconds(self) -> float:
+        """Replicas of each layer exchange weight deltas (ring all-reduce: 2x the delta)."""
+        if not self.sc.workload.merge:
+            return 0.0
+        role = self.codec.weight_delta
+        size = self.sc.model.params_per_layer * self.sc.model.bytes_per_value
+        worst = 0.0
+        for group in self.by_layer:
+            alive = [m for m in group if m.active] or group
+            bw = sorted(min(m.up, m.down) for m in alive)[len(alive) // 2]
+            worst = max(worst, 2 * size * role.ratio / bw + role.seconds(size))
+        return worst
+
+    def reset_epoch_state(self) -> None:
+        for m in self.world.miners:
+            m.fq.clear()
+            m.bq.clear()
+            m.cache = 0
+            m.busy = False
+            m.link_free = self.t
+        self.acts.clear()
+        self.in_flight = 0
+        self.epoch_done = self.epoch_dropped = 0
+
+    def sample(self) -> None:
+        ms = self.world.miners
+        self.series["t"].append(round(self.t, 3))
+        self.series["queued"].append(sum(len(m.fq) + len(m.bq) for m in ms))
+        self.series["cached"].append(sum(m.cache for m in ms))
+        self.series["in_flight"].append(self.in_flight)
+        self._next_sample = self.t + self.sample_every
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> RunResult:
+        wall0 = time.perf_counter()
+        epochs: list[EpochStats] = []
+        ok, reason = True, ""
+        horizon = 50 * max_epoch_time(self.sc, self.L)  # a stalled swarm stops here
+        for m in self.world.miners:
+            self.schedule_dropout(m)
+        try:
+            for e in range(self.sc.workload.epochs):
+                self.epoch = e
+                if e:
+                    self.world.drift()
+                self.balance()
+                self.tracker.clear()
+                self.reset_epoch_state()
+                self.storm()
+                t_start = self.t
+                self.fill()
+                self.loop(horizon)
+                merge = self.merge_seconds()
+                epochs.append(EpochStats(e, self.t - t_start, self.epoch_done, self.epoch_dropped,
+                                         merge, [len(g) for g in self.by_layer]))  # fmt: skip
+                self.advance(self.t + merge)
+        except PolicyFailure as exc:
+            ok, reason = False, f"policy failed the task: {exc}"
+        except _Stalled as exc:
+            ok, reason = False, str(exc)
+        wall = time.perf_counter() - wall0
+        total = sum(e.seconds for e in epochs)
+        mx = max_epoch_time(self.sc, self.L)
+        score = max(0.0, min(1.0, 1.0 - total / mx)) if ok else 0.0
+        busy_span = max(self.t, 1e-9)
+        util = {m.node_id: m.busy_time / busy_span for m in self.world.miners}
+        if self.record:
+            self.logs["miners"] = [
+                {"miner_id": f"miner-{m.id:05d}", "receiver_node_id": m.node_id,
+                 "class": self.sc.swarm.classes[m.cls].name, "layer": m.layer,
+                 "utilisation": m.busy_time / busy_span, "processed": m.processed,
+                 "dropouts": m.dropouts, "forward_s": m.fwd_s, "upload_mbit": m.up * 8 / 1e6}
+                for m in self.world.miners
+            ]  # fmt: skip
+        return RunResult(
+            self.sc.name, self.seed, f"{self.router.name}+{self.balancer.name}", self.codec.name,
+            self.L, ok, reason, total if ok else math.inf, mx, score, self.completed,
+            self.dropped, self.t, wall, epochs, self.bytes, util, self.series, self.logs,
+        )  # fmt: skip
+
+    def advance(self, until: float) -> None:
+        """Process only miner drop-out/rejoin events up to `until` (the merge phase)."""
+        heap = self.heap
+        while heap and heap[0][0] <= until:
+            t, _, kind, a, _b, _ = heapq.heappop(heap)
+            self.t = t
+            if kind == DROPOUT:
+                self.dropout(a)
+            elif kind == REJOIN:
+                self.rejoin(a)
+        self.t = until
+
+    def loop(self, horizon: float) -> None:
+        target = self.sc.workload.activations_per_epoch
+        heap, epoch = self.heap, self.epoch
+        pop = heapq.heappop
+        while self.epoch_done < target:
+            if not heap:
+                raise _Stalled(f"the swarm stalled in epoch {epoch}: nothing left to do")
+            t, _, kind, a, b, ev_epoch = pop(heap)
+            if t > horizon:
+                raise _Stalled(f"epoch {epoch} did not finish within {horizon:.0f} simulated s")
+            self.t = t
+            if t >= self._next_sample:
+                self.sample()
+            if kind == DROPOUT:
+                self.dropout(a)
+                continue
+            if kind == REJOIN:
+                self.rejoin(a)
+                continue
+            if ev_epoch != epoch:
+                continue  # work cancelled at the end of an earlier epoch
+            if kind == ARRIVE:
+                self.arrive(a, b)
+            elif kind == DONE:
+                self.done(a, *b)
+            elif kind == TIMEOUT and b == a.visit and not a.dropped:
+                self.drop(a, f"stuck {self.sc.rules.layer_timeout_s:g} s at layer {a.layer}")
+
+
+class _Stalled(RuntimeError):
+    pass
+
+
+__all__ = ["RunResult", "Simulation", "ideal_epoch_time", "max_epoch_time"]
