@@ -15,6 +15,7 @@ layer with the least capacity so far). `best` = pending + throughput.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -40,9 +41,13 @@ class RoutingPolicy:
         raise NotImplementedError
 
     @staticmethod
-    def _active(group: list) -> list:
-        alive = [m for m in group if m.active]
-        return alive or group  # a layer with nobody alive: send anyway, it will be dropped
+    def _active(group) -> list:
+        """The active miners of a layer (the engine hands in-process policies a view that
+        keeps this list up to date); everyone if nobody is active (it will be dropped)."""
+        alive = getattr(group, "active", None)
+        if alive is None:
+            alive = [m for m in group if m.active]
+        return alive or group
 
 
 class RandomRouter(RoutingPolicy):
@@ -120,47 +125,65 @@ class CapacityAwareRouter(RoutingPolicy):
         return path
 
 
-class PendingRouter(RoutingPolicy):
-    """Join the shortest estimated queue: (activations routed through the miner and not yet
-    seen finishing its backward pass + 1) x its observed service time + the hop's latency.
+SAMPLE = 16  # candidates per layer the pending router scores in large swarms
 
-    Knowing its own routing decisions, it does not herd onto a miner whose buffer events
-    have not caught up yet; observed service times steer work away from slow miners."""
+
+class PendingRouter(RoutingPolicy):
+    """Join the shortest estimated queue: the work this router itself sent to a miner
+    recently (each assignment decaying over the estimated time it holds the miner's cache,
+    the round trip below that layer, so work that finished or was dropped fades away) plus
+    one, times the miner's observed service time, plus the hop's latency; miners whose
+    cache is probably full are avoided.
+
+    Knowing its own decisions, it does not herd onto a miner whose buffer events have not
+    caught up yet; observed service times steer work away from slow miners; in large layers
+    it scores a random few (power of d choices)."""
 
     name = "pending"
 
     def reset(self, seed, latency, cache_size):
         super().reset(seed, latency, cache_size)
-        self.routed: dict[int, int] = {}
+        self.load: dict[int, tuple[float, float]] = {}  # miner -> (decayed count, as of time)
         self.generation = -1
+        self.calls = 0
+        self.default = 1.0
 
     def route(self, act_id, entry, layers, tracker, now):
         if tracker.generation != self.generation:  # a new epoch: the buffer was cleared
             self.generation = tracker.generation
-            self.routed.clear()
+            self.load.clear()
+            self.calls = 0
         ema = tracker.proc_ema
-        default = sorted(ema.values())[len(ema) // 2] if ema else 1.0
-        bwd = tracker.done_by_dir[1]
-        routed, lat, noise = self.routed, self.latency, self.rng.random
+        if self.calls % 256 == 0:  # the typical service time, refreshed now and then
+            self.default = sorted(ema.values())[len(ema) // 2] if ema else 1.0
+        self.calls += 1
+        default, cache_size = self.default, self.cache_size
+        n_layers = len(layers)
+        load, lat, rnd, exp = self.load, self.latency, self.rng.random, math.exp
         path = []
         prev = None
-        for g in layers:
-            best, best_cost = None, 0.0
-            for m in self._active(g):
-                waiting = routed.get(m.id, 0) - bwd.get(m.id, 0)
-                if waiting < 0:
-                    waiting = 0
-                cost = (waiting + 1) * ema.get(m.id, default) * (1.0 + 0.01 * noise())
-                if waiting >= self.cache_size:
-                    cost *= 2.0  # its forward work is stalled behind a full cache
+        for layer, g in enumerate(layers):
+            # An activation holds a cache slot here until its gradient comes back: about the
+            # round trip through the layers below.
+            tau = 2.0 * (n_layers - layer) * default + 1.0
+            alive = self._active(g)
+            n = len(alive)
+            if n > SAMPLE:
+                alive = [alive[int(rnd() * n)] for _ in range(SAMPLE)]
+            best, best_cost, best_w = None, 0.0, 0.0
+            for m in alive:
+                w, t = load.get(m.id, (0.0, now))
+                w *= exp((t - now) / tau)
+                cost = (w + 1.0) * ema.get(m.id, default) * (1.0 + 0.01 * rnd())
+                if w >= cache_size - 0.5:
+                    cost *= 10.0  # its cache is likely full: forward work would stall
                 if prev is not None:
                     cost += lat(prev, m)
                 if best is None or cost < best_cost:
-                    best, best_cost = m, cost
+                    best, best_cost, best_w = m, cost, w
+            load[best.id] = (best_w + 1.0, now)
             path.append(best)
             prev = best
-        for m in path:
-            routed[m.id] = routed.get(m.id, 0) + 1
         return path
 
 

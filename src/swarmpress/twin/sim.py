@@ -36,6 +36,14 @@ from swarmpress.twin.world import Miner, World
 ARRIVE, DONE, TIMEOUT, DROPOUT, REJOIN = 0, 1, 2, 3, 4
 
 
+class LayerView(list):
+    """A layer's miners (all of them, as the contract shows) plus `.active`, the active
+    ones, kept current by the engine so policies need not filter on every call."""
+
+    def refresh(self) -> None:
+        self.active = [m for m in self if m.active]
+
+
 class Activation:
     __slots__ = ("dir", "dropped", "holders", "id", "layer", "path", "queued_ev", "t0", "visit")
 
@@ -175,6 +183,7 @@ class Simulation:
         self.logs: dict[str, list] = {"activations": [], "routes": [], "balance": [], "spans": []}
         self.max_spans = 50_000
         self.series: dict[str, list] = {"t": [], "queued": [], "cached": [], "in_flight": []}
+        self.by_layer: list[LayerView] = []
         self._next_sample = 0.0
 
     # ------------------------------------------------------------------ scheduling
@@ -184,7 +193,7 @@ class Simulation:
 
     # ------------------------------------------------------------------ orchestrator
     def entry_miners(self) -> list[Miner]:
-        return [m for m in self.by_layer[0] if m.active]
+        return self.by_layer[0].active
 
     def fill(self) -> None:
         """Start activations until the in-flight limit (per active layer-0 miner) is met."""
@@ -257,16 +266,19 @@ class Simulation:
         if act.dir == FORWARD:
             m.cache += 1
             act.holders.append(m)
+            m.held.add(act)
             dur = m.fwd_s
         else:
             dur = m.bwd_s
         m.busy = True
+        m.current = act
         m.busy_time += dur
         ev = tr.open(act.id, act.dir, PROCESSING, self.t, m.id, m.node_id, act.layer)
         self.push(self.t + dur, DONE, m, (act, ev))
 
     def done(self, m: Miner, act: Activation, ev) -> None:
         m.busy = False
+        m.current = None
         m.processed += 1
         if self.record and len(self.logs["spans"]) < self.max_spans:
             dur = m.fwd_s if act.dir == FORWARD else m.bwd_s
@@ -285,6 +297,7 @@ class Simulation:
             else:
                 m.cache -= 1
                 act.holders.remove(m)
+                m.held.discard(act)
                 if act.layer > 0:
                     self.send(m, act.path[act.layer - 1], act, BACKWARD)
                 else:
@@ -305,6 +318,7 @@ class Simulation:
         self.push(start + dur + self.world.latency(src, dst), ARRIVE, dst, act)
 
     def complete(self, act: Activation) -> None:
+        act.visit += 1  # finished: no timeout applies any more
         self.in_flight -= 1
         self.completed += 1
         self.epoch_done += 1
@@ -318,7 +332,7 @@ class Simulation:
             self.fill()
 
     def drop(self, act: Activation, reason: str) -> None:
-        if act.dropped:
+        if act.dropped or act.id not in self.acts:
             return
         act.dropped = True
         self.in_flight -= 1
@@ -326,6 +340,7 @@ class Simulation:
         self.epoch_dropped += 1
         for h in act.holders:  # upstream miners release the cache slot it held
             h.cache -= 1
+            h.held.discard(act)
             if h.active and not h.busy:
                 self.try_start(h)
         act.holders.clear()
@@ -346,18 +361,23 @@ class Simulation:
             return
         m.active = False
         m.dropouts += 1
-        for act in list(self.acts.values()):
-            if m in act.holders or (act.path[act.layer] is m and not act.dropped):
-                self.drop(act, f"{m.node_id} dropped out")
+        victims = [*m.held, *m.fq, *m.bq] + ([m.current] if m.current is not None else [])
+        for act in victims:  # in transit to it: dropped on arrival
+            self.drop(act, f"{m.node_id} dropped out")
         m.fq.clear()
         m.bq.clear()
+        m.held.clear()
         m.cache = 0
+        if self.by_layer:
+            self.by_layer[m.layer].refresh()
         mean = self.sc.swarm.classes[m.cls].rejoin_mean_s
         self.push(self.t + self.rng.expovariate(1.0 / mean), REJOIN, m, None)
 
     def rejoin(self, m: Miner) -> None:
         m.active, m.busy, m.cache = True, False, 0
         m.link_free = self.t
+        if self.by_layer:
+            self.by_layer[m.layer].refresh()
         self.schedule_dropout(m)
         if m.layer == 0:
             self.fill()
@@ -387,9 +407,11 @@ class Simulation:
             counts[layer] += 1
         if 0 in counts:
             raise PolicyFailure(f"balancing left layer {counts.index(0)} without miners")
-        self.by_layer = [[] for _ in range(self.L)]
+        self.by_layer = [LayerView() for _ in range(self.L)]
         for m in miners:
             self.by_layer[m.layer].append(m)
+        for g in self.by_layer:
+            g.refresh()
         if self.record:
             self.logs["balance"].append({"t": self.t, "epoch": self.epoch, "counts": counts})
 
@@ -410,6 +432,8 @@ class Simulation:
         for m in self.world.miners:
             m.fq.clear()
             m.bq.clear()
+            m.held.clear()
+            m.current = None
             m.cache = 0
             m.busy = False
             m.link_free = self.t

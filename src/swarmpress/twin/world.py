@@ -63,6 +63,8 @@ class Miner:
         "region",
         "since",
         "up",
+        "held",
+        "current",
     )  # fmt: skip
 
     def __init__(self, i: int, cls: int, region: int, last_mile: float) -> None:
@@ -83,6 +85,8 @@ class Miner:
         self.processed = 0
         self.dropouts = 0
         self.since = 0.0
+        self.held: set = set()  # activations between their forward and backward pass here
+        self.current = None  # the activation being computed
 
 
 class World:
