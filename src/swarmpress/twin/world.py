@@ -50,10 +50,12 @@ class Miner:
         "bwd_s",
         "cache",
         "cls",
+        "current",
         "down",
         "dropouts",
         "fq",
         "fwd_s",
+        "held",
         "id",
         "last_mile",
         "layer",
@@ -63,8 +65,6 @@ class Miner:
         "region",
         "since",
         "up",
-        "held",
-        "current",
     )  # fmt: skip
 
     def __init__(self, i: int, cls: int, region: int, last_mile: float) -> None:
