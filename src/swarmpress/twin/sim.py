@@ -266,7 +266,7 @@ class Simulation:
         if act.dir == FORWARD:
             m.cache += 1
             act.holders.append(m)
-            m.held.add(act)
+            m.held[act] = None
             dur = m.fwd_s
         else:
             dur = m.bwd_s
@@ -297,7 +297,7 @@ class Simulation:
             else:
                 m.cache -= 1
                 act.holders.remove(m)
-                m.held.discard(act)
+                m.held.pop(act, None)
                 if act.layer > 0:
                     self.send(m, act.path[act.layer - 1], act, BACKWARD)
                 else:
@@ -340,7 +340,7 @@ class Simulation:
         self.epoch_dropped += 1
         for h in act.holders:  # upstream miners release the cache slot it held
             h.cache -= 1
-            h.held.discard(act)
+            h.held.pop(act, None)
             if h.active and not h.busy:
                 self.try_start(h)
         act.holders.clear()

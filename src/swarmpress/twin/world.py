@@ -85,7 +85,8 @@ class Miner:
         self.processed = 0
         self.dropouts = 0
         self.since = 0.0
-        self.held: set = set()  # activations between their forward and backward pass here
+        self.held: dict = {}  # activations between forward and backward here (ordered: a
+        # set of objects would iterate in memory order and break determinism)
         self.current = None  # the activation being computed
 
 
