@@ -36,7 +36,8 @@ def test_policies_and_scenarios_are_listed():
     assert pol["best"]["spec"] == "pending+throughput"
     assert {p["name"] for p in pol["routing"]} >= {"random", "round-robin", "latency-greedy",
                                                     "least-loaded", "capacity-aware"}  # fmt: skip
-    names = {s["name"] for s in json.loads(runner.invoke(app, ["twin", "scenarios", "--json"]).stdout)}
+    listed = json.loads(runner.invoke(app, ["twin", "scenarios", "--json"]).stdout)
+    names = {s["name"] for s in listed}
     assert {"apex-default", "iota-15b", "large", "failure-storm"} <= names
 
 
@@ -47,7 +48,11 @@ def test_compare_gives_one_row_per_configuration(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [(x["policy"], x["codec"]) for x in rows] == [
-        ("random", "none"), ("random", "lossy"), ("best", "none"), ("best", "lossy")]
+        ("random", "none"),
+        ("random", "lossy"),
+        ("best", "none"),
+        ("best", "lossy"),
+    ]
     assert (tmp_path / "c.png").exists()
 
 
