@@ -15,14 +15,14 @@ def test_default_round_trips_through_toml(tmp_path):
     path = tmp_path / "arena.toml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
-    assert [c.name for c in cfg.competition] == ["lossless", "lossy"]
+    assert [c.name for c in cfg.competition] == ["lossless", "lossy", "routing"]
     assert cfg.get("lossy").margin == 0.01 and cfg.get("lossy").submissions_per_day == 4
 
 
 @pytest.mark.parametrize(
     "text,match",
     [
-        ("[[competition]]\nname='x'\ntrack='routing'\n", "track"),
+        ("[[competition]]\nname='x'\ntrack='video'\n", "track"),
         ("[[competition]]\nname='Bad Name'\ntrack='lossy'\n", "name"),
         ("[[competition]]\nname='x'\ntrack='lossy'\nmargin=-1\n", "margin"),
         ("[[competition]]\nname='x'\ntrack='lossy'\nextra=1\n", "extra"),

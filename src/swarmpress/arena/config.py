@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmpress.arena.sandbox import Limits
 
-TRACKS = ("lossless", "lossy")
+TRACKS = ("lossless", "lossy", "routing")
 EMBEDDED_ROUND = 8  # the embedded pool is small; real pools use Apex's 400 per round
 
 
@@ -52,7 +52,7 @@ class Competition(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    track: Literal["lossless", "lossy"]
+    track: Literal["lossless", "lossy", "routing"]
     description: str = ""
     tensors_per_round: int = Field(400, ge=1, le=10_000)  # Apex's round size
     round_seconds: int = Field(86_400, ge=1)
@@ -62,6 +62,10 @@ class Competition(BaseModel):
     max_file_bytes: int = Field(20_000, ge=100, le=1 << 20)
     submissions_per_day: int = Field(4, ge=1)
     max_attempts: int = Field(3, ge=1, le=20)
+    # routing track: a twin scenario (built-in name) with overrides, scored over seeds
+    scenario: str = "apex-default"
+    scenario_overrides: list[str] = Field(default_factory=list)
+    seeds: int = Field(5, ge=1, le=101)
     limits: LimitsModel = LimitsModel()
 
 
@@ -101,7 +105,8 @@ def load_config(path: str | Path) -> ArenaConfig:
 
 
 def default_config() -> ArenaConfig:
-    """The embedded default: a lossless and a lossy track on the embedded corpus pool."""
+    """The embedded default: lossless and lossy tracks on the embedded corpus pool, and a
+    routing track in the twin."""
     return ArenaConfig(
         competition=[
             Competition(
@@ -116,7 +121,23 @@ def default_config() -> ArenaConfig:
                 description="bf16 compression at similarity > 0.99; Apex lossy score",
                 tensors_per_round=EMBEDDED_ROUND,
             ),
+            routing_competition(),
         ]
+    )
+
+
+def routing_competition(name: str = "routing") -> Competition:
+    """A routing track on a shortened apex-default scenario (100 activations x 2 epochs per
+    seeded task, so five tasks fit one sandboxed evaluation)."""
+    return Competition(
+        name=name,
+        track="routing",
+        description="routing + balancing server (Apex IOTA-simulator contract) in the twin; "
+        "median Apex score over 5 seeded tasks",
+        tensors_per_round=1,
+        scenario="apex-default",
+        scenario_overrides=["workload.activations_per_epoch=100", "workload.epochs=2"],
+        limits=LimitsModel(wall_s=600, startup_s=60, cpu_s=600, nproc=128),
     )
 
 
@@ -136,6 +157,8 @@ def dump_config(cfg: ArenaConfig) -> str:
 
 
 def _toml(v: object) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):

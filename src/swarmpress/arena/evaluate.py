@@ -77,6 +77,40 @@ def score_tensor(comp: Competition, name: str, original: bytes, c, d) -> TensorR
     return r
 
 
+def evaluate_routing(
+    solution: str | Path, comp: Competition, slot: int = 0, cpu: int | None = None
+) -> RoundResult:
+    """Routing track: the twin's seeded tasks against the submission's server, in the
+    sandbox; the round score is the median task score (a failed task scores 0)."""
+    import json
+
+    from swarmpress.twin.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(comp.scenario, comp.scenario_overrides)
+    except ScenarioError as exc:
+        raise ValueError(f"competition {comp.name}: {exc}") from None
+    task = json.dumps({"scenario": sc.model_dump(), "seeds": list(range(comp.seeds))}).encode()
+    call = run_call(solution, "router", "route", task, comp.limits.to_limits(), slot, cpu)
+    if not call.ok:
+        r = [TensorResult(f"{sc.name}/seed{s}", False, 0.0, reason=f"router {call.reason}",
+                          log=call.log) for s in range(comp.seeds)]  # fmt: skip
+        return RoundResult(0.0, r)
+    tasks = json.loads(call.output)
+    results = [
+        TensorResult(
+            f"{sc.name}/seed{t['seed']}",
+            bool(t["ok"]),
+            float(t["score"]),
+            seconds_compress=t.get("wall_seconds"),
+            reason=t.get("reason", ""),
+            log=call.log,
+        )
+        for t in tasks
+    ]
+    return RoundResult(float(np.median([r.score for r in results])), results)
+
+
 def evaluate(
     solution: str | Path,
     form: str,

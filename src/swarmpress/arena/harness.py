@@ -182,6 +182,42 @@ def call(form: str, solution: str, kind: str, cmd_fd: int, reply_fd: int) -> int
     return 0
 
 
+def route(solution: str, cmd_fd: int, reply_fd: int) -> int:
+    """Routing track: run the twin here (next to the router, on the sandbox's loopback)
+    against the submission's server, one seeded task per request, and report each result.
+
+    The twin is this project's code (mounted read-only at /swarmpress); the submission runs
+    in its own process and cannot reach this one's memory or clocks."""
+    _undumpable()
+    try:
+        server, port = _start_server(solution, time.monotonic() + 60)
+    except BaseException as exc:
+        _send(reply_fd, {"event": "error", "error": _describe(exc)})
+        return 1
+    sys.path.insert(0, "/swarmpress")
+    from swarmpress.twin.remote import RemotePolicy
+    from swarmpress.twin.scenario import parse_scenario
+    from swarmpress.twin.sim import Simulation
+
+    _send(reply_fd, {"event": "ready"})
+    _header, payload = _receive(cmd_fd)
+    task = json.loads(payload)
+    sc = parse_scenario(task["scenario"], "arena routing scenario")
+    results = []
+    for seed in task["seeds"]:
+        if server.poll() is not None:
+            gone = f"the router exited with code {server.returncode}"
+            results.append({"seed": seed, "ok": False, "score": 0.0, "reason": gone})
+            continue
+        remote = RemotePolicy(f"http://127.0.0.1:{port}", sc.rules.route_call_limit_s)
+        res = Simulation(sc, seed, remote, remote).run()
+        results.append({"seed": seed, **{k: v for k, v in res.to_json().items()
+                                         if k not in ("epochs",)}})  # fmt: skip
+    out = json.dumps(results).encode()
+    _send(reply_fd, {"event": "done", "size": len(out)}, out)
+    return 0
+
+
 def _describe(exc: BaseException) -> str:
     tail = traceback.format_exception(exc)[-3:]
     return "".join(tail).strip()[-2000:]
@@ -196,6 +232,8 @@ def serve(solution: str, argv: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "route":
+        sys.exit(route(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     else:
         _, _, form_, solution_, kind_, cmd_, reply_ = sys.argv
         sys.exit(call(form_, solution_, kind_, int(cmd_), int(reply_)))

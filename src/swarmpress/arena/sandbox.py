@@ -104,7 +104,7 @@ def _python_binds() -> list[str]:
     return args
 
 
-def _bwrap_argv(job: Path, slot: int, limits: Limits) -> list[str]:
+def _bwrap_argv(job: Path, slot: int, limits: Limits, twin: bool = False) -> list[str]:
     argv = ["bwrap"]
     for sysdir in ("/usr", "/bin", "/lib", "/lib64", "/sbin"):
         if os.path.isdir(sysdir):
@@ -116,6 +116,10 @@ def _bwrap_argv(job: Path, slot: int, limits: Limits) -> list[str]:
     argv += ["--perms", "01777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     argv += _python_binds()
     argv += ["--ro-bind", str(job), "/sub"]
+    if twin:  # the routing track runs this project's twin next to the submission
+        pkg = str(Path(__file__).resolve().parents[1])
+        argv += ["--perms", "0755", "--dir", "/swarmpress"]
+        argv += ["--ro-bind", pkg, "/swarmpress/swarmpress"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
@@ -227,9 +231,12 @@ def run_call(
     slot: int = 0,
     cpu: int | None = None,
 ) -> CallResult:
-    """Run compress or decompress of one submission on data in a fresh sandbox."""
+    """Run compress or decompress of one submission on data in a fresh sandbox (or, with
+    kind "route" and form "router", the twin's seeded tasks against a routing server)."""
     check_available()
-    if kind not in ("compress", "decompress") or form not in ("functions", "server"):
+    if (kind, form) != ("route", "router") and (
+        kind not in ("compress", "decompress") or form not in ("functions", "server")
+    ):
         raise ValueError(f"bad call {form}/{kind}")
     with tempfile.TemporaryDirectory(prefix="swarmpress-sbx-") as tmp:
         job = Path(tmp)
@@ -246,11 +253,12 @@ def _run(job, form, kind, data, limits, slot, cpu) -> CallResult:
     rep_r, rep_w = os.pipe()
     log_r, log_w = os.pipe()
     py = str(Path(sys.executable).absolute())
-    argv = [
-        *_bwrap_argv(job, slot, limits),
-        py, "-I", "/sub/harness.py", "call", form, "/sub/solution.py", kind,
-        str(cmd_r), str(rep_w),
-    ]  # fmt: skip
+    if kind == "route":
+        tail = ["route", "/sub/solution.py", str(cmd_r), str(rep_w)]
+    else:
+        tail = ["call", form, "/sub/solution.py", kind, str(cmd_r), str(rep_w)]
+    argv = [*_bwrap_argv(job, slot, limits, twin=kind == "route"), py, "-I", "/sub/harness.py",
+            *tail]  # fmt: skip
     try:
         proc = subprocess.Popen(
             argv,

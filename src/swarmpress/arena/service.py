@@ -139,7 +139,7 @@ class Arena:
         """Store a submission and queue its evaluation; returns its id."""
         author = self.authenticate(key)
         comp = self.competition(competition)
-        form = inspect_solution(code, comp.max_file_bytes)
+        form = inspect_solution(code, comp.max_file_bytes, comp.track)
         with self.Session() as s:
             crow = self._competition_row(s, competition)
             if fork is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-FUNCTIONS, SERVER = "functions", "server"
+FUNCTIONS, SERVER, ROUTER = "functions", "server", "router"
 
 
 class SolutionError(ValueError):
@@ -34,8 +34,9 @@ def _strings(tree: ast.Module) -> set[str]:
     }
 
 
-def inspect_solution(code: bytes, max_bytes: int = 20_000) -> str:
-    """The form of a valid solution file ("functions" or "server"); SolutionError otherwise."""
+def inspect_solution(code: bytes, max_bytes: int = 20_000, track: str = "lossy") -> str:
+    """The form of a valid solution file ("functions", "server" or, on the routing track,
+    "router"); SolutionError otherwise."""
     if not code:
         raise SolutionError("the solution file is empty")
     if len(code) > max_bytes:
@@ -49,9 +50,16 @@ def inspect_solution(code: bytes, max_bytes: int = 20_000) -> str:
     except SyntaxError as exc:
         raise SolutionError(f"the solution does not parse: line {exc.lineno}: {exc.msg}") from None
     names = _names(tree)
+    strings = _strings(tree)
+    if track == "routing":
+        if {"/health", "/route", "/balance-orchestrator", "--port"} <= strings:
+            return ROUTER
+        raise SolutionError(
+            "a routing solution is an HTTP server with /health, /route and "
+            "/balance-orchestrator started with --port (the twin contract)"
+        )
     if {"compress_data", "decompress_data"} <= names:
         return FUNCTIONS
-    strings = _strings(tree)
     if {"/health", "/compress", "/decompress", "--port"} <= strings:
         return SERVER
     raise SolutionError(

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from swarmpress.arena import jobqueue
-from swarmpress.arena.evaluate import evaluate
+from swarmpress.arena.evaluate import evaluate, evaluate_routing
 from swarmpress.arena.service import Arena
 
 LOG_CAP = 64 << 10
@@ -59,10 +59,12 @@ class Worker:
             with tempfile.TemporaryDirectory(prefix="swarmpress-job-") as tmp:
                 path = Path(tmp) / "solution.py"
                 path.write_bytes(sub.code)
-                sample = self.arena.pool.sample(comp.name, sub.round, comp.tensors_per_round)
-                outcome = evaluate(
-                    path, sub.form, comp, self.arena.pool, sample, self.slot, self.cpu
-                )
+                if comp.track == "routing":
+                    outcome = evaluate_routing(path, comp, self.slot, self.cpu)
+                else:
+                    pool, n = self.arena.pool, comp.tensors_per_round
+                    sample = pool.sample(comp.name, sub.round, n)
+                    outcome = evaluate(path, sub.form, comp, pool, sample, self.slot, self.cpu)
         finally:
             done.set()
             beat.join()
