@@ -166,7 +166,7 @@ def compare_cmd(
             for seed in range(seeds):
                 runs.append(simulate(sc, seed, pol, None, prof))
                 progress.advance(task)
-            totals = [r.total_epoch_time for r in runs]
+            totals = [r.total_epoch_time for r in runs if r.ok] or [float("nan")]
             rows.append({
                 "label": pol if len(codecs.split(",")) == 1 else f"{pol} / {cod}",
                 "policy": pol, "codec": cod, "seeds": seeds,

@@ -267,3 +267,57 @@ def test_the_apex_reference_server_form_runs_unchanged():
     assert c.ok, c.reason + c.log
     d = _call(path, kind="decompress", data=c.output, form="server")
     assert d.ok and d.output == DATA
+
+
+def test_kernel_keyrings_and_tracing_are_refused(tmp_path):
+    # A keyring outlives the call: compress could hand the tensor to decompress through it.
+    body = """
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    def compress_data(data):
+        out = []
+        key = libc.syscall(248, b"user", b"stash", bytes(data[:64]), 64, -4)  # add_key
+        out.append((key, ctypes.get_errno()))
+        out.append((libc.syscall(101, 16, os.getppid(), 0, 0), ctypes.get_errno()))  # ptrace
+        return repr(out).encode()
+    decompress_data = compress_data
+    """
+    r = _call(_solution(tmp_path, body))
+    assert r.ok and r.output == b"[(-1, 1), (-1, 1)]"  # both EPERM
+
+
+def test_a_harness_that_stops_reading_cannot_hang_the_worker(tmp_path):
+    body = """
+    import time, __main__
+    __main__._receive = lambda fd: time.sleep(3600)
+    def compress_data(data):
+        return data
+    decompress_data = compress_data
+    """
+    t = time.monotonic()
+    r = _call(_solution(tmp_path, body), data=bytes(1 << 20))
+    assert not r.ok and "timed out" in r.reason
+    assert time.monotonic() - t < LIMITS.wall_s + 10
+
+
+def test_a_forged_reply_header_is_a_crash_not_an_exception(tmp_path):
+    body = """
+    import json, os, struct, __main__
+    def compress_data(data):
+        head = json.dumps({"event": "done", "size": None}).encode()
+        os.write(int(__import__("sys").argv[-1]), struct.pack(">I", len(head)) + head)
+        os._exit(0)
+    decompress_data = compress_data
+    """
+    r = _call(_solution(tmp_path, body))
+    assert not r.ok and "crashed" in r.reason
+
+
+def test_failure_reasons_do_not_quote_the_source(tmp_path):
+    body = """
+    def compress_data(data):
+        secret_sauce = 42; raise ValueError("nope")
+    decompress_data = compress_data
+    """
+    r = _call(_solution(tmp_path, body))
+    assert not r.ok and "ValueError: nope" in r.reason and "secret_sauce" not in r.reason

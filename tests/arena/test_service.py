@@ -114,3 +114,12 @@ def test_the_apex_reference_server_form_is_scored_unchanged(arena):
     st = arena.status(sid)
     assert st["form"] == "server" and st["state"] == "done"
     assert st["score"] > 0 and all(r["ok"] for r in st["results"])
+
+
+def test_filenames_are_made_safe():
+    from swarmpress.arena.service import safe_filename
+
+    assert safe_filename("../../etc/passwd") == "passwd"
+    assert safe_filename("..") == "solution.py"
+    assert safe_filename("sol ü€.py") == "sol___.py"
+    assert safe_filename("") == "solution.py"

@@ -135,3 +135,40 @@ def test_unknown_scenario_and_bad_toml(tmp_path):
 
 def test_policy_failure_type_is_exported():
     assert issubclass(PolicyFailure, RuntimeError)
+
+
+def test_drop_outs_leave_no_double_timers_and_no_double_work():
+    sc = load_scenario("failure-storm", [*SMALL, "storm.epoch=0"])
+    r, b = parse_policy("best")
+    sim = Simulation(sc, 2, r, b)
+    busy_twice = []
+    orig = sim.try_start
+
+    def spy(m):
+        was = m.current
+        orig(m)
+        if was is not None and m.current is not was:
+            busy_twice.append(m.node_id)
+
+    sim.try_start = spy
+    routed_dead = []
+    route = sim.router.route
+
+    def check(*a):
+        path = route(*a)
+        routed_dead.extend(m.node_id for m in path if not m.active)
+        return path
+
+    sim.router.route = check
+    res = sim.run()
+    assert res.ok and busy_twice == []
+    layers_alive = all(any(m.active for m in g) for g in sim.by_layer)
+    assert routed_dead == [] or not layers_alive
+
+
+def test_failed_runs_print_valid_json():
+    sc = load_scenario("apex-default", SMALL)
+    _, b = parse_policy("random")
+    d = Simulation(sc, 0, _Broken(), b).run().to_json()
+    assert d["total_epoch_time"] is None
+    json.loads(json.dumps(d, allow_nan=False))

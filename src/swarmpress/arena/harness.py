@@ -7,6 +7,7 @@ outside, so nothing the submission does to this process's clocks changes its sco
 
     harness.py call FORM SOLUTION KIND CMD_FD REPLY_FD   (FORM: functions | server)
     harness.py serve SOLUTION --port N                    (the server form's own process)
+    harness.py route SOLUTION CMD_FD REPLY_FD             (routing track: the twin's tasks)
 """
 
 from __future__ import annotations
@@ -219,8 +220,11 @@ def route(solution: str, cmd_fd: int, reply_fd: int) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    tail = traceback.format_exception(exc)[-3:]
-    return "".join(tail).strip()[-2000:]
+    """The exception and where it happened, without source lines: an unrevealed
+    submission's code must not leak through its failure reasons."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return ("".join(traceback.format_exception_only(exc)).strip() + where)[-500:]
 
 
 def serve(solution: str, argv: list[str]) -> None:

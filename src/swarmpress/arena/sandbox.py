@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import resource
 import select
 import shutil
@@ -86,6 +87,31 @@ def check_available() -> None:
         )
 
 
+# Syscalls refused inside the sandbox (x86-64 numbers): the kernel keyrings (per-uid
+# storage that would outlive a call and let compress hand data to decompress), tracing
+# and reading other processes' memory, new namespaces, eBPF, perf and userfaultfd.
+_DENY_X86_64 = {
+    248: "add_key", 249: "request_key", 250: "keyctl", 101: "ptrace",
+    310: "process_vm_readv", 311: "process_vm_writev", 272: "unshare", 308: "setns",
+    321: "bpf", 298: "perf_event_open", 323: "userfaultfd", 425: "io_uring_setup",
+}  # fmt: skip
+
+
+def seccomp_program() -> bytes | None:
+    """A classic-BPF seccomp filter (for bwrap --seccomp) answering EPERM to _DENY_X86_64;
+    None on other architectures (the namespaces and rlimits still apply)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    allow, eperm = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    nrs = sorted(_DENY_X86_64)
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, allow), (ld, 0, 0, 0)]
+    for i, nr in enumerate(nrs):  # a match jumps to the EPERM return at the end
+        prog.append((jeq, len(nrs) - i, 0, nr))
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
+
+
 def _ancestors(path: Path) -> list[str]:
     return [str(p) for p in reversed(path.parents) if str(p) != "/"]
 
@@ -104,8 +130,12 @@ def _python_binds() -> list[str]:
     return args
 
 
-def _bwrap_argv(job: Path, slot: int, limits: Limits, twin: bool = False) -> list[str]:
+def _bwrap_argv(
+    job: Path, slot: int, limits: Limits, twin: bool = False, seccomp_fd: int | None = None
+) -> list[str]:
     argv = ["bwrap"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     for sysdir in ("/usr", "/bin", "/lib", "/lib64", "/sbin"):
         if os.path.isdir(sysdir):
             argv += ["--ro-bind", sysdir, sysdir]
@@ -210,16 +240,28 @@ class _Channel:
         header = json.loads(self._read(n, deadline))
         if not isinstance(header, dict):
             raise ValueError("reply header is not an object")
-        size = int(header.get("size", 0))
+        size = header.get("size", 0)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise ValueError("reply header has a size that is not an integer")
         if size < 0 or size > max_payload:
             raise OverflowError(size)
         return header, self._read(size, deadline)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    """Write everything before the deadline (the pipe is non-blocking: a sandbox that stops
+    reading cannot hang the worker)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        _, ready, _ = select.select([], [fd], [], left)
+        if ready:
+            try:
+                view = view[os.write(fd, view[: 1 << 16]) :]
+            except BlockingIOError:
+                continue
 
 
 def run_call(
@@ -252,26 +294,35 @@ def _run(job, form, kind, data, limits, slot, cpu) -> CallResult:
     cmd_r, cmd_w = os.pipe()
     rep_r, rep_w = os.pipe()
     log_r, log_w = os.pipe()
+    fds = [cmd_r, rep_w]
+    filt = seccomp_program()
+    sec_fd = None
+    if filt is not None:  # bwrap reads the filter from an inherited file descriptor
+        sec_fd = os.memfd_create("swarmpress-seccomp")
+        os.write(sec_fd, filt)
+        os.lseek(sec_fd, 0, os.SEEK_SET)
+        fds.append(sec_fd)
     py = str(Path(sys.executable).absolute())
     if kind == "route":
         tail = ["route", "/sub/solution.py", str(cmd_r), str(rep_w)]
     else:
         tail = ["call", form, "/sub/solution.py", kind, str(cmd_r), str(rep_w)]
-    argv = [*_bwrap_argv(job, slot, limits, twin=kind == "route"), py, "-I", "/sub/harness.py",
-            *tail]  # fmt: skip
+    argv = [*_bwrap_argv(job, slot, limits, twin=kind == "route", seccomp_fd=sec_fd),
+            py, "-I", "/sub/harness.py", *tail]  # fmt: skip
     try:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log_w,
             stderr=log_w,
-            pass_fds=(cmd_r, rep_w),
+            pass_fds=tuple(fds),
             preexec_fn=_limit(limits, cpu),
             close_fds=True,
         )
     finally:
-        for fd in (cmd_r, rep_w, log_w):
+        for fd in (cmd_r, rep_w, log_w, *([sec_fd] if sec_fd is not None else [])):
             os.close(fd)
+    os.set_blocking(cmd_w, False)
     logs = _LogReader(log_r, limits.log_bytes)
     logs.start()
     chan = _Channel(rep_r)
@@ -294,20 +345,21 @@ def _converse(proc, chan: _Channel, cmd_w: int, data: bytes, limits: Limits) -> 
         header, _ = chan.receive(time.monotonic() + limits.startup_s, 0)
     except TimeoutError:
         return CallResult(False, reason=f"did not load within {limits.startup_s:g} s")
-    except (EOFError, ValueError, OverflowError):
+    except (EOFError, ValueError, OverflowError, TypeError):
         return CallResult(False, reason=_exit_reason(proc, "crashed while loading"))
     if header.get("event") != "ready":
         return CallResult(False, reason=f"failed to load: {header.get('error', header)}")
     start = time.perf_counter()
     try:
-        _write_all(cmd_w, _frame({"cmd": "call", "size": len(data)}) + data)
+        msg = _frame({"cmd": "call", "size": len(data)}) + data
+        _write_all(cmd_w, msg, start + limits.wall_s)
         header, payload = chan.receive(start + limits.wall_s, limits.max_output_bytes)
     except TimeoutError:
         reason = f"timed out after {limits.wall_s:g} s"
         return CallResult(False, seconds=limits.wall_s, reason=reason)
     except OverflowError as exc:
         return CallResult(False, reason=f"output of {exc.args[0]} bytes exceeds the limit")
-    except (EOFError, BrokenPipeError, ValueError):
+    except (EOFError, OSError, ValueError, TypeError):  # broken pipe, garbage replies
         return CallResult(False, seconds=time.perf_counter() - start,
                           reason=_exit_reason(proc, "crashed during the call"))  # fmt: skip
     seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,13 @@ class NotFound(ArenaError):
 
 class RateLimited(ArenaError):
     status = 429
+
+
+def safe_filename(name: str) -> str:
+    """A submitted file's name made safe to store, serve and write: its last component,
+    ASCII letters, digits, '.', '_' and '-' only, at most 100 characters."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").name)[:100].lstrip(".")
+    return base or "solution.py"
 
 
 def hash_key(key: str) -> str:
@@ -164,7 +172,7 @@ class Arena:
                 competition_id=crow.id,
                 author_id=author.id,
                 parent_id=fork,
-                filename=Path(filename).name[:255] or "solution.py",
+                filename=safe_filename(filename),
                 code=code,
                 sha256=hashlib.sha256(code).hexdigest(),
                 size=len(code),

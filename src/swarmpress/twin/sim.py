@@ -100,7 +100,7 @@ class RunResult:
             "n_layers": self.n_layers,
             "ok": self.ok,
             "reason": self.reason,
-            "total_epoch_time": self.total_epoch_time,
+            "total_epoch_time": self.total_epoch_time if self.ok else None,
             "max_epoch_time": self.max_epoch_time,
             "score": self.score,
             "completed": self.completed,
@@ -108,7 +108,7 @@ class RunResult:
             "simulated_seconds": self.simulated_seconds,
             "wall_seconds": self.wall_seconds,
             "speedup": self.speedup,
-            "throughput": self.completed / self.total_epoch_time if self.total_epoch_time else 0.0,
+            "throughput": self.completed / self.total_epoch_time if self.ok else 0.0,
             "bytes_on_wire": self.bytes_on_wire,
             "epochs": [e.__dict__ for e in self.epochs],
         }
@@ -277,6 +277,9 @@ class Simulation:
         self.push(self.t + dur, DONE, m, (act, ev))
 
     def done(self, m: Miner, act: Activation, ev) -> None:
+        if m.current is not act:  # the miner dropped out (and maybe rejoined) meanwhile
+            self.tracker.close(ev, self.t)
+            return
         m.busy = False
         m.current = None
         m.processed += 1
@@ -354,22 +357,25 @@ class Simulation:
     def schedule_dropout(self, m: Miner) -> None:
         rate = self.sc.swarm.classes[m.cls].dropout_per_hour / 3600.0
         if rate > 0:
-            self.push(self.t + self.rng.expovariate(rate), DROPOUT, m, None)
+            self.push(self.t + self.rng.expovariate(rate), DROPOUT, m, m.drop_token)
 
-    def dropout(self, m: Miner) -> None:
-        if not m.active:
+    def dropout(self, m: Miner, token: int | None = None) -> None:
+        """A miner leaves; token None is a forced drop (a storm), else its own timer's."""
+        if not m.active or (token is not None and token != m.drop_token):
             return
         m.active = False
         m.dropouts += 1
+        m.drop_token += 1  # any pending drop-out timer of this miner is now stale
+        if self.by_layer:  # before the drops below start new work: route around it
+            self.by_layer[m.layer].refresh()
         victims = [*m.held, *m.fq, *m.bq] + ([m.current] if m.current is not None else [])
+        m.current, m.busy = None, False
         for act in victims:  # in transit to it: dropped on arrival
             self.drop(act, f"{m.node_id} dropped out")
         m.fq.clear()
         m.bq.clear()
         m.held.clear()
         m.cache = 0
-        if self.by_layer:
-            self.by_layer[m.layer].refresh()
         mean = self.sc.swarm.classes[m.cls].rejoin_mean_s
         self.push(self.t + self.rng.expovariate(1.0 / mean), REJOIN, m, None)
 
@@ -501,10 +507,10 @@ class Simulation:
         """Process only miner drop-out/rejoin events up to `until` (the merge phase)."""
         heap = self.heap
         while heap and heap[0][0] <= until:
-            t, _, kind, a, _b, _ = heapq.heappop(heap)
+            t, _, kind, a, b, _ = heapq.heappop(heap)
             self.t = t
             if kind == DROPOUT:
-                self.dropout(a)
+                self.dropout(a, b)
             elif kind == REJOIN:
                 self.rejoin(a)
         self.t = until
@@ -523,7 +529,7 @@ class Simulation:
             if t >= self._next_sample:
                 self.sample()
             if kind == DROPOUT:
-                self.dropout(a)
+                self.dropout(a, b)
                 continue
             if kind == REJOIN:
                 self.rejoin(a)

@@ -52,6 +52,7 @@ class Miner:
         "cls",
         "current",
         "down",
+        "drop_token",
         "dropouts",
         "fq",
         "fwd_s",
@@ -88,6 +89,7 @@ class Miner:
         self.held: dict = {}  # activations between forward and backward here (ordered: a
         # set of objects would iterate in memory order and break determinism)
         self.current = None  # the activation being computed
+        self.drop_token = 0  # identifies the live drop-out timer
 
 
 class World:
