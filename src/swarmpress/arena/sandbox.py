@@ -8,8 +8,12 @@ survives from compress to decompress or from one tensor to the next. Isolation:
   home, no pool); a size-capped private /tmp; cleared environment; dies with its parent.
 * setpriv inside drops to a per-slot unprivileged uid with no capabilities and
   no_new_privs, so RLIMIT_NPROC holds fork bombs.
-* rlimits set before exec: CPU seconds, data segment (memory), file size, processes,
-  no core dumps; the sandbox is pinned to one CPU.
+* rlimits set before exec: CPU seconds, data segment (memory), address space (memory plus
+  AS_ALLOWANCE, which also bounds shared mappings), file size, processes, no core dumps;
+  the sandbox is pinned to one CPU. These are per process: a cgroup memory limit for the
+  whole sandbox is the stronger form, not used yet.
+* a seccomp filter refuses kernel keyrings (data that would outlive the call), ptrace and
+  cross-process memory access, new namespaces, eBPF, perf and userfaultfd.
 * the parent times the call from outside, caps the reply and the log, and kills the whole
   process group at the wall-clock limit.
 
@@ -39,6 +43,7 @@ from pathlib import Path
 _FRAME = struct.Struct(">I")
 _HARNESS = Path(__file__).with_name("harness.py")
 UID_BASE = 61000  # sandbox uids are UID_BASE + slot; nothing on the host owns them
+AS_ALLOWANCE = 2 << 30  # address space beyond the memory limit (libraries, torch, stacks)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -176,6 +181,10 @@ def _limit(limits: Limits, cpu: int | None):
         os.setsid()
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
+        # RLIMIT_DATA misses shared anonymous mappings; the address-space cap bounds them
+        # too, with room for the interpreter's and torch's own mappings.
+        space = limits.memory_bytes + AS_ALLOWANCE
+        resource.setrlimit(resource.RLIMIT_AS, (space, space))
         cap = limits.max_output_bytes + limits.tmp_bytes
         resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
