@@ -40,7 +40,7 @@ def test_device_encoder_meets_target_and_host_decoder_agrees(device, tdtype, dty
         )
         > 0.99
     )
-    on_device = lossy_torch.decode(memoryview(payload), dtype, (96, 64), device)
+    on_device = lossy_torch.decode(memoryview(payload), dtype, (96, 64), 96, 64, device)
     assert on_device.device.type == device and on_device.dtype == tdtype
     back = on_device.cpu().contiguous()
     bits = back.view(torch.int16).numpy() if tdtype != torch.float32 else back.numpy()
@@ -54,7 +54,7 @@ def test_host_encoder_frames_dequantize_identically_on_the_torch_path(tdtype, dt
     blob = sp.get_codec("lossy", mode="fast").encode(x)
     payload = frame.unpack(blob).payload
     ref = sp.decode(blob)
-    got = lossy_torch.decode(memoryview(payload)[1:], dtype, tuple(x.shape), "cpu")
+    got = lossy_torch.decode(memoryview(payload)[1:], dtype, tuple(x.shape), 96, 64, "cpu")
     assert torch.equal(got.view(torch.int16) if tdtype != torch.float32 else got,
                        ref.view(torch.int16) if tdtype != torch.float32 else ref)  # fmt: skip
 

@@ -104,10 +104,11 @@ def evaluate_routing(
             float(t["score"]),
             seconds_compress=t.get("wall_seconds"),
             reason=t.get("reason", ""),
-            log=call.log,
         )
         for t in tasks
     ]
+    if results:
+        results[0].log = call.log  # one sandbox ran every task: its log once
     return RoundResult(float(np.median([r.score for r in results])), results)
 
 

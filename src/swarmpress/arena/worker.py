@@ -21,8 +21,6 @@ from swarmpress.arena import jobqueue
 from swarmpress.arena.evaluate import evaluate, evaluate_routing
 from swarmpress.arena.service import Arena
 
-LOG_CAP = 64 << 10
-
 
 class Worker:
     """One evaluation loop; slot picks its sandbox uid and CPU."""
@@ -71,7 +69,7 @@ class Worker:
         if lost.is_set():
             return True  # another worker owns it now; its run will be recorded
         log = "".join(f"--- {r.tensor}: {r.reason or 'ok'}\n{r.log}" for r in outcome.tensors)
-        self.arena.record(job.id, self.name, outcome, log=log[-LOG_CAP:])
+        self.arena.record(job.id, self.name, outcome, log=log[-comp.limits.log_bytes :])
         return True
 
     def run(self, stop: threading.Event | None = None, poll_s: float = 0.5) -> None:

@@ -316,7 +316,8 @@ class LossyCodec(Codec):
             return None
         from swarmpress.codecs import lossy_torch
 
-        return lossy_torch.decode(mv[1:], dtype, shape, device)
+        rows, chans = _channels_rows(shape, math.prod(shape))
+        return lossy_torch.decode(mv[1:], dtype, shape, rows, chans, device)
 
     def _encode_max(self, arr: np.ndarray) -> bytes:
         x = _as_rows(arr)

@@ -230,8 +230,9 @@ def _dequant_f32(src, rows, chans, step, mu) -> np.ndarray:
     out = np.empty(rows * chans, dtype=np.float32)
     inv = 1.0 / step
     magic = 6755399441055744.0  # the kernels' round-half-even, to the bit
-    q = ((src.astype(np.float64) * inv + magic) - magic).reshape(rows, chans) - mu[None, :]
-    np.copyto(out.reshape(rows, chans), ((q + mu[None, :]) * step).astype(np.float32))
+    # code + mean = rint(x / step), exactly (integers below 2**53), as in the kernels
+    q = ((src.astype(np.float64) * inv + magic) - magic).reshape(rows, chans)
+    np.copyto(out.reshape(rows, chans), (q * step).astype(np.float32))
     return out
 
 

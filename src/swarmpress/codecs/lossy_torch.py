@@ -10,7 +10,6 @@ frame encoded on either side decodes to the same bits on the other.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -99,12 +98,11 @@ def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value:
     return lossy_fast.encode_with(TorchBackend(tensor, dtype, rows, chans), target, value)
 
 
-def decode(payload: memoryview, dtype: DType, shape: tuple[int, ...], device: Any) -> Any:
+def decode(
+    payload: memoryview, dtype: DType, shape: tuple[int, ...], rows: int, chans: int, device: Any
+) -> Any:
     """Decode a fast-mode payload: rANS on the host, dequantization on device."""
     torch = _torch()
-    numel = math.prod(shape)
-    chans = shape[-1] if len(shape) >= 2 else 1
-    rows = numel // chans if chans else 0
     codes, parsed = lossy_fast.decode_codes(payload, rows, chans)
     q = torch.from_numpy(codes).to(device).reshape(rows, chans)
     return dequantize(q, parsed.mu, parsed.step, torch_dtype(dtype), device).reshape(shape)

@@ -43,6 +43,7 @@ class RemotePolicy(RoutingPolicy, BalancingPolicy):
         self._miners_json = ""
         self._key = None
         self._by_node: dict[str, object] = {}
+        self.batch = 1  # the scenario's swarm.local_batch_size (set by the engine)
 
     # RoutingPolicy.reset and BalancingPolicy.reset have different signatures.
     def reset(self, seed, latency=None, cache_size=None) -> None:  # type: ignore[override]
@@ -85,7 +86,7 @@ class RemotePolicy(RoutingPolicy, BalancingPolicy):
             "receiver_node_id": m.node_id,
             "active": m.active,
             "layers": [m.layer],
-            "local_batch_size": 1,
+            "local_batch_size": self.batch,
             "peer_latencies": {
                 f"miner-{p.id:05d}": round(self.latency(m, p), 6) for p in peers if p is not m
             },

@@ -96,7 +96,6 @@ class Rules(_Strict):
     layer_timeout_s: float = Field(60.0, gt=0)
     buffer_events: int = Field(1920, ge=0)
     route_call_limit_s: float = Field(0.5, gt=0)
-    connect_timeout_s: float = Field(5.0, ge=0)  # sending to a miner that has dropped
 
 
 class Storm(_Strict):

@@ -164,6 +164,8 @@ class Simulation:
         self.L = self.world.n_layers
         self.router, self.balancer, self.codec = router, balancer, codec
         router.reset(seed, self.world.latency, sc.rules.cache_size)
+        if hasattr(router, "batch"):  # what the contract's MinerInfo reports
+            router.batch = sc.swarm.local_batch_size
         balancer.reset(seed)
         self.call_limit = sc.rules.route_call_limit_s
         self.record = record

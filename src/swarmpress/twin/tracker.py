@@ -78,7 +78,6 @@ class Tracker:
         self.events: deque[Event] = deque()
         self.open_by_miner: dict[int, int] = {}
         self.proc_ema: dict[int, float] = {}  # recent processing seconds per miner
-        self.completed_by_miner: dict[int, int] = {}
         self.done_by_dir: tuple[dict[int, int], dict[int, int]] = ({}, {})  # fwd, bwd
         self.generation = 0  # bumped by clear(): policies reset per-epoch state
         self.seq = 0  # events ever added (policies use it to read only what is new)
@@ -113,7 +112,6 @@ class Tracker:
             d = t - ev.start
             old = self.proc_ema.get(ev.miner)
             self.proc_ema[ev.miner] = d if old is None else 0.7 * old + 0.3 * d
-            self.completed_by_miner[ev.miner] = self.completed_by_miner.get(ev.miner, 0) + 1
             per = self.done_by_dir[ev.direction]
             per[ev.miner] = per.get(ev.miner, 0) + 1
 
@@ -122,7 +120,6 @@ class Tracker:
             ev.counted = False
         self.events.clear()
         self.open_by_miner.clear()
-        self.completed_by_miner.clear()
         self.done_by_dir[0].clear()
         self.done_by_dir[1].clear()
         self.generation += 1

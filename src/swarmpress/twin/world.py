@@ -64,7 +64,6 @@ class Miner:
         "node_id",
         "processed",
         "region",
-        "since",
         "up",
     )  # fmt: skip
 
@@ -85,7 +84,6 @@ class Miner:
         self.busy_time = 0.0
         self.processed = 0
         self.dropouts = 0
-        self.since = 0.0
         self.held: dict = {}  # activations between forward and backward here (ordered: a
         # set of objects would iterate in memory order and break determinism)
         self.current = None  # the activation being computed
