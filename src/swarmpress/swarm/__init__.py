@@ -1,0 +1,1 @@
+"""The swarm: real pipeline-parallel training across processes over compressed links."""
