@@ -19,11 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from swarmpress.twin.policies import parse_policy
 from swarmpress.twin.profiles import NONE, get_profile
-from swarmpress.twin.remote import RemotePolicy
+from swarmpress.twin.remote import RemotePolicy, wait_healthy
 from swarmpress.twin.scenario import load_scenario
 from swarmpress.twin.sim import Simulation
 
@@ -54,12 +52,8 @@ def http_speed() -> dict:
                              str(port)])  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(url + "/health", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        if not wait_healthy(url):
+            raise RuntimeError("the baseline router did not start")
         sc = load_scenario("apex-default")
         remote = RemotePolicy(url)
         calls = {"n": 0, "bytes": 0, "s": 0.0}

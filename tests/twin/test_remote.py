@@ -5,13 +5,11 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from swarmpress.twin.remote import RemotePolicy
+from swarmpress.twin.remote import RemotePolicy, wait_healthy
 from swarmpress.twin.scenario import load_scenario
 from swarmpress.twin.sim import Simulation
 
@@ -25,18 +23,14 @@ def _port():
         return s.getsockname()[1]
 
 
-def _serve(script, *args):
+def _serve(argv):
     port = _port()
-    proc = subprocess.Popen([sys.executable, str(FIX / script), "--port", str(port), *args])
+    proc = subprocess.Popen([sys.executable, *argv, "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/health", timeout=0.5)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    if wait_healthy(url):
+        return proc, url
     proc.kill()
-    raise RuntimeError(f"{script} did not start")
+    raise RuntimeError(f"{argv} did not start")
 
 
 @pytest.fixture
@@ -44,7 +38,7 @@ def serve():
     procs = []
 
     def start(script, *args):
-        proc, url = _serve(script, *args)
+        proc, url = _serve([str(FIX / script), *args])
         procs.append(proc)
         return url
 
@@ -69,17 +63,8 @@ def test_reference_router_from_the_contract_runs_unchanged(serve):
 
 
 def test_baseline_server_matches_in_process_random_shape(serve):
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "swarmpress.twin.baseline_server", "--port",
-                             str(port)])  # fmt: skip
+    proc, url = _serve(["-m", "swarmpress.twin.baseline_server"])
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(url + "/health", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
         assert _run(url).ok
     finally:
         proc.kill()

@@ -30,6 +30,18 @@ from swarmpress.twin.tracker import Tracker
 PEER_LIMIT = 512
 
 
+def wait_healthy(url: str, timeout: float = 10.0) -> bool:
+    """Poll GET url/health until it answers (a router just started); False on timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            httpx.get(url.rstrip("/") + "/health", timeout=0.5)
+            return True
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return False
+
+
 class RemotePolicy(RoutingPolicy, BalancingPolicy):
     """Both policies of one router server (the contract puts them in one server)."""
 
