@@ -4,6 +4,7 @@ from swarmpress.codecs import blockq as _blockq  # noqa: F401  (registers the co
 from swarmpress.codecs import lossless as _lossless  # noqa: F401  (registers the codec)
 from swarmpress.codecs import lossy as _lossy  # noqa: F401  (registers the codec)
 from swarmpress.codecs import lossy_stream as _lossy_stream  # noqa: F401  (registers the codec)
+from swarmpress.codecs import raw as _raw  # noqa: F401  (registers the codec)
 from swarmpress.codecs import topk as _topk  # noqa: F401  (registers the codec)
 from swarmpress.codecs import zstd as _zstd  # noqa: F401  (registers the codec)
 from swarmpress.codecs.base import Codec, Param, Role

@@ -1,0 +1,168 @@
+"""A swarm run's configuration: model, pipeline shape, codecs per role, links, faults.
+
+Presets (`tiny`, `small`) are embedded; a TOML file may set any field, and the CLI's flags
+override both. Errors name the field and the rule, in one line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from swarmpress.codecs import CodecError
+from swarmpress.swarm.links import LinkError, LinkSpec, parse_link
+from swarmpress.swarm.model import ModelConfig
+from swarmpress.swarm.wire import WIRE_DTYPES, make_codec
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, naming the field."""
+
+
+class SwarmConfig(BaseModel):
+    """Everything a run needs; the same seed and config give the same data and init."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # model
+    dim: int = Field(128, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn: int = Field(344, ge=8)
+    seq_len: int = Field(128, ge=8, le=4096)
+    bottleneck: int = Field(1, ge=1)
+    # pipeline
+    stages: int = Field(2, ge=1, le=64)
+    replicas: int = Field(2, ge=1, le=64)
+    microbatch: int = Field(4, ge=1, description="sequences per micro-batch")
+    microbatches: int = Field(4, ge=1, description="micro-batches per optimizer step")
+    steps: int = Field(30, ge=1)
+    # optimisation
+    lr: float = Field(3e-3, gt=0)
+    warmup: int = Field(5, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 0
+    merge_every: int = Field(10, ge=1, description="DiLoCo outer step every H inner steps")
+    outer_lr: float = Field(0.7, gt=0)
+    outer_momentum: float = Field(0.9, ge=0, lt=1)
+    # codecs and wire
+    codec_activation: str = "none"
+    codec_gradient: str = "none"
+    codec_delta: str = "topk:density=0.05:bits=4"
+    codec_weights: str = "lossless:mode=fast"
+    wire_dtype: str = "float32"
+    link: str = "none"
+    # routing and faults
+    router: str = "pending"
+    kill_every: int = Field(0, ge=0, description="kill one replica every N steps (0: never)")
+    respawn: bool = True
+    heartbeat_s: float = Field(0.25, gt=0)
+    dead_after_s: float = Field(3.0, gt=0)
+    sample_timeout_s: float = Field(60.0, gt=0)
+    # data
+    text: str = "pydoc"
+    tokenizer: str = "minilm"
+
+    @field_validator("wire_dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in WIRE_DTYPES:
+            raise ValueError(f"must be one of {', '.join(WIRE_DTYPES)}")
+        return v
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, v: str) -> str:
+        try:
+            parse_link(v)
+        except LinkError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("codec_activation", "codec_gradient", "codec_delta", "codec_weights")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            make_codec(v)
+        except CodecError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("router")
+    @classmethod
+    def _router(cls, v: str) -> str:
+        from swarmpress.twin.policies import ROUTERS
+
+        if v not in ROUTERS:
+            raise ValueError(f"unknown router {v!r}; known: {', '.join(sorted(ROUTERS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> SwarmConfig:
+        if self.stages > self.layers:
+            raise ValueError(f"stages ({self.stages}) cannot exceed layers ({self.layers})")
+        self.model_cfg(vocab=2)  # dim/heads/bottleneck rules
+        return self
+
+    @property
+    def link_spec(self) -> LinkSpec:
+        return parse_link(self.link)
+
+    def model_cfg(self, vocab: int) -> ModelConfig:
+        try:
+            return ModelConfig(
+                vocab=vocab,
+                dim=self.dim,
+                layers=self.layers,
+                heads=self.heads,
+                ffn=self.ffn,
+                max_seq=self.seq_len,
+                bottleneck=self.bottleneck,
+            )
+        except ValueError as exc:
+            raise ValueError(f"model: {exc}") from None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trains in about a minute on 2 cores: 2 stages x 2 replicas.
+    "tiny": {},
+    # Link-bound: wider activations, longer sequences.
+    "small": {"dim": 256, "ffn": 688, "seq_len": 256, "heads": 8, "layers": 4},
+}
+
+
+def _fmt(exc: ValidationError) -> str:
+    errs = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        errs.append(f"{where}: {msg}")
+    return "; ".join(errs)
+
+
+def build_config(
+    preset: str | None = "tiny", path: str | Path | None = None, **overrides: Any
+) -> SwarmConfig:
+    """A preset, then a TOML file, then explicit overrides (None values are ignored)."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        data.update(PRESETS[preset])
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        data.update(loaded.get("swarm", loaded))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SwarmConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_fmt(exc)) from None

@@ -1,0 +1,514 @@
+"""The orchestrator: starts (or admits) the stage workers, feeds samples, routes them with a
+twin policy, commits each step exactly once, watches for dead or stalled workers, replays
+their in-flight samples, brings in replacements and collects the run's measurements.
+
+It holds no model weights. A step is M micro-batches; each gets a path (one replica per
+stage) from the routing policy, travels forward and back through the workers, and is
+committed when the first stage reports its backward pass done. When all M are committed
+the orchestrator tells every worker which attempts to apply, so a sample replayed after a
+fault is applied once per stage, and starts the next step at once (workers hold work of a
+later step until they have taken their own optimizer step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarmpress.swarm.config import SwarmConfig
+from swarmpress.swarm.text import TokenData
+from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.wire import VERSION, Message, pack_tokens
+from swarmpress.twin.policies import ROUTERS
+from swarmpress.twin.tracker import PROCESSING, Tracker
+
+
+class SwarmError(RuntimeError):
+    """A run that cannot go on (a stage without replicas, workers that never came up)."""
+
+
+@dataclass
+class Slot:
+    """One worker process as the orchestrator sees it."""
+
+    name: str
+    stage: int
+    id: int
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    address: str | None = None
+    alive: bool = True
+    ready: bool = False
+    said_hello: bool = False
+    last_hb: float = field(default_factory=time.monotonic)
+    hb: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    catch_up_from: str | None = None
+
+    @property
+    def active(self) -> bool:  # what twin policies read
+        return self.alive and self.ready
+
+
+@dataclass
+class Attempt:
+    key: tuple[int, int, int]
+    path: list[str]
+    sent: float
+    loss: float | None = None
+
+
+class LayerView(list):
+    """A stage's slots with `.active` listing the routable ones (as the twin's LayerView)."""
+
+    @property
+    def active(self) -> list[Slot]:
+        return [s for s in self if s.active]
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        cfg: SwarmConfig,
+        data: TokenData,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        spawn: bool = True,
+        on_step: Callable[[int, dict], None] | None = None,
+        run_dir: str | Path | None = None,
+    ) -> None:
+        self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
+        self.ep = Endpoint("orch", host, port)
+        self.address = self.ep.address
+        self.t0 = time.monotonic()
+        self.slots: dict[str, Slot] = {}
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.router = ROUTERS[cfg.router]()
+        link = cfg.link_spec
+        self.router.reset(cfg.seed, lambda a, b: link.latency_s, 5)
+        self.tracker = Tracker()
+        self.open_events: dict[tuple, Any] = {}
+        self.attempts: dict[int, Attempt] = {}  # sample -> current attempt
+        self.committed: dict[int, Attempt] = {}
+        self.eval_losses: dict[int, float] = {}
+        self.catch_up: dict[int, list[str]] = defaultdict(list)  # donor stage -> newcomers
+        self.faults = {
+            "killed": 0,
+            "dead": 0,
+            "stalled": 0,
+            "replayed": 0,
+            "failed_inputs": 0,
+            "timeouts": 0,
+            "replacements": 0,
+            "reasons": [],
+        }
+        self.applied: dict[tuple[int, int], int] = defaultdict(int)  # (step, stage) -> samples
+        self.steps: list[dict] = []
+        self.gen = 0
+        self.kills = 0
+        self.step = 0
+        self.training = False
+        self.eval_paths: dict[int, Attempt] = {}
+
+    # ------------------------------------------------------------------ workers
+    def _spawn(self, stage: int, name: str) -> Slot:
+        slot = Slot(name, stage, len(self.slots))
+        if self.spawn:
+            slot.log = self.run_dir / f"{name}.log"
+            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            cmd = [
+                sys.executable,
+                "-m",
+                "swarmpress.swarm.worker",
+                "--orch",
+                self.address,
+                "--stage",
+                str(stage),
+                "--name",
+                name,
+            ]
+            with open(slot.log, "wb") as fh:
+                slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        self.slots[name] = slot
+        return slot
+
+    def _tail(self, slot: Slot) -> str:
+        if slot.log is None or not slot.log.exists():
+            return ""
+        lines = slot.log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(lines[-3:])
+
+    def start_workers(self, timeout: float = 180.0) -> None:
+        """Spawn stages x replicas workers (or wait for that many to dial in) until ready."""
+        if self.spawn:
+            for s in range(self.cfg.stages):
+                for r in range(self.cfg.replicas):
+                    self._spawn(s, f"s{s}r{r}")
+        deadline = time.monotonic() + timeout
+        want = self.cfg.stages * self.cfg.replicas
+        while sum(s.ready for s in self.slots.values()) < want:
+            if time.monotonic() > deadline:
+                missing = [s.name for s in self.slots.values() if not s.ready]
+                raise SwarmError(f"workers not ready after {timeout:.0f} s: {missing or want}")
+            self.pump(0.05)
+            for slot in self.slots.values():
+                if slot.proc is not None and slot.proc.poll() is not None and not slot.ready:
+                    raise SwarmError(
+                        f"worker {slot.name} exited during start-up: {self._tail(slot)}"
+                    )
+
+    def _hello(self, sender: str, h: dict) -> None:
+        stage = h.get("stage")
+        if not isinstance(stage, int) or not 0 <= stage < self.cfg.stages:
+            self._reject(sender, h, f"stage {stage!r} is not in 0..{self.cfg.stages - 1}")
+            return
+        slot = self.slots.get(sender)
+        if slot is None:
+            if self.spawn:
+                self._reject(sender, h, f"unknown worker name {sender!r}")
+                return
+            slot = Slot(sender, stage, len(self.slots))
+            self.slots[sender] = slot
+        if slot.said_hello:
+            return
+        slot.said_hello, slot.address, slot.last_hb = True, h.get("address"), time.monotonic()
+        self.ep.connect(sender, slot.address)
+        live = {s.name: s.address for s in self.slots.values() if s.alive and s.address}
+        donor = None
+        if self.training:
+            donor = next((s.name for s in self._stage(stage) if s.active), None)
+            if donor is None:
+                raise SwarmError(f"stage {stage} has no live replica to copy weights from")
+            self.catch_up[stage].append(sender)
+        slot.catch_up_from = donor
+        init = {
+            "config": self.cfg.model_dump(),
+            "vocab": self.data.vocab,
+            "directory": live,
+            "step": self.step,
+            "catch_up_from": donor,
+        }
+        self.ep.send(sender, Message("init", init), shaped=False)
+        for other in self.slots.values():
+            if other.alive and other.said_hello and other.name != sender:
+                self.ep.send(
+                    other.name, Message("dir", {"add": {sender: slot.address}}), shaped=False
+                )
+
+    def _reject(self, sender: str, h: dict, reason: str) -> None:
+        addr = h.get("address")
+        if isinstance(addr, str):
+            self.ep.connect(sender, addr)
+            self.ep.send(sender, Message("reject", {"reason": reason}), shaped=False)
+
+    def _stage(self, stage: int) -> list[Slot]:
+        return [s for s in self.slots.values() if s.stage == stage]
+
+    def _live(self) -> list[Slot]:
+        return [s for s in self.slots.values() if s.alive and s.ready]
+
+    # ------------------------------------------------------------------ messages
+    def pump(self, timeout: float, check: bool = True) -> None:
+        """Handle everything that arrived (waiting up to timeout for the first), then check
+        the workers' health."""
+        got = self.ep.recv(timeout=timeout)
+        while got is not None:
+            self._handle(*got)
+            got = self.ep.recv(timeout=0)
+        if check:
+            self._check_health()
+
+    def _handle(self, sender: str, msg: Message) -> None:
+        h, k = msg.head, msg.kind
+        if k == "hello":
+            self._hello(sender, h)
+            return
+        slot = self.slots.get(sender)
+        if slot is None or not slot.alive:
+            return
+        slot.last_hb = time.monotonic()
+        if k == "hb":
+            slot.hb = h
+        elif k == "ready":
+            slot.ready = True
+        elif k == "ev":
+            self._event(slot, h)
+        elif k == "loss":
+            self._loss(h)
+        elif k == "done":
+            self._done(h)
+        elif k == "failed":
+            self.faults["failed_inputs"] += 1
+            self.faults["reasons"].append(f"{sender}: {h.get('reason')}")
+            key = h.get("key")
+            if isinstance(key, list) and len(key) == 3:
+                self._abandon_key(tuple(key), replay=True)
+        elif k in ("stepped", "bye"):
+            slot.stats = h.get("stats", slot.stats)
+            if k == "stepped":
+                self.applied[(h["step"], slot.stage)] += h.get("applied", 0)
+        elif k == "crash":
+            if not self.training:
+                raise SwarmError(
+                    f"worker {sender} crashed during start-up: {h.get('reason', '')[-600:]}"
+                )
+            self.faults["reasons"].append(f"{sender} crashed: {h.get('reason', '')[-300:]}")
+            self._dead(slot, "crashed")
+
+    def _event(self, slot: Slot, h: dict) -> None:
+        t0, t1 = h.get("t0"), h.get("t1")
+        if not isinstance(t0, float) or not isinstance(t1, float):
+            return
+        off = time.time() - (time.monotonic() - self.t0)
+        key = h.get("key") or [0, 0, 0]
+        ev = self.tracker.open(
+            key[1], h.get("dir", 0), PROCESSING, t0 - off, slot.id, slot.id, slot.stage
+        )
+        self.tracker.close(ev, t1 - off)
+
+    def _loss(self, h: dict) -> None:
+        key = tuple(h.get("key") or ())
+        if h.get("eval"):
+            if key and key[0] == self.cfg.steps:
+                self.eval_losses[key[1]] = float(h["loss"])
+            return
+        att = self.attempts.get(key[1]) if len(key) == 3 else None
+        if att is not None and att.key == key:
+            att.loss = float(h["loss"])
+
+    def _done(self, h: dict) -> None:
+        key = tuple(h.get("key") or ())
+        if len(key) != 3 or key[0] != self.step:
+            return
+        att = self.attempts.get(key[1])
+        if att is not None and att.key == key and key[1] not in self.committed:
+            self.committed[key[1]] = att
+
+    # ------------------------------------------------------------------ routing
+    def _route(self, sample: int, attempt: int, step: int, evaluating: bool = False) -> None:
+        layers = [LayerView(self._stage(s)) for s in range(self.cfg.stages)]
+        for s, layer in enumerate(layers):
+            if not layer.active:
+                raise SwarmError(f"stage {s} has no live replica")
+        now = time.monotonic() - self.t0
+        path = [m.name for m in self.router.route(sample, None, layers, self.tracker, now)]
+        key = (step, sample, attempt)
+        index = (step if not evaluating else 10**6 + step) * self.cfg.microbatches + sample
+        tokens = self.data.sample(
+            self.cfg.seed,
+            index,
+            self.cfg.microbatch,
+            self.cfg.seq_len,
+            split="eval" if evaluating else "train",
+        )
+        head = {"key": list(key), "path": path, "eval": evaluating}
+        self.ep.send(path[0], Message("fwd", head, [pack_tokens(tokens)]), shaped=False)
+        if not evaluating:
+            self.attempts[sample] = Attempt(key, path, time.monotonic())
+        else:
+            self.eval_paths[sample] = Attempt(key, path, time.monotonic())
+
+    def _abandon_key(self, key: tuple, replay: bool) -> None:
+        att = self.attempts.get(key[1])
+        if att is None or att.key != key or key[0] != self.step:
+            return
+        self._abandon(att, replay)
+
+    def _abandon(self, att: Attempt, replay: bool) -> None:
+        for name in att.path:
+            slot = self.slots[name]
+            if slot.alive:
+                self.ep.send(name, Message("drop", {"keys": [list(att.key)]}), shaped=False)
+        self.committed.pop(att.key[1], None)
+        if replay:
+            self.faults["replayed"] += 1
+            self._route(att.key[1], att.key[2] + 1, att.key[0])
+
+    # ------------------------------------------------------------------ faults
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        for slot in list(self.slots.values()):
+            if not slot.alive:
+                continue
+            if slot.proc is not None and slot.proc.poll() is not None:
+                if not self.training:
+                    raise SwarmError(
+                        f"worker {slot.name} exited during start-up ({slot.proc.returncode}): "
+                        f"{self._tail(slot)}"
+                    )
+                self._dead(slot, f"process exited with {slot.proc.returncode}")
+            elif slot.said_hello and now - slot.last_hb > self.cfg.dead_after_s:
+                self._dead(slot, f"no heartbeat for {now - slot.last_hb:.1f} s")
+            elif (
+                slot.hb.get("queued", 0) and slot.hb.get("progress_age", 0) > self.cfg.dead_after_s
+            ):
+                self.faults["stalled"] += 1
+                self._dead(
+                    slot,
+                    f"stalled: no progress for {slot.hb['progress_age']:.1f} s with work queued",
+                )
+        for att in list(self.attempts.values()):
+            if att.key[1] not in self.committed and now - att.sent > self.cfg.sample_timeout_s:
+                self.faults["timeouts"] += 1
+                self._abandon(att, replay=True)
+
+    def _dead(self, slot: Slot, why: str) -> None:
+        slot.alive = False
+        self.faults["dead"] += 1
+        self.faults["reasons"].append(f"{slot.name}: {why}")
+        if slot.proc is not None and slot.proc.poll() is None:
+            slot.proc.kill()
+        self.ep.forget(slot.name)
+        for other in self.slots.values():
+            if other.alive and other.said_hello:
+                self.ep.send(other.name, Message("dir", {"remove": [slot.name]}), shaped=False)
+        for newcomers in self.catch_up.values():
+            if slot.name in newcomers:
+                newcomers.remove(slot.name)
+        for att in list(self.attempts.values()):
+            if att.key[0] == self.step and slot.name in att.path:
+                self._abandon(att, replay=True)
+        if self.spawn and self.cfg.respawn and slot.ready:
+            self.gen += 1
+            base = slot.name.split("g")[0]
+            self._spawn(slot.stage, f"{base}g{self.gen}")
+            self.faults["replacements"] += 1
+        if not any(s.active for s in self._stage(slot.stage)):
+            raise SwarmError(
+                f"stage {slot.stage} lost its last live replica ({slot.name}: {why}); "
+                "its weights are gone: run with replicas >= 2 to survive a failure"
+            )
+
+    def _inject_fault(self, step: int) -> None:
+        """Kill one replica (SIGKILL) of a stage that has another, in turn across stages."""
+        stages = [
+            s for s in range(self.cfg.stages) if len([x for x in self._stage(s) if x.active]) >= 2
+        ]
+        if not stages:
+            return
+        stage = stages[self.kills % len(stages)]
+        victims = [x for x in self._stage(stage) if x.active and x.proc is not None]
+        if not victims:
+            return
+        victim = victims[(self.kills // len(stages)) % len(victims)]
+        self.kills += 1
+        self.faults["killed"] += 1
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+
+    # ------------------------------------------------------------------ the run
+    def run_step(self, step: int) -> dict:
+        self.step = step
+        t_start = time.monotonic()
+        self.attempts.clear()
+        self.committed.clear()
+        for i in range(self.cfg.microbatches):
+            self._route(i, 0, step)
+        kill_now = self.cfg.kill_every and step > 0 and step % self.cfg.kill_every == 0
+        while len(self.committed) < self.cfg.microbatches:
+            self.pump(0.02)
+            if kill_now and (self.committed or time.monotonic() - t_start > 0.5):
+                self._inject_fault(step)
+                kill_now = False
+        merge = (step + 1) % self.cfg.merge_every == 0 or step == self.cfg.steps - 1
+        self._send_step(step, merge)
+        losses = [a.loss for a in self.committed.values() if a.loss is not None]
+        info = {
+            "step": step,
+            "seconds": time.monotonic() - t_start,
+            "loss": sum(losses) / len(losses) if losses else None,
+            "replays": sum(a.key[2] for a in self.committed.values()),
+            "merge": merge,
+            "live_workers": len(self._live()),
+        }
+        self.steps.append(info)
+        if self.on_step is not None:
+            self.on_step(step, info)
+        return info
+
+    def _send_step(self, step: int, merge: bool) -> None:
+        per_worker: dict[str, list] = defaultdict(list)
+        for att in self.committed.values():
+            for name in att.path:
+                per_worker[name].append(list(att.key))
+        for stage in range(self.cfg.stages):
+            replicas = [s for s in self._stage(stage) if s.active]
+            donors = {}
+            for newcomer in self.catch_up.pop(stage, []):
+                if replicas:
+                    donors.setdefault(replicas[0].name, []).append(newcomer)
+            for slot in replicas:
+                head = {
+                    "step": step,
+                    "commit": per_worker.get(slot.name, []),
+                    "send_state": donors.get(slot.name, []),
+                }
+                if merge:
+                    head["merge"] = {"peers": [s.name for s in replicas]}
+                self.ep.send(slot.name, Message("step", head), shaped=False)
+
+    def evaluate(self, timeout: float = 120.0) -> float | None:
+        """Mean loss of held-out micro-batches through the pipeline after the last step."""
+        self.eval_paths: dict[int, Attempt] = {}
+        self.eval_losses.clear()
+        n = self.cfg.microbatches
+        for i in range(n):
+            self._route(i, 0, self.cfg.steps, evaluating=True)
+        end = time.monotonic() + timeout
+        while len(self.eval_losses) < n and time.monotonic() < end:
+            self.pump(0.02)
+            for i, att in self.eval_paths.items():
+                if i not in self.eval_losses and any(not self.slots[p].alive for p in att.path):
+                    self._route(i, att.key[2] + 1, self.cfg.steps, evaluating=True)
+        if len(self.eval_losses) < n:
+            return None
+        return sum(self.eval_losses.values()) / n
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        for slot in self.slots.values():
+            if slot.alive and slot.said_hello:
+                self.ep.send(slot.name, Message("stop", {}), shaped=False)
+        end = time.monotonic() + timeout
+        for slot in self.slots.values():
+            if slot.proc is None:
+                continue
+            try:
+                slot.proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                slot.proc.wait()
+        with contextlib.suppress(SwarmError):  # final reports of workers that failed stopping
+            self.pump(0.1, check=False)
+        self.ep.close()
+
+    def run(self) -> dict:
+        try:
+            self.start_workers()
+            self.training = True
+            t_train = time.monotonic()
+            for step in range(self.cfg.steps):
+                self.run_step(step)
+            train_seconds = time.monotonic() - t_train
+            final = self.evaluate()
+        finally:
+            self.shutdown()
+        return self.result(final, train_seconds)
+
+    def result(self, final_loss: float | None, train_seconds: float) -> dict:
+        from swarmpress.swarm.report import summarize
+
+        return summarize(self, final_loss, train_seconds)
+
+
+__all__ = ["VERSION", "Orchestrator", "SwarmError"]

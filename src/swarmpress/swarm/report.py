@@ -1,0 +1,121 @@
+"""A swarm run's measurements as one JSON object, and its plots (loss curve, time split).
+
+seconds_per_step leaves out the first step (start-up, first-use compilation) unless it is
+the only one; bytes_on_wire is what the workers handed to their links, per role, frames
+and message headers included.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROLES = ("activation", "gradient", "weight-delta", "weights")
+TIMES = ("compute", "encode", "decode", "transfer", "wait", "merge")
+
+
+def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict:
+    """The run's result object (what `swarm train --json` prints)."""
+    cfg = orch.cfg
+    bytes_by_role: dict[str, int] = defaultdict(int)
+    times: dict[str, float] = defaultdict(float)
+    for slot in orch.slots.values():
+        for role, n in slot.stats.get("bytes", {}).items():
+            bytes_by_role[role] += n
+        for name, t in slot.stats.get("time", {}).items():
+            times[name] += t
+    secs = [s["seconds"] for s in orch.steps]
+    timed = secs[1:] if len(secs) > 1 else secs
+    losses = [s["loss"] for s in orch.steps]
+    lost = {
+        f"{step}/{stage}": n
+        for (step, stage), n in sorted(orch.applied.items())
+        if n != cfg.microbatches
+    }
+    missing_reports = sum(
+        1
+        for step in range(len(orch.steps))
+        for stage in range(cfg.stages)
+        if (step, stage) not in orch.applied
+    )
+    faults = dict(orch.faults)
+    faults["exactly_once"] = not lost and not missing_reports
+    faults["miscounted_steps"] = lost
+    return {
+        "codec": {
+            "activation": cfg.codec_activation,
+            "gradient": cfg.codec_gradient,
+            "weight-delta": cfg.codec_delta,
+            "weights": cfg.codec_weights,
+        },
+        "link": cfg.link_spec.to_json(),
+        "steps": len(orch.steps),
+        "final_loss": final_loss,
+        "train_loss": losses[-1] if losses else None,
+        "seconds_per_step": statistics.fmean(timed) if timed else None,
+        "median_seconds_per_step": statistics.median(timed) if timed else None,
+        "train_seconds": train_seconds,
+        "bytes_on_wire": {role: bytes_by_role.get(role, 0) for role in ROLES}
+        | {"total": sum(bytes_by_role.values())},
+        "time_split": {name: times.get(name, 0.0) for name in TIMES},
+        "loss_curve": losses,
+        "step_seconds": secs,
+        "faults": faults,
+        "workers": [
+            {
+                "name": s.name,
+                "stage": s.stage,
+                "alive": s.alive,
+                "bad_inputs": s.stats.get("bad_inputs", 0),
+            }
+            for s in orch.slots.values()
+        ],
+        "data": {
+            "text": orch.data.label,
+            "tokens": int(orch.data.ids.size),
+            "vocab": orch.data.vocab,
+        },
+        "config": cfg.model_dump(),
+    }
+
+
+def plot(results: list[dict], out: Path) -> list[Path]:
+    """loss.png (loss per step, one line per run) and time.png (time split per run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        ax.plot(range(len(r["loss_curve"])), r["loss_curve"], label=_label(r))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"swarm training, link {r['link']['spec']}")
+    ax.legend()
+    fig.tight_layout()
+    loss_png = out / "loss.png"
+    fig.savefig(loss_png, dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    left = [0.0] * len(results)
+    names = [_label(r) for r in results]
+    for part in TIMES:
+        vals = [r["time_split"][part] for r in results]
+        ax.barh(names, vals, left=left, label=part)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.set_xlabel("worker-seconds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    time_png = out / "time.png"
+    fig.savefig(time_png, dpi=120)
+    plt.close(fig)
+    return [loss_png, time_png]
+
+
+def _label(r: dict) -> str:
+    a, g = r["codec"]["activation"], r["codec"]["gradient"]
+    return a if a == g else f"{a}/{g}"

@@ -1,0 +1,242 @@
+"""Peer-to-peer message transport over ZeroMQ, with emulated links on the sending side.
+
+Why ZeroMQ (pyzmq): the swarm needs peers that appear, die and get replaced mid-run, and
+a message to a dead peer must not hang or kill the sender. torch.distributed's process
+groups fail as a whole when one rank dies and need a fixed world size; Ray brings a
+cluster manager we do not need. ZeroMQ gives addressed TCP sockets that reconnect on
+their own, multipart messages (header + codec frames without copies into one buffer),
+bounded queues and non-blocking sends, and works the same on loopback and across
+machines: a peer is just `tcp://host:port`.
+
+Each Endpoint binds one ROUTER socket (everything addressed to it arrives there, tagged
+with the sender's name) and keeps one DEALER per peer it talks to. All socket work
+happens on one I/O thread; other threads hand it messages through a heap ordered by
+emulated delivery time (links.Shaper) and a wake-up pipe. Messages that do not parse are
+counted and dropped, never raised into the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from swarmpress.swarm.links import LinkSpec, Shaper
+from swarmpress.swarm.wire import Message, WireError, parse
+
+log = logging.getLogger("swarmpress.swarm")
+HWM = 1000  # messages queued per peer before sends to it are dropped
+
+
+@dataclass
+class SendReceipt:
+    """What one send cost: bytes on the wire and seconds until emulated delivery."""
+
+    nbytes: int
+    link_s: float
+
+
+class Endpoint:
+    """A named peer: receives on its own address, sends to named peers through a Shaper."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        link: LinkSpec | None = None,
+        seed: int = 0,
+        tick: Callable[[], list[tuple[str, Message]]] | None = None,
+        tick_s: float = 0.25,
+    ) -> None:
+        self.name = name
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.RCVHWM, HWM * 4)
+        try:
+            if port:
+                self.router.bind(f"tcp://{host}:{port}")
+            else:
+                port = self.router.bind_to_random_port(f"tcp://{host}")
+        except zmq.ZMQError as exc:
+            self.ctx.destroy(linger=0)
+            raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
+        self.address = f"tcp://{host}:{port}"
+        self.inbox: queue.Queue[tuple[str, Message]] = queue.Queue()
+        self.shaper = Shaper(link or LinkSpec(), seed)
+        self.bad_messages = 0
+        self.dropped_sends = 0
+        self._peers: dict[str, str] = {}
+        self._dealers: dict[str, zmq.Socket] = {}
+        self._stale: set[str] = set()
+        self._heap: list[tuple[float, int, str, list[bytes]]] = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._wake_addr = f"inproc://wake-{id(self)}"
+        self._wake_local = threading.local()
+        self._wake_rx = self.ctx.socket(zmq.PULL)
+        self._wake_rx.bind(self._wake_addr)
+        self._tick, self._tick_s = tick, tick_s
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name=f"io-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def set_link(self, link: LinkSpec, seed: int = 0) -> None:
+        self.shaper = Shaper(link, seed)
+
+    def connect(self, name: str, address: str) -> None:
+        """Remember where peer `name` listens (a new address replaces the old socket)."""
+        with self._lock:
+            if self._peers.get(name) != address:
+                self._peers[name] = address
+                self._stale.add(name)
+        self._wake()
+
+    def forget(self, name: str) -> None:
+        """Stop talking to a peer (it died): queued messages to it are discarded."""
+        with self._lock:
+            self._peers.pop(name, None)
+            self._stale.add(name)
+        self._wake()
+
+    def send(self, dst: str, msg: Message, shaped: bool = True) -> SendReceipt:
+        """Queue msg for dst; shaped messages wait for the emulated link."""
+        frames = msg.encode()
+        nbytes = sum(len(f) for f in frames)
+        now = time.monotonic()
+        at = self.shaper.schedule(dst, nbytes, now) if shaped else now
+        with self._lock:
+            heapq.heappush(self._heap, (at, next(self._seq), dst, frames))
+        self._wake()
+        return SendReceipt(nbytes, at - now)
+
+    def recv(self, timeout: float | None = None) -> tuple[str, Message] | None:
+        """The next (sender, message), or None after timeout seconds."""
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def pending_sends(self) -> int:
+        with self._lock:
+            return len(self._heap)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every queued message has been handed to its socket."""
+        end = time.monotonic() + timeout
+        while self.pending_sends() and time.monotonic() < end:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self._running = False
+        self._wake()
+        self._thread.join(timeout=5)
+        self.ctx.destroy(linger=0)
+
+    # ------------------------------------------------------------------ I/O thread
+    def _wake(self) -> None:
+        sock = getattr(self._wake_local, "sock", None)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self._wake_addr)
+            self._wake_local.sock = sock
+        with contextlib.suppress(zmq.ZMQError):  # a full pipe: the I/O thread is awake anyway
+            sock.send(b"", zmq.NOBLOCK)
+
+    def _dealer(self, dst: str) -> zmq.Socket | None:
+        with self._lock:
+            stale, self._stale = self._stale, set()
+            addr = self._peers.get(dst)
+        for name in stale:
+            old = self._dealers.pop(name, None)
+            if old is not None:
+                old.close(linger=0)
+        sock = self._dealers.get(dst)
+        if sock is None and addr is not None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, HWM)
+            sock.setsockopt(zmq.IMMEDIATE, 0)
+            sock.connect(addr)
+            self._dealers[dst] = sock
+        return sock
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            sender = frames[0].decode("utf-8", "replace")
+            try:
+                msg = parse(frames[1:])
+            except WireError as exc:
+                self.bad_messages += 1
+                log.warning("%s: dropped a message from %s: %s", self.name, sender, exc)
+                self.inbox.put((sender, Message("_bad", {"reason": str(exc)})))
+                continue
+            self.inbox.put((sender, msg))
+
+    def _deliver_due(self) -> float | None:
+        """Send every message whose time has come; seconds until the next one (or None)."""
+        while True:
+            with self._lock:
+                if not self._heap:
+                    return None
+                at = self._heap[0][0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    return wait
+                _, _, dst, frames = heapq.heappop(self._heap)
+            sock = self._dealer(dst)
+            if sock is None:
+                self.dropped_sends += 1
+                continue
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError:
+                self.dropped_sends += 1
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        next_tick = time.monotonic()
+        while self._running:
+            wait = self._deliver_due()
+            now = time.monotonic()
+            if self._tick is not None and now >= next_tick:
+                try:
+                    for dst, msg in self._tick():
+                        self.send(dst, msg, shaped=False)
+                except Exception:
+                    log.exception("%s: heartbeat callback failed", self.name)
+                next_tick = now + self._tick_s
+            timeout = self._tick_s if wait is None else min(wait, self._tick_s)
+            try:
+                events = dict(poller.poll(max(0, int(timeout * 1000))))
+            except zmq.ZMQError:
+                break
+            if self.router in events:
+                self._receive()
+            if self._wake_rx in events:
+                while True:
+                    try:
+                        self._wake_rx.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+        for sock in self._dealers.values():
+            sock.close(linger=0)

@@ -1,0 +1,147 @@
+"""Swarm messages on the wire: a versioned JSON header plus binary parts (codec frames).
+
+A message is a ZeroMQ multipart message: b"SPW" + version byte, the UTF-8 JSON header
+(`kind` plus fields), then zero or more binary parts. Every tensor part is a swarmpress
+codec frame (self-describing and checksummed), so a receiver needs nothing but the bytes;
+token ids (integers, not tensors) travel as zstd-compressed int32. Anything malformed
+raises WireError with what is wrong: the transport counts and drops it, so a peer that
+sends garbage cannot crash a stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import zstandard
+
+from swarmpress.codecs import Codec, CodecError, Role, codec_class
+from swarmpress.codecs.frame import unpack
+from swarmpress.codecs.specs import build_codec
+
+MAGIC = b"SPW"
+VERSION = 1
+MAX_HEADER = 1 << 20
+WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# `none` is the uncompressed baseline: the raw tensor in a checked frame.
+CODEC_ALIASES = {"none": "raw", "lossy": "lossy:mode=fast"}
+
+
+class WireError(ValueError):
+    """A message that is not a well-formed swarm message of this version."""
+
+
+@dataclass
+class Message:
+    kind: str
+    head: dict[str, Any] = field(default_factory=dict)
+    parts: list[bytes] = field(default_factory=list)
+
+    def encode(self) -> list[bytes]:
+        head = dict(self.head, kind=self.kind)
+        return [
+            MAGIC + bytes([VERSION]),
+            json.dumps(head, separators=(",", ":")).encode(),
+            *self.parts,
+        ]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self.encode())
+
+
+def parse(frames: list[bytes]) -> Message:
+    """The Message in a multipart message, or WireError naming the problem."""
+    if len(frames) < 2:
+        raise WireError(f"a swarm message has at least 2 parts, got {len(frames)}")
+    tag = bytes(frames[0])
+    if len(tag) != 4 or tag[:3] != MAGIC:
+        raise WireError(f"not a swarm message (starts with {tag[:8]!r})")
+    if tag[3] != VERSION:
+        raise WireError(
+            f"peer speaks swarm protocol v{tag[3]}, this process v{VERSION}: "
+            "run the same swarmpress version on every machine"
+        )
+    if len(frames[1]) > MAX_HEADER:
+        raise WireError(f"message header of {len(frames[1])} bytes exceeds {MAX_HEADER}")
+    try:
+        head = json.loads(bytes(frames[1]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"message header is not JSON: {exc}") from None
+    if not isinstance(head, dict) or not isinstance(head.get("kind"), str):
+        raise WireError("message header must be a JSON object with a string 'kind'")
+    kind = head.pop("kind")
+    return Message(kind, head, [bytes(f) for f in frames[2:]])
+
+
+def codec_spec(spec: str) -> str:
+    """The full codec spec for a swarm shorthand (`none`, `lossy`) or the spec itself."""
+    return CODEC_ALIASES.get(spec.strip(), spec.strip())
+
+
+def make_codec(spec: str) -> Codec:
+    """A codec from a spec or shorthand; CodecError naming the problem otherwise."""
+    return build_codec(codec_spec(spec))
+
+
+class RoleCodecs:
+    """One codec per tensor role (activation, gradient, weight-delta, full weights)."""
+
+    def __init__(self, activation: str, gradient: str, delta: str, weights: str) -> None:
+        self.specs = {
+            Role.ACTIVATION: activation,
+            Role.GRADIENT: gradient,
+            Role.WEIGHT_DELTA: delta,
+            Role.UNSPECIFIED: weights,
+        }
+        self.codecs = {role: make_codec(s) for role, s in self.specs.items()}
+
+    def encode(self, tensor: torch.Tensor, role: Role, dtype: torch.dtype) -> bytes:
+        """The tensor as a frame of the role's codec, cast to the wire dtype first."""
+        t = tensor.detach().to(dtype).contiguous()
+        return self.codecs[role].encode(t, role)
+
+
+def decode_tensor(blob: bytes, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """A float32 torch tensor from a codec frame; WireError if the frame is bad or the
+    shape is not the one expected."""
+    try:
+        fr = unpack(blob)
+        # Stateful encoders (topk's error feedback) write frames that the frame's own
+        # parameters decode; the state lives on the sending side only.
+        out = codec_class(fr.codec_id).from_config(fr.params)._decode_frame(fr)
+    except CodecError as exc:
+        raise WireError(f"bad tensor frame: {exc}") from None
+    t = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, np.float32))
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise WireError(f"tensor of shape {tuple(t.shape)} where {tuple(shape)} was expected")
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise WireError("tensor frame holds NaN or infinite values")
+    return t
+
+
+_ZC = zstandard.ZstdCompressor(level=3)
+
+
+def pack_tokens(tokens: torch.Tensor) -> bytes:
+    arr = tokens.to(torch.int32).numpy()
+    head = np.array(arr.shape, dtype=np.int32).tobytes()
+    return bytes([arr.ndim]) + head + _ZC.compress(arr.tobytes())
+
+
+def unpack_tokens(blob: bytes, vocab: int) -> torch.Tensor:
+    """Token ids from pack_tokens; WireError if malformed or outside the vocabulary."""
+    try:
+        ndim = blob[0]
+        shape = tuple(np.frombuffer(blob[1 : 1 + 4 * ndim], dtype=np.int32))
+        raw = zstandard.ZstdDecompressor().decompress(blob[1 + 4 * ndim :], max_output_size=1 << 26)
+        arr = np.frombuffer(raw, dtype=np.int32).reshape(shape)
+    except (IndexError, ValueError, zstandard.ZstdError) as exc:
+        raise WireError(f"bad token block: {exc}") from None
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab):
+        raise WireError(f"token ids outside the vocabulary of {vocab}")
+    return torch.from_numpy(arr.astype(np.int64))
