@@ -120,6 +120,7 @@ class Orchestrator:
         self.step = 0
         self.training = False
         self.eval_paths: dict[int, Attempt] = {}
+        self.service: dict[tuple[int, int], list[float]] = defaultdict(list)  # (stage, dir)
 
     # ------------------------------------------------------------------ workers
     def _spawn(self, stage: int, name: str) -> Slot:
@@ -267,15 +268,18 @@ class Orchestrator:
             self._dead(slot, "crashed")
 
     def _event(self, slot: Slot, h: dict) -> None:
-        t0, t1 = h.get("t0"), h.get("t1")
-        if not isinstance(t0, float) or not isinstance(t1, float):
+        """A finished pass: into the tracking buffer (what routing policies read), placed
+        by this clock (the worker's may differ), and into the service-time record."""
+        dur, direction = h.get("dur"), h.get("dir")
+        if not isinstance(dur, float) or not 0 <= dur < 3600 or direction not in (0, 1):
             return
-        off = time.time() - (time.monotonic() - self.t0)
         key = h.get("key") or [0, 0, 0]
-        ev = self.tracker.open(
-            key[1], h.get("dir", 0), PROCESSING, t0 - off, slot.id, slot.id, slot.stage
-        )
-        self.tracker.close(ev, t1 - off)
+        now = time.monotonic() - self.t0
+        tr = self.tracker
+        ev = tr.open(key[1], direction, PROCESSING, now - dur, slot.id, slot.id, slot.stage)
+        tr.close(ev, now)
+        if self.training and key[0] > 0:  # step 0 pays first-use costs; it is not timed
+            self.service[(slot.stage, direction)].append(dur)
 
     def _loss(self, h: dict) -> None:
         key = tuple(h.get("key") or ())

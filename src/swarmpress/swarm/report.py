@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("activation", "gradient", "weight-delta", "weights")
-TIMES = ("compute", "encode", "decode", "transfer", "wait", "merge")
+TIMES = ("compute", "encode", "decode", "step", "wait", "transfer")
 
 
 def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict:
     """The run's result object (what `swarm train --json` prints)."""
     cfg = orch.cfg
     bytes_by_role: dict[str, int] = defaultdict(int)
+    raw_by_role: dict[str, int] = defaultdict(int)
     times: dict[str, float] = defaultdict(float)
     for slot in orch.slots.values():
         for role, n in slot.stats.get("bytes", {}).items():
             bytes_by_role[role] += n
+        for role, n in slot.stats.get("raw", {}).items():
+            raw_by_role[role] += n
         for name, t in slot.stats.get("time", {}).items():
             times[name] += t
     secs = [s["seconds"] for s in orch.steps]
@@ -59,6 +62,14 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
         "train_seconds": train_seconds,
         "bytes_on_wire": {role: bytes_by_role.get(role, 0) for role in ROLES}
         | {"total": sum(bytes_by_role.values())},
+        "raw_bytes": {role: raw_by_role.get(role, 0) for role in ROLES}
+        | {"total": sum(raw_by_role.values())},
+        "wire_ratio": {
+            role: bytes_by_role[role] / raw_by_role[role] for role in ROLES if raw_by_role.get(role)
+        },
+        "service_s": _service(orch),
+        "step_overhead_s": times.get("step", 0.0)
+        / max(1, len(orch.steps) * cfg.replicas * cfg.stages),
         "time_split": {name: times.get(name, 0.0) for name in TIMES},
         "loss_curve": losses,
         "step_seconds": secs,
@@ -79,6 +90,23 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
         },
         "config": cfg.model_dump(),
     }
+
+
+def _service(orch: Any) -> list[dict]:
+    """Mean (and median) seconds a pass holds a worker (decode + compute + encode), per stage."""
+    out = []
+    for stage in range(orch.cfg.stages):
+        fwd = orch.service.get((stage, 0), [])
+        bwd = orch.service.get((stage, 1), [])
+        out.append({
+            "stage": stage,
+            "forward": statistics.fmean(fwd) if fwd else None,
+            "backward": statistics.fmean(bwd) if bwd else None,
+            "forward_median": statistics.median(fwd) if fwd else None,
+            "backward_median": statistics.median(bwd) if bwd else None,
+            "passes": len(fwd) + len(bwd),
+        })  # fmt: skip
+    return out
 
 
 def plot(results: list[dict], out: Path) -> list[Path]:

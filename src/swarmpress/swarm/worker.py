@@ -40,6 +40,13 @@ from swarmpress.swarm.wire import (
 )
 
 Key = tuple[int, int, int]  # (step, sample, attempt)
+# The name each tensor role's traffic is reported under (full weights travel as UNSPECIFIED).
+WIRE_ROLE = {
+    Role.ACTIVATION: "activation",
+    Role.GRADIENT: "gradient",
+    Role.WEIGHT_DELTA: "weight-delta",
+    Role.UNSPECIFIED: "weights",
+}
 
 
 def lr_at(cfg: SwarmConfig, step: int) -> float:
@@ -56,6 +63,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.bytes = defaultdict(int)  # role -> bytes sent
+        self.raw = defaultdict(int)  # role -> bytes those tensors hold at the wire dtype
         self.messages = defaultdict(int)
         self.time = defaultdict(float)  # compute, encode, decode, transfer, wait
         self.samples_applied = 0
@@ -64,6 +72,7 @@ class Stats:
     def to_json(self) -> dict:
         return {
             "bytes": dict(self.bytes),
+            "raw": dict(self.raw),
             "messages": dict(self.messages),
             "time": dict(self.time),
             "samples_applied": self.samples_applied,
@@ -195,7 +204,7 @@ class StageWorker:
     def _drain(self, block: bool) -> None:
         t0 = time.monotonic()
         got = self.ep.recv(timeout=0.05 if block else 0)
-        if block:
+        if block and self.merge_wait is None:  # waiting for peers' deltas counts as the step
             self.stats.time["wait"] += time.monotonic() - t0
         while got is not None:
             self._dispatch(*got)
@@ -203,7 +212,10 @@ class StageWorker:
         # drop work of steps already taken (stale attempts)
         self.fwd = [(s, m) for s, m in self.fwd if self._fresh(m)]
         self.bwd = [(s, m) for s, m in self.bwd if self._fresh(m)]
-        self.queued = len(self.fwd) + len(self.bwd)
+        queued = len(self.fwd) + len(self.bwd)
+        if queued and not self.queued:
+            self.last_progress = time.monotonic()  # idle until now: the stall clock starts here
+        self.queued = queued
 
     def _fresh(self, msg: Message) -> bool:
         key = msg.head.get("key")
@@ -246,6 +258,7 @@ class StageWorker:
         t0 = time.monotonic()
         blob = self.codecs.encode(tensor, role, self.dtype)
         self.stats.time["encode"] += time.monotonic() - t0
+        self.stats.raw[WIRE_ROLE[role]] += tensor.numel() * self.dtype.itemsize
         return blob
 
     def _decode(self, blob: bytes, shape: tuple[int, ...]) -> torch.Tensor:
@@ -260,8 +273,10 @@ class StageWorker:
         self.stats.messages[role] += 1
         self.stats.time["transfer"] += r.link_s
 
-    def _event(self, key, direction: int, t0: float, t1: float) -> None:
-        self.send_orch("ev", key=key, dir=direction, t0=t0, t1=t1)
+    def _event(self, key, direction: int, started: float) -> None:
+        """Tell the orchestrator how long this pass held the worker (decode, compute and
+        encode): the service time its routing policy and the twin calibration read."""
+        self.send_orch("ev", key=key, dir=direction, dur=time.monotonic() - started)
 
     def _forward(self, msg: Message) -> None:
         h, key = msg.head, msg.head["key"]
@@ -270,6 +285,7 @@ class StageWorker:
             raise WireError(f"forward message for {key} has a path that does not name me at {s}")
         if len(msg.parts) != (1 if s == 0 else 2):
             raise WireError(f"forward message for {key} has {len(msg.parts)} parts")
+        started = time.monotonic()
         tokens = unpack_tokens(msg.parts[0], self.vocab)
         if tokens.shape != (self.cfg.microbatch, self.cfg.seq_len):
             raise WireError(f"token block of shape {tuple(tokens.shape)}")
@@ -277,7 +293,6 @@ class StageWorker:
         if s > 0:
             x = self._decode(msg.parts[1], (self.cfg.microbatch, self.cfg.seq_len, self.width))
         evaluating = bool(h.get("eval"))
-        t0 = time.time()
         c0 = time.monotonic()
         with torch.set_grad_enabled(not evaluating):
             if x is not None and not evaluating:
@@ -289,21 +304,23 @@ class StageWorker:
                     loss.backward()
         self.stats.time["compute"] += time.monotonic() - c0
         if self.model.is_last:
-            self.send_orch("loss", key=key, loss=float(loss), eval=evaluating)
+            self.send_orch("loss", key=key, loss=loss.item(), eval=evaluating)
             if evaluating:
                 return
             self._keep_grads(tuple(key))
-            self._event(key, 0, t0, time.time())
             if s == 0:
+                self._event(key, 0, started)
                 self.send_orch("done", key=key)
                 return
             grad = self._encode(x.grad, Role.GRADIENT)
+            self._event(key, 0, started)
             self._send(path[s - 1], Message("bwd", {"key": key, "path": path}, [grad]), "gradient")
             return
         if not evaluating:
             self.cache[tuple(key)] = (x, out)
-            self._event(key, 0, t0, time.time())
         blob = self._encode(out, Role.ACTIVATION)
+        if not evaluating:
+            self._event(key, 0, started)
         head = {"key": key, "path": path, "eval": evaluating}
         self._send(path[s + 1], Message("fwd", head, [msg.parts[0], blob]), "activation")
 
@@ -315,17 +332,18 @@ class StageWorker:
         if len(msg.parts) != 1:
             raise WireError(f"backward message for {list(key)} has {len(msg.parts)} parts")
         x, out = entry
+        started = time.monotonic()
         grad = self._decode(msg.parts[0], tuple(out.shape))
-        t0 = time.time()
         c0 = time.monotonic()
         out.backward(grad)
         self.stats.time["compute"] += time.monotonic() - c0
         self._keep_grads(key)
-        self._event(list(key), 1, t0, time.time())
         if self.stage_index == 0:
+            self._event(list(key), 1, started)
             self.send_orch("done", key=list(key))
             return
         blob = self._encode(x.grad, Role.GRADIENT)
+        self._event(list(key), 1, started)
         path = msg.head["path"]
         self._send(
             path[self.stage_index - 1],
@@ -346,6 +364,7 @@ class StageWorker:
         step = h["step"]
         if step != self.step:
             return  # a duplicate or a step this replica joined after
+        self.step_started = time.monotonic()
         keys = sorted(tuple(k) for k in h.get("commit", []))
         have = [k for k in keys if k in self.pending]
         missing = len(keys) - len(have)
@@ -379,16 +398,15 @@ class StageWorker:
             self._send_state(dst)
         self.state_to = []
         self.step = step + 1
+        self.stats.time["step"] += time.monotonic() - self.step_started
 
     def _start_merge(self, step: int, peers: list[str]) -> None:
-        t0 = time.monotonic()
         delta = self.outer.pseudo_gradient()
         blob = self._encode(delta, Role.WEIGHT_DELTA) if peers else None
         mine = decode_tensor(blob) if blob is not None else delta
         self.deltas[step][self.name] = mine
         for p in peers:
             self._send(p, Message("delta", {"round": step}, [blob]), "weight-delta")
-        self.stats.time["merge"] += time.monotonic() - t0
         self.merge_wait = {"step": step, "peers": set(peers), "t0": time.monotonic()}
 
     def _receive_delta(self, sender: str, msg: Message) -> None:

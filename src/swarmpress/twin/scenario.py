@@ -52,6 +52,7 @@ class Swarm(_Strict):
     regions: list[str] = Field(default_factory=lambda: ["us-east", "us-west", "eu", "asia"])
     latency: dict[str, float] | None = None  # optional "a>b": seconds, overrides geography
     drift: float = Field(0.1, ge=0, le=2)  # log-normal sigma of the change between epochs
+    last_mile_s: float = Field(0.004, ge=0)  # median access-network latency per miner
     local_batch_size: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -70,6 +71,10 @@ class Model(_Strict):
     bytes_per_value: int = Field(2, ge=1, le=8)
     bottleneck: float = Field(1.0, ge=1)  # activations shrink by this before the wire
     params_per_layer: float = Field(1e8, gt=0)  # for the merge phase's weight delta
+    # Layers that differ in cost (an embedding, an LM head): seconds per pass of each layer
+    # for a miner of median speed, replacing forward_s and backward_factor x forward_s.
+    layer_forward_s: list[float] | None = None
+    layer_backward_s: list[float] | None = None
 
     @model_validator(mode="after")
     def _layers(self) -> Model:
@@ -78,6 +83,19 @@ class Model(_Strict):
             raise ValueError("layers is a number or [low, high]")
         if not 1 <= lo <= hi:
             raise ValueError(f"layers must satisfy 1 <= low <= high, got {self.layers}")
+        return self
+
+    @model_validator(mode="after")
+    def _layer_costs(self) -> Model:
+        lo, hi = (self.layers, self.layers) if isinstance(self.layers, int) else self.layers
+        for name in ("layer_forward_s", "layer_backward_s"):
+            costs = getattr(self, name)
+            if costs is None:
+                continue
+            if lo != hi or len(costs) != lo:
+                raise ValueError(f"{name} needs a fixed layer count and one value per layer")
+            if any(c < 0 for c in costs):
+                raise ValueError(f"{name} must not be negative")
         return self
 
     def activation_bytes(self) -> float:
@@ -89,6 +107,9 @@ class Workload(_Strict):
     epochs: int = Field(1, ge=1)
     in_flight_per_entry: int = Field(5, ge=1)  # orchestrator concurrency per layer-0 miner
     merge: bool = True
+    # A pipeline-synchronous trainer (the swarm) takes an optimizer step between batches:
+    # seconds counted at the start of each epoch (0 for the Apex task).
+    step_s: float = Field(0.0, ge=0)
 
 
 class Rules(_Strict):

@@ -128,13 +128,19 @@ def ideal_epoch_time(sc: Scenario, n_layers: int, codec: CodecProfile = NONE) ->
     sw = sc.swarm
     f = mean_of(sw.forward_s.median, sw.forward_s.sigma)
     work = f * (1 + sw.backward_factor)
+    m = sc.model
+    if m.layer_forward_s is not None or m.layer_backward_s is not None:
+        speed = f / sw.forward_s.median
+        fwd = m.layer_forward_s or [sw.forward_s.median] * n_layers
+        bwd = m.layer_backward_s or [c * sw.backward_factor for c in fwd]
+        work = speed * (sum(fwd) + sum(bwd)) / n_layers  # per layer, on average
     size = sc.model.activation_bytes()
     bw = min(mean_of(sw.upload_mbit.median, sw.upload_mbit.sigma),
              mean_of(sw.download_mbit.median, sw.download_mbit.sigma)) * 1e6 / 8  # fmt: skip
     hop = sw.message_overhead_s + 0.05 + size / bw  # 50 ms: a typical one-way latency
     capacity = sw.miners / (n_layers * work)  # activations per second, whole swarm
     path = n_layers * work + 2 * (n_layers - 1) * hop
-    return sc.workload.activations_per_epoch / capacity + path
+    return sc.workload.activations_per_epoch / capacity + path + sc.workload.step_s
 
 
 MAX_FACTOR = 4.0  # max_epoch_time = 4 x the ideal: a perfect policy scores 0.75
@@ -186,6 +192,12 @@ class Simulation:
         self.max_spans = 50_000
         self.series: dict[str, list] = {"t": [], "queued": [], "cached": [], "in_flight": []}
         self.by_layer: list[LayerView] = []
+        self.layer_fwd = sc.model.layer_forward_s
+        self.layer_bwd = sc.model.layer_backward_s
+        if self.layer_fwd is not None and self.layer_bwd is None:
+            self.layer_bwd = [c * sc.swarm.backward_factor for c in self.layer_fwd]
+        elif self.layer_bwd is not None and self.layer_fwd is None:
+            self.layer_fwd = [sc.swarm.forward_s.median] * self.L
         self._next_sample = 0.0
 
     # ------------------------------------------------------------------ scheduling
@@ -269,14 +281,20 @@ class Simulation:
             m.cache += 1
             act.holders.append(m)
             m.held[act] = None
-            dur = m.fwd_s
-        else:
-            dur = m.bwd_s
+        dur = self.pass_seconds(m, act)
         m.busy = True
         m.current = act
         m.busy_time += dur
         ev = tr.open(act.id, act.dir, PROCESSING, self.t, m.id, m.node_id, act.layer)
         self.push(self.t + dur, DONE, m, (act, ev))
+
+    def pass_seconds(self, m: Miner, act: Activation) -> float:
+        """How long miner m computes this pass: its own speed, times the layer's cost when
+        the scenario gives layers different costs."""
+        costs = self.layer_fwd if act.dir == FORWARD else self.layer_bwd
+        if costs is None:
+            return m.fwd_s if act.dir == FORWARD else m.bwd_s
+        return costs[act.layer] * m.fwd_s / self.sc.swarm.forward_s.median
 
     def done(self, m: Miner, act: Activation, ev) -> None:
         if m.current is not act:  # the miner dropped out (and maybe rejoined) meanwhile
@@ -286,7 +304,7 @@ class Simulation:
         m.current = None
         m.processed += 1
         if self.record and len(self.logs["spans"]) < self.max_spans:
-            dur = m.fwd_s if act.dir == FORWARD else m.bwd_s
+            dur = self.pass_seconds(m, act)
             self.logs["spans"].append(
                 (act.id, act.layer, act.dir, self.t - dur, self.t, self.epoch)
             )
@@ -475,6 +493,7 @@ class Simulation:
                 self.reset_epoch_state()
                 self.storm()
                 t_start = self.t
+                self.advance(self.t + self.sc.workload.step_s)
                 self.fill()
                 self.loop(horizon)
                 merge = self.merge_seconds()

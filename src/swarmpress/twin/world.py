@@ -108,7 +108,7 @@ class World:
         for i in range(sw.miners):
             cls = self._pick(shares)
             region = self.rng.randrange(len(self.regions))
-            last_mile = 0.004 * math.exp(0.5 * self.rng.gauss(0, 1))
+            last_mile = sw.last_mile_s * math.exp(0.5 * self.rng.gauss(0, 1))
             m = Miner(i, cls, region, last_mile)
             self._draw(m)
             self.miners.append(m)
