@@ -49,8 +49,8 @@ class SwarmConfig(BaseModel):
     outer_lr: float = Field(0.7, gt=0)
     outer_momentum: float = Field(0.9, ge=0, lt=1)
     # codecs and wire
-    codec_activation: str = "none"
-    codec_gradient: str = "none"
+    codec_activation: str = "lossy"
+    codec_gradient: str = "lossy"
     codec_delta: str = "topk:density=0.05:bits=4"
     codec_weights: str = "lossless:mode=fast"
     wire_dtype: str = "float32"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,10 +89,11 @@ class Orchestrator:
         run_dir: str | Path | None = None,
     ) -> None:
         self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
-        self.ep = Endpoint("orch", host, port)
+        self.slots: dict[str, Slot] = {}
+        self.ep = Endpoint("orch", host, port, tick=self._heartbeat, tick_s=cfg.heartbeat_s)
         self.address = self.ep.address
         self.t0 = time.monotonic()
-        self.slots: dict[str, Slot] = {}
+        self.own_dir = run_dir is None  # a temporary log folder, removed after a clean run
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.router = ROUTERS[cfg.router]()
@@ -123,22 +125,18 @@ class Orchestrator:
         self.service: dict[tuple[int, int], list[float]] = defaultdict(list)  # (stage, dir)
 
     # ------------------------------------------------------------------ workers
+    def _heartbeat(self) -> list[tuple[str, Message]]:
+        """Runs on the I/O thread: tells every live worker the run is still on."""
+        live = [s.name for s in list(self.slots.values()) if s.alive and s.said_hello]
+        return [(name, Message("hb", {})) for name in live]
+
     def _spawn(self, stage: int, name: str) -> Slot:
         slot = Slot(name, stage, len(self.slots))
         if self.spawn:
             slot.log = self.run_dir / f"{name}.log"
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            cmd = [
-                sys.executable,
-                "-m",
-                "swarmpress.swarm.worker",
-                "--orch",
-                self.address,
-                "--stage",
-                str(stage),
-                "--name",
-                name,
-            ]
+            cmd = [sys.executable, "-m", "swarmpress.swarm.worker", "--orch", self.address,
+                   "--stage", str(stage), "--name", name, "--timeout", "30"]  # fmt: skip
             with open(slot.log, "wb") as fh:
                 slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         self.slots[name] = slot
@@ -242,7 +240,13 @@ class Orchestrator:
         if k == "hb":
             slot.hb = h
         elif k == "ready":
-            slot.ready = True
+            step = h.get("step")
+            if self.training and isinstance(step, int) and step < self.step:
+                # Its weights are of a step that has passed while they travelled: ask its
+                # donor again at the end of this step; it serves once it is in step.
+                self.catch_up[slot.stage].append(slot.name)
+            else:
+                slot.ready = True
         elif k == "ev":
             self._event(slot, h)
         elif k == "loss":
@@ -507,6 +511,8 @@ class Orchestrator:
             final = self.evaluate()
         finally:
             self.shutdown()
+        if self.own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.result(final, train_seconds)
 
     def result(self, final_loss: float | None, train_seconds: float) -> dict:

@@ -79,6 +79,9 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
                 "name": s.name,
                 "stage": s.stage,
                 "alive": s.alive,
+                "ready": s.ready,
+                "caught_up_from": s.catch_up_from,
+                "samples_applied": s.stats.get("samples_applied", 0),
                 "bad_inputs": s.stats.get("bad_inputs", 0),
             }
             for s in orch.slots.values()

@@ -81,8 +81,12 @@ class Stats:
 
 
 class StageWorker:
-    def __init__(self, name: str, stage: int, orch: str, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, name: str, stage: int, orch: str, host: str = "127.0.0.1", timeout: float = 60.0
+    ) -> None:
         self.name, self.stage_index, self.orch_addr = name, stage, orch
+        self.timeout = timeout  # seconds without a word from the orchestrator before leaving
+        self.last_orch = time.monotonic()
         self.busy_since: float | None = None
         self.last_progress = time.monotonic()
         self.queued = 0
@@ -104,12 +108,13 @@ class StageWorker:
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
         self.send_orch("hello", stage=self.stage_index, address=self.ep.address, pid=os.getpid())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.timeout
         while True:
             got = self.ep.recv(timeout=max(0.0, deadline - time.monotonic()))
             if got is None:
                 raise SystemExit(
-                    f"{self.name}: the orchestrator at {self.orch_addr} did not answer"
+                    f"{self.name}: the orchestrator at {self.orch_addr} did not answer within "
+                    f"{self.timeout:g} s (is it running, and is the address reachable?)"
                 )
             _, msg = got
             if msg.kind == "reject":
@@ -148,9 +153,11 @@ class StageWorker:
         self.state_to: list[str] = []
         self.stopping = False
         self._warm_up()
-        if h.get("catch_up_from"):
+        self.caught_up = not h.get("catch_up_from")
+        if self.caught_up:
+            self.send_orch("ready", step=self.step)
+        else:
             self._wait_state()
-        self.send_orch("ready", step=self.step)
 
     def _warm_up(self) -> None:
         """Encode and decode one tensor per role so compilation is not timed as a step."""
@@ -207,12 +214,18 @@ class StageWorker:
         if block and self.merge_wait is None:  # waiting for peers' deltas counts as the step
             self.stats.time["wait"] += time.monotonic() - t0
         while got is not None:
+            if got[0] == "orch":
+                self.last_orch = time.monotonic()
             self._dispatch(*got)
             got = self.ep.recv(timeout=0)
+        if time.monotonic() - self.last_orch > self.timeout:
+            raise SystemExit(
+                f"{self.name}: no word from the orchestrator for {self.timeout:g} s; leaving"
+            )
         # drop work of steps already taken (stale attempts)
         self.fwd = [(s, m) for s, m in self.fwd if self._fresh(m)]
         self.bwd = [(s, m) for s, m in self.bwd if self._fresh(m)]
-        queued = len(self.fwd) + len(self.bwd)
+        queued = sum(self._current(m) for _, m in self.fwd + self.bwd)  # work it could do now
         if queued and not self.queued:
             self.last_progress = time.monotonic()  # idle until now: the stall clock starts here
         self.queued = queued
@@ -246,6 +259,11 @@ class StageWorker:
                     self.merge_wait["peers"].remove(name)
         elif k == "delta":
             self._receive_delta(sender, msg)
+        elif k == "state":
+            try:
+                self._load_state(sender, msg)
+            except WireError:
+                self.stats.bad_inputs += 1
         elif k == "stop":
             self.stopping = True
             self.send_orch("bye", stats=self.stats.to_json(), step=self.step)
@@ -459,42 +477,47 @@ class StageWorker:
         self._send(dst, Message("state", head, parts), "weights")
 
     def _wait_state(self) -> None:
+        """Before serving, take a live replica's weights and optimizer state."""
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        while not self.caught_up:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{self.name}: no weights arrived from a live replica in 300 s")
             got = self.ep.recv(timeout=0.1)
-            if got is None:
-                continue
-            sender, msg = got
-            if msg.kind != "state":
-                self._dispatch(sender, msg)
-                continue
-            n = sum(p.numel() for p in self.params)
-            tensors = [decode_tensor(b, (n,)) for b in msg.parts]
-            with torch.no_grad():
-                for p, v in zip(self.params, unflat(tensors[0], self.params), strict=True):
-                    p.copy_(v)
-            self.outer.load(
-                {
-                    "anchor": unflat(tensors[1], self.params),
-                    "momentum": unflat(tensors[2], self.params),
+            if got is not None:
+                self._dispatch(*got)
+
+    def _load_state(self, sender: str, msg: Message) -> None:
+        """Weights, DiLoCo anchor and momentum, Adam moments from a replica of this stage;
+        then tell the orchestrator the step they belong to (it asks again if that step has
+        passed meanwhile)."""
+        n = sum(p.numel() for p in self.params)
+        step = msg.head.get("step")
+        if len(msg.parts) != 5 or not isinstance(step, int):
+            raise WireError(f"state message from {sender} is malformed")
+        tensors = [decode_tensor(b, (n,)) for b in msg.parts]
+        with torch.no_grad():
+            for p, v in zip(self.params, unflat(tensors[0], self.params), strict=True):
+                p.copy_(v)
+        self.outer.load(
+            {"anchor": unflat(tensors[1], self.params), "momentum": unflat(tensors[2], self.params)}
+        )
+        adam_step = float(msg.head.get("adam_step", 0.0))
+        if adam_step:
+            moments = zip(
+                self.params, unflat(tensors[3], self.params), unflat(tensors[4], self.params),
+                strict=True,
+            )  # fmt: skip
+            for p, a, b in moments:
+                self.opt.state[p] = {
+                    "step": torch.tensor(adam_step),
+                    "exp_avg": a.clone(),
+                    "exp_avg_sq": b.clone(),
                 }
-            )
-            adam_step = msg.head.get("adam_step", 0.0)
-            if adam_step:
-                for p, a, b in zip(
-                    self.params,
-                    unflat(tensors[3], self.params),
-                    unflat(tensors[4], self.params),
-                    strict=True,
-                ):
-                    self.opt.state[p] = {
-                        "step": torch.tensor(adam_step),
-                        "exp_avg": a.clone(),
-                        "exp_avg_sq": b.clone(),
-                    }
-            self.step = msg.head["step"]
-            return
-        raise SystemExit(f"{self.name}: no weights arrived from a live replica within 300 s")
+        self.step = step
+        self.pending.clear()
+        self.cache.clear()
+        self.caught_up = True
+        self.send_orch("ready", step=self.step)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,9 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", type=int, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--host", default="127.0.0.1", help="address this worker listens on")
+    ap.add_argument(
+        "--timeout", type=float, default=60.0,
+        help="seconds to wait for the orchestrator (at start, and between its heartbeats)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    w = StageWorker(a.name, a.stage, a.orch, a.host)
+    w = StageWorker(a.name, a.stage, a.orch, a.host, a.timeout)
     try:
         w.start()
         w.run()
