@@ -419,6 +419,14 @@ def worker_cmd(
     host: Annotated[
         str, typer.Option("--host", help="Address this worker listens on (reachable by peers).")
     ] = "127.0.0.1",
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for the orchestrator, at start "
+            "and between its heartbeats, before giving up.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Serve one stage of a run started with `swarm train --listen ... --remote-workers`."""
     import os
@@ -426,7 +434,7 @@ def worker_cmd(
 
     from swarmpress.swarm.worker import main as worker_main
 
-    args = ["--orch", orch, "--stage", str(stage), "--host", host,
+    args = ["--orch", orch, "--stage", str(stage), "--host", host, "--timeout", str(timeout),
             "--name", name or f"{socket.gethostname()}-{os.getpid()}"]  # fmt: skip
     code = worker_main(args)
     if code:
