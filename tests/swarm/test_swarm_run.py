@@ -37,6 +37,9 @@ def _garbage(address: str) -> None:
     forged = Message("fwd", {"key": [0, 0, 0], "path": ["x", "y"]}, [b"junk", b"junk"])
     sock.send_multipart(forged.encode())
     sock.send_multipart([b"SPW" + bytes([VERSION]), b"{not json"])
+    # control messages only the orchestrator may send: ignored from anyone else
+    sock.send_multipart(Message("stop", {}).encode())
+    sock.send_multipart(Message("step", {"step": 2, "commit": []}).encode())
     ctx.destroy(linger=1000)
 
 
@@ -68,7 +71,11 @@ def test_killed_worker_and_garbage_peer_cost_no_sample():
     assert len(attacked) == 4
     survivors = [w for w in res["workers"] if w["name"] in attacked and w["alive"]]
     assert survivors
-    assert all(w["bad_inputs"] >= 4 for w in survivors)
+    assert all(w["bad_inputs"] >= 6 for w in survivors)
+    # an attacked worker that is gone was SIGKILLed by the fault drill, nothing else
+    for w in res["workers"]:
+        if w["name"] in attacked and not w["alive"]:
+            assert f"{w['name']}: process exited with -9" in f["reasons"]
     assert res["loss_curve"][-1] < res["loss_curve"][0]
 
 

@@ -160,7 +160,16 @@ def build_config(
             loaded = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        data.update(loaded.get("swarm", loaded))
+        if "swarm" in loaded:
+            stray = sorted(k for k in loaded if k != "swarm")
+            if stray:
+                raise ConfigError(
+                    f"{p}: keys outside the [swarm] table would be ignored: {', '.join(stray)}"
+                )
+            loaded = loaded["swarm"]
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: [swarm] must be a table")
+        data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return SwarmConfig(**data)

@@ -183,7 +183,7 @@ class Endpoint:
             sender = frames[0].decode("utf-8", "replace")
             try:
                 msg = parse(frames[1:])
-            except WireError as exc:
+            except WireError as exc:  # parse turns every malformation into WireError
                 self.bad_messages += 1
                 log.warning("%s: dropped a message from %s: %s", self.name, sender, exc)
                 self.inbox.put((sender, Message("_bad", {"reason": str(exc)})))

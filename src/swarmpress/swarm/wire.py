@@ -11,6 +11,7 @@ sends garbage cannot crash a stage.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,8 @@ def parse(frames: list[bytes]) -> Message:
         head = json.loads(bytes(frames[1]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"message header is not JSON: {exc}") from None
+    except RecursionError:
+        raise WireError("message header nests too deeply") from None
     if not isinstance(head, dict) or not isinstance(head.get("kind"), str):
         raise WireError("message header must be a JSON object with a string 'kind'")
     kind = head.pop("kind")
@@ -133,14 +136,26 @@ def pack_tokens(tokens: torch.Tensor) -> bytes:
     return bytes([arr.ndim]) + head + _ZC.compress(arr.tobytes())
 
 
+MAX_TOKEN_BYTES = 1 << 26
+
+
 def unpack_tokens(blob: bytes, vocab: int) -> torch.Tensor:
     """Token ids from pack_tokens; WireError if malformed or outside the vocabulary."""
+    if not blob or blob[0] > 4 or len(blob) < 1 + 4 * blob[0]:
+        raise WireError("bad token block: truncated or more than 4 dimensions")
+    ndim = blob[0]
+    shape = tuple(int(v) for v in np.frombuffer(blob[1 : 1 + 4 * ndim], dtype=np.int32))
+    if any(v < 0 for v in shape) or 4 * math.prod(shape) > MAX_TOKEN_BYTES:
+        raise WireError(f"bad token block: shape {shape}")
+    body = blob[1 + 4 * ndim :]
     try:
-        ndim = blob[0]
-        shape = tuple(np.frombuffer(blob[1 : 1 + 4 * ndim], dtype=np.int32))
-        raw = zstandard.ZstdDecompressor().decompress(blob[1 + 4 * ndim :], max_output_size=1 << 26)
+        # The frame's own size claim must match the shape before anything is allocated.
+        claimed = zstandard.frame_content_size(body)
+        if claimed not in (4 * math.prod(shape), -1, zstandard.CONTENTSIZE_UNKNOWN):
+            raise WireError(f"bad token block: {claimed} bytes for shape {shape}")
+        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_TOKEN_BYTES)
         arr = np.frombuffer(raw, dtype=np.int32).reshape(shape)
-    except (IndexError, ValueError, zstandard.ZstdError) as exc:
+    except (ValueError, zstandard.ZstdError) as exc:
         raise WireError(f"bad token block: {exc}") from None
     if arr.size and (arr.min() < 0 or arr.max() >= vocab):
         raise WireError(f"token ids outside the vocabulary of {vocab}")

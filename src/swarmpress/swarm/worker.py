@@ -40,6 +40,7 @@ from swarmpress.swarm.wire import (
 )
 
 Key = tuple[int, int, int]  # (step, sample, attempt)
+CONTROL = {"step", "drop", "dir", "stop"}  # message kinds only the orchestrator may send
 # The name each tensor role's traffic is reported under (full weights travel as UNSPECIFIED).
 WIRE_ROLE = {
     Role.ACTIVATION: "activation",
@@ -116,7 +117,9 @@ class StageWorker:
                     f"{self.name}: the orchestrator at {self.orch_addr} did not answer within "
                     f"{self.timeout:g} s (is it running, and is the address reachable?)"
                 )
-            _, msg = got
+            sender, msg = got
+            if sender != "orch":
+                continue  # a peer that knows this worker already; not yet its business
             if msg.kind == "reject":
                 raise SystemExit(f"{self.name}: rejected by the orchestrator: {msg.head['reason']}")
             if msg.kind == "init":
@@ -234,13 +237,27 @@ class StageWorker:
         key = msg.head.get("key")
         return isinstance(key, list) and len(key) == 3 and key[0] >= self.step
 
+    def _well_formed(self, msg: Message) -> bool:
+        """A work message's header as this run writes it: key [step, sample, attempt] and a
+        path naming one worker per stage (anything else came from a confused or hostile peer)."""
+        key, path = msg.head.get("key"), msg.head.get("path")
+        return (
+            isinstance(key, list)
+            and len(key) == 3
+            and all(type(v) is int and v >= 0 for v in key)
+            and isinstance(path, list)
+            and len(path) == self.cfg.stages
+            and all(isinstance(p, str) for p in path)
+            and isinstance(msg.head.get("eval", False), bool)
+        )
+
     def _dispatch(self, sender: str, msg: Message) -> None:
         k = msg.kind
+        if k in CONTROL and sender != "orch":
+            self.stats.bad_inputs += 1  # only the orchestrator steers the run
+            return
         if k in ("fwd", "bwd"):
-            key = msg.head.get("key")
-            if not (
-                isinstance(key, list) and len(key) == 3 and all(isinstance(v, int) for v in key)
-            ):
+            if not self._well_formed(msg):
                 self.stats.bad_inputs += 1
                 return
             (self.fwd if k == "fwd" else self.bwd).append((sender, msg))

@@ -1,0 +1,132 @@
+"""Swarm run configuration: presets, TOML files, flag overrides and one-line errors."""
+
+import pytest
+
+from swarmpress.swarm.config import PRESETS, ConfigError, SwarmConfig, build_config
+from swarmpress.swarm.links import LinkSpec
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_with_its_own_values(name):
+    cfg = build_config(name)
+    assert isinstance(cfg, SwarmConfig)
+    for key, value in PRESETS[name].items():
+        assert getattr(cfg, key) == value
+    assert cfg.stages <= cfg.layers
+    assert cfg.dim % cfg.heads == 0
+
+
+def test_small_preset_differs_from_tiny_and_no_preset_is_the_defaults():
+    assert build_config("small").dim == 256
+    assert build_config("small").seq_len == 256
+    assert build_config("tiny") == SwarmConfig()
+    assert build_config(None) == SwarmConfig()
+
+
+def test_link_spec_is_parsed_from_the_link_field():
+    cfg = build_config(link="10mbit:50ms")
+    assert cfg.link_spec == LinkSpec(10e6, 0.05)
+    assert build_config().link_spec.unlimited
+
+
+def test_a_toml_file_with_a_swarm_table(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text(
+        '[swarm]\nstages = 4\nreplicas = 3\nlink = "100mbit:20ms"\ncodec_activation = "none"\n'
+    )
+    cfg = build_config("tiny", p)
+    assert (cfg.stages, cfg.replicas, cfg.link, cfg.codec_activation) == (
+        4,
+        3,
+        "100mbit:20ms",
+        "none",
+    )
+
+
+def test_a_toml_file_with_top_level_keys(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('steps = 7\nlr = 0.01\nrouter = "round-robin"\n')
+    cfg = build_config(path=str(p))
+    assert (cfg.steps, cfg.lr, cfg.router) == (7, 0.01, "round-robin")
+
+
+def test_the_file_overrides_the_preset_and_flags_override_the_file(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text("[swarm]\ndim = 64\nsteps = 7\nseed = 3\n")
+    cfg = build_config("small", p, steps=11, seed=None)
+    assert cfg.dim == 64  # file beats preset (small sets 256)
+    assert cfg.ffn == PRESETS["small"]["ffn"]  # the preset's other fields stay
+    assert cfg.steps == 11  # flag beats file
+    assert cfg.seed == 3  # a None flag is "not given"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "detail"),
+    [
+        ({"bogus": 1}, "bogus", "extra"),
+        ({"stages": 5, "layers": 4}, "stages", "layers"),
+        ({"dim": 130, "heads": 4}, "dim", "heads"),
+        ({"bottleneck": 3}, "bottleneck", "dim"),
+        ({"codec_activation": "nosuch"}, "codec_activation", "nosuch"),
+        ({"codec_gradient": "nosuch"}, "codec_gradient", "nosuch"),
+        ({"codec_delta": "nosuch:x=1"}, "codec_delta", "nosuch"),
+        ({"link": "fast"}, "link", "fast"),
+        ({"link": "100mbit:soon"}, "link", "soon"),
+        ({"router": "nosuch"}, "router", "pending"),  # the message lists the known ones
+        ({"wire_dtype": "int8"}, "wire_dtype", "float32"),
+        ({"steps": 0}, "steps", "greater"),
+        ({"outer_momentum": 1.0}, "outer_momentum", "less"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_field(overrides, field, detail):
+    with pytest.raises(ConfigError) as info:
+        build_config(**overrides)
+    msg = str(info.value)
+    assert field in msg
+    assert detail.lower() in msg.lower()
+    assert "\n" not in msg
+
+
+def test_a_bad_field_in_a_file_is_named_too(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('[swarm]\nlink = "fast"\n')
+    with pytest.raises(ConfigError, match=r"link.*fast"):
+        build_config(path=p)
+
+
+def test_a_missing_file(tmp_path):
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
+        build_config(path=missing)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(path=tmp_path)
+
+
+def test_invalid_toml(tmp_path):
+    p = tmp_path / "broken.toml"
+    p.write_text("[swarm\nstages = \n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+        build_config(path=p)
+
+
+def test_a_file_that_is_not_utf8(tmp_path):
+    p = tmp_path / "binary.toml"
+    p.write_bytes(b"\xff\xfe\x00stages = 2")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        build_config(path=p)
+
+
+def test_an_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError) as info:
+        build_config("huge")
+    msg = str(info.value)
+    assert "'huge'" in msg
+    for name in PRESETS:
+        assert name in msg
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)

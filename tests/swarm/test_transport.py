@@ -1,0 +1,229 @@
+"""The ZeroMQ transport on loopback: real Endpoints, real sockets, emulated links.
+
+Timing assertions are lower bounds only (a shaped message is never early); upper bounds
+are generous, since the test machine may be busy.
+"""
+
+import time
+
+import pytest
+import torch
+import zmq
+
+from swarmpress.codecs import Role
+from swarmpress.swarm.links import LinkSpec
+from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.wire import MAGIC, VERSION, Message, RoleCodecs, decode_tensor
+
+TIMEOUT = 5.0  # seconds a message may take on a busy loopback
+
+
+@pytest.fixture
+def endpoints():
+    made: list[Endpoint] = []
+
+    def make(name: str, **kw) -> Endpoint:
+        ep = Endpoint(name, **kw)
+        made.append(ep)
+        return ep
+
+    yield make
+    for ep in made:
+        ep.close()
+
+
+@pytest.fixture
+def pair(endpoints):
+    a, b = endpoints("a"), endpoints("b")
+    a.connect("b", b.address)
+    b.connect("a", a.address)
+    return a, b
+
+
+@pytest.fixture
+def raw_dealer():
+    ctx = zmq.Context()
+    socks: list[zmq.Socket] = []
+
+    def make(address: str, identity: bytes) -> zmq.Socket:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, identity)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(address)
+        socks.append(s)
+        return s
+
+    yield make
+    for s in socks:
+        s.close(linger=0)
+    ctx.term()
+
+
+def _recv(ep: Endpoint, timeout: float = TIMEOUT) -> tuple[str, Message]:
+    got = ep.recv(timeout=timeout)
+    assert got is not None, f"{ep.name} received nothing within {timeout} s"
+    return got
+
+
+def test_endpoints_bind_distinct_loopback_addresses(endpoints):
+    a, b = endpoints("a"), endpoints("b")
+    assert a.address.startswith("tcp://127.0.0.1:")
+    assert a.address != b.address
+    assert a.recv(timeout=0.05) is None
+
+
+def test_two_endpoints_exchange_messages_both_ways(pair):
+    a, b = pair
+    receipt = a.send("b", Message("ping", {"i": 1}))
+    assert receipt.nbytes == Message("ping", {"i": 1}).nbytes
+    sender, msg = _recv(b)
+    assert (sender, msg.kind, msg.head) == ("a", "ping", {"i": 1})
+    b.send("a", Message("pong", {"i": 1, "ok": True}))
+    sender, msg = _recv(a)
+    assert (sender, msg.kind, msg.head) == ("b", "pong", {"i": 1, "ok": True})
+
+
+def test_multipart_tensors_arrive_intact_and_in_order(pair):
+    a, b = pair
+    codecs = RoleCodecs("none", "lossy", "topk", "lossless:mode=fast")
+    acts = [torch.randn(2, 8, 16) for _ in range(3)]
+    weights = torch.randn(1000)
+    for i, x in enumerate(acts):
+        parts = [
+            codecs.encode(x, Role.ACTIVATION, torch.float32),
+            codecs.encode(weights, Role.UNSPECIFIED, torch.float32),
+            bytes(range(256)),
+        ]
+        a.send("b", Message("fwd", {"i": i}, parts))
+    for i, x in enumerate(acts):
+        _, msg = _recv(b)
+        assert msg.head == {"i": i}
+        assert len(msg.parts) == 3
+        assert torch.equal(decode_tensor(msg.parts[0], (2, 8, 16)), x)
+        assert torch.equal(decode_tensor(msg.parts[1], (1000,)), weights)
+        assert msg.parts[2] == bytes(range(256))
+    # and back the other way, with a large part
+    big = torch.randn(256, 1024)
+    b.send("a", Message("bwd", {}, [codecs.encode(big, Role.ACTIVATION, torch.float32)]))
+    _, msg = _recv(a)
+    assert torch.equal(decode_tensor(msg.parts[0], (256, 1024)), big)
+
+
+def test_garbage_is_counted_reported_and_survived(endpoints, raw_dealer):
+    ep = endpoints("victim")
+    evil = raw_dealer(ep.address, b"evil")
+    evil.send_multipart([b"just one frame"])
+    evil.send_multipart([b"HTTP", b"GET / HTTP/1.1"])
+    evil.send_multipart([MAGIC + bytes([VERSION]), b"\xff not json"])
+    evil.send_multipart([MAGIC + bytes([VERSION + 1]), b'{"kind":"x"}'])
+    reasons = []
+    for _ in range(4):
+        sender, msg = _recv(ep)
+        assert sender == "evil"
+        assert msg.kind == "_bad"
+        reasons.append(msg.head["reason"])
+    assert ep.bad_messages == 4
+    assert "at least 2 parts" in reasons[0]
+    assert "not a swarm message" in reasons[1]
+    assert "not JSON" in reasons[2]
+    assert "same swarmpress version" in reasons[3]
+    # still alive: a well-formed message from the same socket, then from a real peer
+    evil.send_multipart(Message("hello", {"n": 1}).encode())
+    sender, msg = _recv(ep)
+    assert (sender, msg.kind, msg.head) == ("evil", "hello", {"n": 1})
+    friend = endpoints("friend")
+    friend.connect("victim", ep.address)
+    friend.send("victim", Message("hi"))
+    sender, msg = _recv(ep)
+    assert (sender, msg.kind) == ("friend", "hi")
+    assert ep.bad_messages == 4
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_deeply_nested_header_does_not_kill_the_endpoint(endpoints, raw_dealer):
+    ep = endpoints("victim")
+    evil = raw_dealer(ep.address, b"evil")
+    evil.send_multipart([MAGIC + bytes([VERSION]), b"[" * 100_000])
+    evil.send_multipart(Message("hello").encode())
+    kinds = []
+    for _ in range(2):
+        got = ep.recv(timeout=2.0)
+        if got is None:
+            break
+        kinds.append(got[1].kind)
+    assert kinds == ["_bad", "hello"]
+
+
+def test_a_shaped_send_is_not_delivered_before_the_latency(pair):
+    a, b = pair
+    # connect the sockets first so the first message does not pay for the handshake
+    a.send("b", Message("warm"), shaped=False)
+    assert _recv(b)[1].kind == "warm"
+    a.set_link(LinkSpec(latency_s=0.2))
+    t0 = time.monotonic()
+    receipt = a.send("b", Message("late"))
+    assert receipt.link_s == pytest.approx(0.2, abs=0.05)
+    assert b.recv(timeout=0.1) is None  # certainly not yet
+    sender, msg = _recv(b)
+    elapsed = time.monotonic() - t0
+    assert (sender, msg.kind) == ("a", "late")
+    assert elapsed >= 0.2
+    assert elapsed < 0.2 + TIMEOUT
+
+
+def test_an_unshaped_send_skips_the_emulated_link(pair):
+    a, b = pair
+    a.set_link(LinkSpec(latency_s=30.0))
+    receipt = a.send("b", Message("now"), shaped=False)
+    assert receipt.link_s == 0.0
+    assert _recv(b)[1].kind == "now"
+
+
+def test_bandwidth_shaping_delays_a_large_message(pair):
+    a, b = pair
+    a.send("b", Message("warm"), shaped=False)
+    _recv(b)
+    a.set_link(LinkSpec(bandwidth_bps=8e6, burst_bytes=0))  # 1 MB/s
+    payload = bytes(300_000)
+    t0 = time.monotonic()
+    receipt = a.send("b", Message("big", {}, [payload]))
+    assert receipt.link_s >= 0.3
+    _, msg = _recv(b)
+    assert time.monotonic() - t0 >= 0.3
+    assert msg.parts == [payload]
+
+
+def test_sending_to_a_forgotten_peer_does_not_raise(pair):
+    a, b = pair
+    a.send("b", Message("before"))
+    assert _recv(b)[1].kind == "before"
+    a.forget("b")
+    a.send("b", Message("after"))  # must not raise or hang
+    a.send("nobody", Message("never known"))
+    a.flush(timeout=TIMEOUT)
+    assert a.pending_sends() == 0
+    deadline = time.monotonic() + TIMEOUT
+    while a.dropped_sends < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.dropped_sends == 2
+    assert b.recv(timeout=0.2) is None
+    # a forgotten peer can be connected again
+    a.connect("b", b.address)
+    a.send("b", Message("again"))
+    assert _recv(b)[1].kind == "again"
+
+
+def test_a_tick_callback_sends_heartbeats(endpoints):
+    b = endpoints("b")
+    a = endpoints("a", tick=lambda: [("b", Message("hb"))], tick_s=0.05)
+    a.connect("b", b.address)
+    kinds = {_recv(b)[1].kind for _ in range(3)}
+    assert kinds == {"hb"}
+
+
+def test_close_is_prompt():
+    ep = Endpoint("lonely")
+    t0 = time.monotonic()
+    ep.close()
+    assert time.monotonic() - t0 < TIMEOUT
+    assert not ep._thread.is_alive()
