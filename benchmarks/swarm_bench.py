@@ -57,14 +57,20 @@ def run(cfg, data, label: str) -> dict:
 
 
 def quality(steps: int) -> dict:
-    """Same seed, data and routing policy; only the codec on activations and gradients."""
-    cfg = build_config("tiny", steps=steps)
+    """Same seed, data and routing; only the codec on activations and gradients. Routing
+    is round-robin here, so every run sends each micro-batch to the same replicas and two
+    uncompressed runs are bit-identical: any difference is the codec's."""
+    cfg = build_config("tiny", steps=steps, router="round-robin")
     data = load_data(cfg)
     runs = [run(with_codec(cfg, "none"), data, "none"),
             run(with_codec(cfg, "none"), data, "none (repeat)")]  # fmt: skip
     for v in SWEEP:
         spec = "lossy" if v == 0.99 else f"lossy:mode=fast:value={v}"
         runs.append(run(with_codec(cfg, spec), data, f"lossy sim {v}"))
+    # with IOTA's kind of learned bottleneck at the stage boundary (activations 4x narrower)
+    narrow = build_config("tiny", steps=steps, bottleneck=4, router="round-robin")
+    runs.append(run(with_codec(narrow, "none"), data, "none, bottleneck 4"))
+    runs.append(run(with_codec(narrow, "lossy"), data, "lossy sim 0.99, bottleneck 4"))
     base = runs[0]["final_loss"]
     rows = []
     for r in runs:
@@ -92,12 +98,16 @@ def speed(steps: int) -> dict:
         data = data or load_data(cfg)
         a = run(with_codec(cfg, "none"), data, f"none @ {link}")
         b = run(with_codec(cfg, "lossy"), data, f"lossy @ {link}")
-        runs += [a, b]
+        c = run(with_codec(cfg, "auto"), data, f"auto @ {link}")
+        runs += [a, b, c]
         rows.append({
             "link": link,
             "none_s_per_step": a["seconds_per_step"],
             "lossy_s_per_step": b["seconds_per_step"],
+            "auto_s_per_step": c["seconds_per_step"],
             "speedup": a["seconds_per_step"] / b["seconds_per_step"],
+            "auto_speedup": a["seconds_per_step"] / c["seconds_per_step"],
+            "auto_chose": sorted({v for w in c["workers"] for v in w["codecs"].values()}),
             "none_wire_mb": a["bytes_on_wire"]["total"] / 1e6,
             "lossy_wire_mb": b["bytes_on_wire"]["total"] / 1e6,
             "compute_s_per_pass": [s["forward"] for s in a["service_s"]],
@@ -109,6 +119,36 @@ FIDELITY_EXTRA = [
     {"stages": 3, "replicas": 2, "layers": 3, "link": "20mbit:30ms"},
     {"stages": 2, "replicas": 3, "microbatches": 6, "link": "50mbit:20ms"},
 ]
+
+
+GPU_FACTORS = [1, 10, 100]
+
+
+def what_if(speed_runs: list[dict], overhead: float) -> list[dict]:
+    """The twin, calibrated on the 100 Mbit/s runs, with compute k times faster (a GPU) and
+    the codec's extra seconds per pass kept as measured here (lossy minus none)."""
+    from swarmpress.swarm.calibrate import predict, scenario_from_run
+    from swarmpress.twin.scenario import parse_scenario
+
+    by_label = {r["label"]: r for r in speed_runs}
+    none, lossy = by_label["none @ 100mbit:50ms"], by_label["lossy @ 100mbit:50ms"]
+    sn, sl = scenario_from_run(none, overhead), scenario_from_run(lossy, overhead)
+    rows = []
+    for k in GPU_FACTORS:
+        times = {}
+        for name, run_, sc in (("none", none, sn), ("lossy", lossy, sl)):
+            m = dict(sc["model"])
+            for field in ("layer_forward_s", "layer_backward_s"):
+                base = sn["model"][field]
+                extra = [max(0.0, a - b) for a, b in zip(sc["model"][field], base, strict=True)]
+                m[field] = [b / k + e for b, e in zip(base, extra, strict=True)]
+            w = dict(sc["workload"], step_s=sn["workload"]["step_s"] / k)
+            scenario = parse_scenario(dict(sc, model=m, workload=w), "what-if")
+            times[name] = predict(scenario, run_)["seconds_per_step"]
+        rows.append({"compute_speedup": k, "none_s_per_step": times["none"],
+                     "lossy_s_per_step": times["lossy"],
+                     "speedup": times["none"] / times["lossy"]})  # fmt: skip
+    return rows
 
 
 def fidelity(speed_runs: list[dict], steps: int) -> dict:
@@ -138,6 +178,7 @@ def fidelity(speed_runs: list[dict], steps: int) -> dict:
         "message_overhead_s": overhead,
         "rows": rows,
         "extra_runs": [slim(r) for r in runs[len(speed_runs) :]],
+        "what_if_100mbit": what_if(speed_runs, overhead),
     }
 
 
@@ -231,8 +272,8 @@ def report(res: dict) -> str:
         ]  # fmt: skip
         lines += table(["codec", "eval loss", "vs none", "act wire/raw", "grad wire/raw"], rows)
         lines += [
-            f"Two uncompressed runs differ by {pct(q['run_to_run'])} (routing follows measured "
-            "timings, so replicas see different micro-batches between merges).",
+            f"Two uncompressed runs differ by {pct(q['run_to_run'])} (round-robin routing: the "
+            "runs are deterministic).",
             "",
         ]
     if "speed" in res:
@@ -240,10 +281,12 @@ def report(res: dict) -> str:
         lines += [f"## Speed ({s['steps']} steps, mean s/step without step 0)", ""]
         rows = [
             [r["link"], f"{r['none_s_per_step']:.3f}", f"{r['lossy_s_per_step']:.3f}",
-             f"{r['speedup']:.2f}x", f"{r['none_wire_mb']:.1f}", f"{r['lossy_wire_mb']:.1f}"]
+             f"{r['speedup']:.2f}x", f"{r['auto_s_per_step']:.3f}", f"{r['auto_speedup']:.2f}x",
+             ", ".join(r["auto_chose"]), f"{r['none_wire_mb']:.1f}", f"{r['lossy_wire_mb']:.1f}"]
             for r in s["rows"]
         ]  # fmt: skip
-        heads = ["link", "none s/step", "lossy s/step", "speed-up", "none MB", "lossy MB"]
+        heads = ["link", "none s/step", "lossy s/step", "lossy speed-up", "auto s/step",
+                 "auto speed-up", "auto chose", "none MB", "lossy MB"]  # fmt: skip
         lines += table(heads, rows)
     if "fidelity" in res:
         f = res["fidelity"]
@@ -263,6 +306,19 @@ def report(res: dict) -> str:
         lines += table(heads, rows)
         ok = sum(abs(r["error"]) <= 0.15 for r in f["rows"])
         lines += [f"{ok} of {len(f['rows'])} configurations within 15 %.", ""]
+        lines += [
+            "### What-if: the 100 Mbit/s, 50 ms runs with faster compute (calibrated twin)",
+            "",
+            "Compute (the uncompressed run's service times and optimizer step) divided by k; "
+            "the codec's extra seconds per pass kept as measured on this CPU.",
+            "",
+        ]
+        rows = [
+            [f"{r['compute_speedup']}x", f"{r['none_s_per_step']:.3f}",
+             f"{r['lossy_s_per_step']:.3f}", f"{r['speedup']:.2f}x"]
+            for r in f["what_if_100mbit"]
+        ]  # fmt: skip
+        lines += table(["compute k", "none s/step", "lossy s/step", "speed-up"], rows)
     if "faults" in res:
         f = res["faults"]
         ff = f["faults"]

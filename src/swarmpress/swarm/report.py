@@ -82,6 +82,7 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
                 "ready": s.ready,
                 "caught_up_from": s.catch_up_from,
                 "samples_applied": s.stats.get("samples_applied", 0),
+                "codecs": s.stats.get("chosen", {}),
                 "bad_inputs": s.stats.get("bad_inputs", 0),
             }
             for s in orch.slots.values()

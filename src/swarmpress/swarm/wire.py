@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import zstandard
 from swarmpress.codecs import Codec, CodecError, Role, codec_class
 from swarmpress.codecs.frame import unpack
 from swarmpress.codecs.specs import build_codec
+from swarmpress.swarm.links import LinkSpec
 
 MAGIC = b"SPW"
 VERSION = 1
@@ -80,14 +82,29 @@ def parse(frames: list[bytes]) -> Message:
     return Message(kind, head, [bytes(f) for f in frames[2:]])
 
 
+AUTO = "auto"  # `auto` or `auto:SPEC`: SPEC where it pays on the link, raw where it does not
+
+
 def codec_spec(spec: str) -> str:
-    """The full codec spec for a swarm shorthand (`none`, `lossy`) or the spec itself."""
-    return CODEC_ALIASES.get(spec.strip(), spec.strip())
+    """The full codec spec for a swarm shorthand (`none`, `lossy`, `auto`) or the spec itself
+    (for `auto`, the codec it would use where compression pays)."""
+    spec = spec.strip()
+    if spec == AUTO or spec.startswith(AUTO + ":"):
+        spec = spec[len(AUTO) + 1 :] or "lossy"
+    return CODEC_ALIASES.get(spec, spec)
 
 
 def make_codec(spec: str) -> Codec:
     """A codec from a spec or shorthand; CodecError naming the problem otherwise."""
     return build_codec(codec_spec(spec))
+
+
+def pays_off(raw_bytes: int, wire_bytes: int, codec_s: float, link: LinkSpec) -> bool:
+    """Whether encode + decode + the smaller transfer beat sending the raw bytes on `link`
+    (the break-even bandwidth rule: B* = (raw - wire) / codec seconds)."""
+    if link.bandwidth_bps is None:
+        return False
+    return codec_s + 8 * wire_bytes / link.bandwidth_bps < 8 * raw_bytes / link.bandwidth_bps
 
 
 class RoleCodecs:
@@ -101,6 +118,26 @@ class RoleCodecs:
             Role.UNSPECIFIED: weights,
         }
         self.codecs = {role: make_codec(s) for role, s in self.specs.items()}
+        self.chosen = {role: codec_spec(s) for role, s in self.specs.items()}
+
+    def settle(self, role: Role, sample: torch.Tensor, dtype: torch.dtype, link: LinkSpec) -> str:
+        """For an `auto` role: time the codec on a tensor shaped like the traffic (best of
+        three, decode included) and keep it only if it beats raw bytes on this link."""
+        if not self.specs[role].strip().startswith(AUTO):
+            return self.chosen[role]
+        codec = self.codecs[role]
+        t = sample.detach().to(dtype).contiguous()
+        best, size = float("inf"), 0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            blob = codec.encode(t, role)
+            decode_tensor(blob)
+            best = min(best, time.perf_counter() - t0)
+            size = len(blob)
+        if not pays_off(t.numel() * t.element_size(), size, best, link):
+            self.codecs[role] = make_codec("none")
+            self.chosen[role] = codec_spec("none")
+        return self.chosen[role]
 
     def encode(self, tensor: torch.Tensor, role: Role, dtype: torch.dtype) -> bytes:
         """The tensor as a frame of the role's codec, cast to the wire dtype first."""

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import zlib
 from collections import defaultdict
 
 import torch
@@ -69,6 +70,7 @@ class Stats:
         self.time = defaultdict(float)  # compute, encode, decode, transfer, wait
         self.samples_applied = 0
         self.bad_inputs = 0
+        self.chosen: dict[str, str] = {}  # role -> the codec spec in use (after `auto`)
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +79,7 @@ class Stats:
             "messages": dict(self.messages),
             "time": dict(self.time),
             "samples_applied": self.samples_applied,
+            "chosen": self.chosen,
             "bad_inputs": self.bad_inputs,
         }
 
@@ -142,7 +145,7 @@ class StageWorker:
             self.cfg.codec_weights,
         )
         self.dtype = WIRE_DTYPES[self.cfg.wire_dtype]
-        self.ep.set_link(parse_link(self.cfg.link), seed=hash(self.name) & 0xFFFF)
+        self.ep.set_link(parse_link(self.cfg.link), seed=zlib.crc32(self.name.encode()))
         for name, addr in h["directory"].items():
             self.ep.connect(name, addr)
         self.step = h["step"]
@@ -163,11 +166,15 @@ class StageWorker:
             self._wait_state()
 
     def _warm_up(self) -> None:
-        """Encode and decode one tensor per role so compilation is not timed as a step."""
+        """Encode and decode one tensor per role so compilation is not timed as a step;
+        `auto` roles settle here on their codec or raw bytes for this worker's link."""
         shape = (self.cfg.microbatch, self.cfg.seq_len, self.width)
         x = torch.randn(shape)
         for role in (Role.ACTIVATION, Role.GRADIENT):
             decode_tensor(self.codecs.encode(x, role, self.dtype))
+            self.stats.chosen[WIRE_ROLE[role]] = self.codecs.settle(
+                role, x, self.dtype, self.cfg.link_spec
+            )
         probe = make_codec(self.codecs.specs[Role.WEIGHT_DELTA])  # own state: not the stream's
         decode_tensor(probe.encode(torch.randn(4096), Role.WEIGHT_DELTA))
 
