@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint venv clean report system-deps
+.PHONY: run test lint venv clean report system-deps swarm
 
 $(STAMP): pyproject.toml requirements-torch.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
+
+# The embedded default swarm, uncompressed and compressed, on a slow link: the comparison.
+swarm: $(STAMP)
+	$(BIN)/swarmpress swarm compare --codecs none,lossy --steps 40 --link 10mbit:50ms
 
 # Debian packages the tests need (sandbox, browser, PostgreSQL), installed only if missing.
 system-deps:

@@ -26,7 +26,7 @@ from swarmpress.swarm.run import load_data, train, with_codec
 
 PARTS = ("quality", "speed", "fidelity", "faults")
 # lossy at a range of similarity targets: where training starts to drift
-SWEEP = [0.99, 0.95, 0.9, 0.8, 0.5]
+SWEEP = [0.99, 0.95, 0.9, 0.8, 0.5, 0.2, 0.1]
 
 
 def log(msg: str) -> None:
@@ -38,8 +38,9 @@ def slim(r: dict) -> dict:
     keep = ("label", "final_loss", "train_loss", "steps", "seconds_per_step",
             "median_seconds_per_step", "bytes_on_wire", "raw_bytes", "wire_ratio",
             "time_split", "loss_curve", "step_seconds", "faults", "service_s",
-            "step_overhead_s", "link", "codec", "workers")  # fmt: skip
+            "step_overhead_s", "service_jitter", "link", "codec", "workers")  # fmt: skip
     out = {k: r[k] for k in keep if k in r}
+    out["config"] = r["config"]  # enough to calibrate the twin again from swarm.json
     c = r["config"]
     shape = ("stages", "replicas", "microbatch", "microbatches", "dim", "layers", "seq_len",
              "wire_dtype", "router")  # fmt: skip
@@ -252,7 +253,7 @@ def report(res: dict) -> str:
     lines = [
         "# Swarm benchmark",
         "",
-        f"Command: `{res['command']}`  ",
+        "Commands: " + ", ".join(f"`{c}`" for c in res.get("commands") or [res["command"]]) + "  ",
         f"Machine: {m.get('cpu')}, {m.get('cores_usable')} cores, load "
         f"{m.get('load_average')}; {res['date']}.",
         "",
@@ -339,13 +340,21 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/results/swarm"))
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--quick", action="store_true", help="few steps: a smoke run")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other parts of an existing OUT/swarm.json")  # fmt: skip
     a = ap.parse_args()
     parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     if bad := [p for p in parts if p not in PARTS]:
         ap.error(f"unknown parts {bad}; known: {', '.join(PARTS)}")
     q = a.quick
-    res: dict = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-                 "machine": machine_info()}  # fmt: skip
+    res: dict = {}
+    if a.merge and (a.out / "swarm.json").exists():
+        res = json.loads((a.out / "swarm.json").read_text())
+        res.setdefault("commands", [res.pop("command", "")])
+    cmd = "python " + " ".join(sys.argv)
+    res.update({"command": cmd, "date": time.strftime("%Y-%m-%d"), "machine": machine_info()})
+    if a.merge:
+        res["commands"] = [*res.get("commands", []), cmd]
     if "quality" in parts:
         res["quality"] = quality(8 if q else 60)
     speed_runs: list[dict] = []

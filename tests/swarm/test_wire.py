@@ -324,3 +324,32 @@ _VALID_TOKENS = pack_tokens(torch.randint(0, 50, (3, 7)))
 def test_unpack_tokens_of_truncated_blocks_raises_only_wire_error(cut):
     with pytest.raises(WireError):
         unpack_tokens(_VALID_TOKENS[:cut], 50)
+
+
+def test_pays_off_is_the_break_even_rule():
+    from swarmpress.swarm.links import LinkSpec
+    from swarmpress.swarm.wire import pays_off
+
+    slow, fast = LinkSpec(10e6), LinkSpec(10e9)
+    # 1 MB raw -> 200 KB on the wire for 20 ms of codec time: saves 640 ms at 10 Mbit/s,
+    # loses at 10 Gbit/s (0.64 ms saved); never on an unshaped link
+    assert pays_off(1_000_000, 200_000, 0.02, slow)
+    assert not pays_off(1_000_000, 200_000, 0.02, fast)
+    assert not pays_off(1_000_000, 200_000, 0.0, LinkSpec())
+    assert not pays_off(1_000_000, 1_000_000, 0.0, slow)
+
+
+def test_auto_settles_per_link():
+    from swarmpress.swarm.links import LinkSpec
+    from swarmpress.swarm.wire import RoleCodecs
+
+    x = torch.randn(4, 64, 128)
+    slow = RoleCodecs("auto", "auto:blockq", "none", "none")
+    assert slow.settle(Role.ACTIVATION, x, torch.float32, LinkSpec(1e6)) == "lossy:mode=fast"
+    assert slow.settle(Role.GRADIENT, x, torch.float32, LinkSpec(1e6)) == "blockq"
+    fast = RoleCodecs("auto", "lossy", "none", "none")
+    assert fast.settle(Role.ACTIVATION, x, torch.float32, LinkSpec()) == "raw"
+    # a fixed codec is never second-guessed
+    assert fast.settle(Role.GRADIENT, x, torch.float32, LinkSpec()) == "lossy:mode=fast"
+    blob = fast.encode(x, Role.ACTIVATION, torch.float32)
+    assert torch.equal(decode_tensor(blob), x)

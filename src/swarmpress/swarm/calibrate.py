@@ -5,8 +5,9 @@ measured one.
 One optimizer step of the swarm is one epoch of the twin: `microbatches` activations
 through the same stages x replicas, with the same routing policy, one (fault-free) step
 after another. Everything in the scenario is read off the run or measured here: the
-median seconds a pass holds a worker per stage and direction (decode, compute and encode
-included, so the twin's codec profile carries only the wire ratio), the optimizer-step
+mean seconds a pass holds a worker per stage and direction (decode, compute and encode
+included, so the twin's codec profile carries only the wire ratio) and how much they vary
+from pass to pass (which is what unbalances a routing policy that reads them), the optimizer-step
 and merge time between steps, the emulated link, the bytes on the wire per raw byte, and
 the transport's own per-message cost (a loopback ping-pong through the same Endpoint).
 """
@@ -89,6 +90,7 @@ def scenario_from_run(result: dict, overhead_s: float) -> dict[str, Any]:
             "regions": ["lab"],
             "latency": {"lab>lab": link.latency_s},
             "last_mile_s": 0.0,
+            "pass_jitter": min(2.0, float(result.get("service_jitter") or 0.0)),
             "drift": 0.0,
             "local_batch_size": cfg.microbatch,
         },

@@ -7,6 +7,7 @@ and message headers included.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -68,6 +69,7 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
             role: bytes_by_role[role] / raw_by_role[role] for role in ROLES if raw_by_role.get(role)
         },
         "service_s": _service(orch),
+        "service_jitter": _jitter(orch),
         "step_overhead_s": times.get("step", 0.0)
         / max(1, len(orch.steps) * cfg.replicas * cfg.stages),
         "time_split": {name: times.get(name, 0.0) for name in TIMES},
@@ -111,6 +113,18 @@ def _service(orch: Any) -> list[dict]:
             "passes": len(fwd) + len(bwd),
         })  # fmt: skip
     return out
+
+
+def _jitter(orch: Any) -> float:
+    """Pass-to-pass variation of service times: the standard deviation of log seconds
+    around each (stage, direction)'s own mean, pooled."""
+    resid = []
+    for durs in orch.service.values():
+        logs = [math.log(d) for d in durs if d > 0]
+        if len(logs) >= 2:
+            mu = statistics.fmean(logs)
+            resid += [v - mu for v in logs]
+    return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else 0.0
 
 
 def plot(results: list[dict], out: Path) -> list[Path]:

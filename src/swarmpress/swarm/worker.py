@@ -556,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    sys.setswitchinterval(0.0005)  # hand the GIL to the I/O thread quickly (message latency)
     w = StageWorker(a.name, a.stage, a.orch, a.host, a.timeout)
     try:
         w.start()

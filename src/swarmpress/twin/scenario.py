@@ -53,6 +53,9 @@ class Swarm(_Strict):
     latency: dict[str, float] | None = None  # optional "a>b": seconds, overrides geography
     drift: float = Field(0.1, ge=0, le=2)  # log-normal sigma of the change between epochs
     last_mile_s: float = Field(0.004, ge=0)  # median access-network latency per miner
+    # Pass-to-pass variation of compute time (log-normal sigma, mean kept): contention,
+    # clocks, caches. 0 = every pass of a miner takes the same time.
+    pass_jitter: float = Field(0.0, ge=0, le=2)
     local_batch_size: int = Field(1, ge=1)
 
     @model_validator(mode="after")

@@ -192,6 +192,7 @@ class Simulation:
         self.max_spans = 50_000
         self.series: dict[str, list] = {"t": [], "queued": [], "cached": [], "in_flight": []}
         self.by_layer: list[LayerView] = []
+        self.jitter = sc.swarm.pass_jitter
         self.layer_fwd = sc.model.layer_forward_s
         self.layer_bwd = sc.model.layer_backward_s
         if self.layer_fwd is not None and self.layer_bwd is None:
@@ -282,11 +283,13 @@ class Simulation:
             act.holders.append(m)
             m.held[act] = None
         dur = self.pass_seconds(m, act)
+        if self.jitter:
+            dur *= math.exp(self.jitter * self.rng.gauss(0.0, 1.0) - self.jitter**2 / 2)
         m.busy = True
         m.current = act
         m.busy_time += dur
         ev = tr.open(act.id, act.dir, PROCESSING, self.t, m.id, m.node_id, act.layer)
-        self.push(self.t + dur, DONE, m, (act, ev))
+        self.push(self.t + dur, DONE, m, (act, ev, dur))
 
     def pass_seconds(self, m: Miner, act: Activation) -> float:
         """How long miner m computes this pass: its own speed, times the layer's cost when
@@ -296,7 +299,7 @@ class Simulation:
             return m.fwd_s if act.dir == FORWARD else m.bwd_s
         return costs[act.layer] * m.fwd_s / self.sc.swarm.forward_s.median
 
-    def done(self, m: Miner, act: Activation, ev) -> None:
+    def done(self, m: Miner, act: Activation, ev, dur: float) -> None:
         if m.current is not act:  # the miner dropped out (and maybe rejoined) meanwhile
             self.tracker.close(ev, self.t)
             return
@@ -304,7 +307,6 @@ class Simulation:
         m.current = None
         m.processed += 1
         if self.record and len(self.logs["spans"]) < self.max_spans:
-            dur = self.pass_seconds(m, act)
             self.logs["spans"].append(
                 (act.id, act.layer, act.dir, self.t - dur, self.t, self.epoch)
             )
