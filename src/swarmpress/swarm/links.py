@@ -1,12 +1,13 @@
-"""Emulated internet links: a token bucket for the sender's uplink plus propagation delay.
+"""Emulated internet links: the sender's uplink as a serialization queue, plus propagation delay.
 
 A 2-core machine plays a swarm on consumer internet by holding each outgoing message in
 the sender until the emulated link would have delivered it: the uplink drains at the
-link's bandwidth (a token bucket whose burst is one TCP window, so back-to-back messages
-queue behind each other), then the message waits the one-way latency plus jitter.
-Messages to one destination keep their order, as over one TCP connection. The shaping
-runs in user space inside the transport, so it needs no root, no traffic control and no
-network namespaces, and it works unchanged when the peers are on different machines.
+link's bandwidth (a token bucket; with no burst, the default, exactly a bottleneck link
+that serializes one message after another, as the twin models it; a burst lets that many
+bytes out at once, as Linux's tbf does), then the message waits the one-way latency plus
+jitter. Messages to one destination keep their order, as over one TCP connection. The
+shaping runs in user space inside the transport, so it needs no root, no traffic control
+and no network namespaces, and it works unchanged when the peers are on different machines.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LinkSpec:
     bandwidth_bps: float | None = None
     latency_s: float = 0.0
     jitter_s: float = 0.0
-    burst_bytes: int = 65536
+    burst_bytes: int = 0
 
     @property
     def unlimited(self) -> bool:
