@@ -201,3 +201,25 @@ def test_same_seed_same_run_bit_for_bit():
     a, b = compare(cfg, ["none", "none"])
     assert a["loss_curve"] == b["loss_curve"]
     assert a["final_loss"] == b["final_loss"]
+
+
+def test_a_worker_of_another_version_is_named_in_the_error():
+    """The orchestrator cannot answer a peer it cannot read, but says why nobody joined."""
+    from swarmpress.swarm.orchestrator import SwarmError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = build_config("tiny", steps=1, replicas=1, start_timeout_s=2, **SMALL)
+    orch = Orchestrator(cfg, load_data(cfg), port=port, spawn=False)
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, b"future-worker")
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send_multipart([b"SPW" + bytes([VERSION + 1]), b'{"kind":"hello","stage":0}'])
+        with pytest.raises(SwarmError, match=r"2 of 2 workers not ready.*protocol v"):
+            orch.start_workers()
+    finally:
+        ctx.destroy(linger=0)
+        orch.shutdown()

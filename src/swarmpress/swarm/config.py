@@ -62,6 +62,7 @@ class SwarmConfig(BaseModel):
     heartbeat_s: float = Field(0.25, gt=0)
     dead_after_s: float = Field(3.0, gt=0)
     sample_timeout_s: float = Field(60.0, gt=0)
+    start_timeout_s: float = Field(180.0, gt=0, description="wait for all workers to be ready")
     # data
     text: str = "pydoc"
     tokenizer: str = "minilm"

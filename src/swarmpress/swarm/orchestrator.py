@@ -123,6 +123,7 @@ class Orchestrator:
         self.training = False
         self.eval_paths: dict[int, Attempt] = {}
         self.service: dict[tuple[int, int], list[float]] = defaultdict(list)  # (stage, dir)
+        self.rejected: list[str] = []  # why messages from peers were dropped (the first 20)
 
     # ------------------------------------------------------------------ workers
     def _heartbeat(self) -> list[tuple[str, Message]]:
@@ -148,18 +149,24 @@ class Orchestrator:
         lines = slot.log.read_text(errors="replace").strip().splitlines()
         return " | ".join(lines[-3:])
 
-    def start_workers(self, timeout: float = 180.0) -> None:
+    def start_workers(self, timeout: float | None = None) -> None:
         """Spawn stages x replicas workers (or wait for that many to dial in) until ready."""
         if self.spawn:
             for s in range(self.cfg.stages):
                 for r in range(self.cfg.replicas):
                     self._spawn(s, f"s{s}r{r}")
+        timeout = self.cfg.start_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         want = self.cfg.stages * self.cfg.replicas
         while sum(s.ready for s in self.slots.values()) < want:
             if time.monotonic() > deadline:
                 missing = [s.name for s in self.slots.values() if not s.ready]
-                raise SwarmError(f"workers not ready after {timeout:.0f} s: {missing or want}")
+                why = f"; {'; '.join(self.rejected[-3:])}" if self.rejected else ""
+                short = want - sum(s.ready for s in self.slots.values())
+                raise SwarmError(
+                    f"{short} of {want} workers not ready after "
+                    f"{timeout:.0f} s ({', '.join(missing) or 'none said hello'}){why}"
+                )
             self.pump(0.05)
             for slot in self.slots.values():
                 if slot.proc is not None and slot.proc.poll() is not None and not slot.ready:
@@ -230,6 +237,11 @@ class Orchestrator:
 
     def _handle(self, sender: str, msg: Message) -> None:
         h, k = msg.head, msg.kind
+        if k == "_bad":  # a message that did not parse (another version, garbage)
+            reason = f"unreadable message from {sender!r}: {h.get('reason')}"
+            if len(self.rejected) < 20:
+                self.rejected.append(reason)
+            return
         if k == "hello":
             self._hello(sender, h)
             return

@@ -46,6 +46,7 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
     )
     faults = dict(orch.faults)
     faults["exactly_once"] = not lost and not missing_reports
+    faults["unreadable_messages"] = list(orch.rejected)
     faults["miscounted_steps"] = lost
     return {
         "codec": {
