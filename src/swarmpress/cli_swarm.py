@@ -387,6 +387,8 @@ def calibrate_cmd(
         f"{1e3 * cal['message_overhead_s']:.2f} ms",
     )
     console.print(t)
+    for w in cal["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if scenario_out is not None:
         console.print(f"scenario written to {scenario_out}")
 

@@ -156,7 +156,16 @@ def calibrate(result: dict, overhead_s: float | None = None) -> dict:
     scenario = parse_scenario(raw, "calibrated scenario")
     pred = predict(scenario, result)
     measured = float(result["seconds_per_step"])
+    warnings = []
+    f = result.get("faults", {})
+    if f.get("dead") or f.get("replayed"):
+        warnings.append(
+            f"the run had {f.get('dead', 0)} dead workers and {f.get('replayed', 0)} replayed "
+            "micro-batches; the calibrated scenario has no faults, so its prediction is for "
+            "a fault-free run"
+        )
     return {
+        "warnings": warnings,
         "scenario": raw,
         "message_overhead_s": overhead,
         "measured_seconds_per_step": measured,
