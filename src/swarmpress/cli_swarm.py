@@ -63,10 +63,12 @@ def _guard():
         yield
     except (ConfigError, DataError) as exc:
         raise fail(str(exc)) from None
-    except (SwarmError, CalibrationError) as exc:
+    except CalibrationError as exc:
+        raise fail(f"cannot calibrate: {exc}") from None
+    except SwarmError as exc:
         raise fail(f"the run failed: {exc}", EXIT_FAILED) from None
-    except OSError as exc:
-        raise fail(f"network: {exc}") from None
+    except OSError as exc:  # a port in use, an address that is not ours, a folder we cannot write
+        raise fail(str(exc)) from None
 
 
 @contextmanager
@@ -134,9 +136,12 @@ def _finish(results: list[dict], as_json: bool, single: bool, out: Path | None) 
     if out is not None:
         from swarmpress.swarm.report import plot
 
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(results[0] if single else results, indent=2))
-        plot(results, out)
+        with _guard():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "result.json").write_text(
+                json.dumps(results[0] if single else results, indent=2)
+            )
+            plot(results, out)
     if as_json:
         print(json.dumps(results[0] if single else results, indent=2))
     else:
@@ -370,8 +375,8 @@ def calibrate_cmd(
             result = train(cfg, on_step=lambda s, i: bar("measure", s, i))
     with _guard(), console.status("calibrating the twin", spinner="dots"):
         cal = calibrate(result)
-    if scenario_out is not None:
-        scenario_out.write_text(scenario_toml(cal["scenario"]))
+        if scenario_out is not None:
+            scenario_out.write_text(scenario_toml(cal["scenario"]))
     if as_json:
         print(json.dumps(cal, indent=2))
         return

@@ -130,3 +130,10 @@ def test_an_unknown_preset_lists_the_known_ones():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("field", ["codec_activation", "codec_gradient"])
+def test_stateful_codecs_only_for_weight_deltas(field):
+    with pytest.raises(ConfigError, match=f"{field}: topk is stateful"):
+        build_config("tiny", **{field: "topk"})
+    assert build_config("tiny", codec_delta="topk").codec_delta == "topk"

@@ -19,7 +19,9 @@ import statistics
 import time
 from typing import Any
 
-from swarmpress.swarm.config import SwarmConfig
+from pydantic import ValidationError
+
+from swarmpress.swarm.config import SwarmConfig, config_errors
 from swarmpress.swarm.transport import Endpoint
 from swarmpress.swarm.wire import WIRE_DTYPES, Message
 from swarmpress.twin.policies import ROUTERS, EvenBalancer
@@ -32,6 +34,16 @@ UNLIMITED_MBIT = 1e6  # an unshaped loopback link, as a bandwidth the twin can d
 
 class CalibrationError(ValueError):
     """A run that cannot calibrate the twin (too few steps, no service times)."""
+
+
+def run_config(result: dict) -> SwarmConfig:
+    """The configuration a result was made with; CalibrationError if it is not one."""
+    try:
+        return SwarmConfig(**result["config"])
+    except ValidationError as exc:
+        raise CalibrationError(f"not a swarm run result: config {config_errors(exc)}") from None
+    except (KeyError, TypeError) as exc:
+        raise CalibrationError(f"not a swarm run result (its config: {exc})") from None
 
 
 def message_overhead(payload: int = 65536, rounds: int = 200) -> float:
@@ -61,7 +73,7 @@ def message_overhead(payload: int = 65536, rounds: int = 200) -> float:
 
 def scenario_from_run(result: dict, overhead_s: float) -> dict[str, Any]:
     """A twin scenario (as a TOML-ready dict) describing the run in `result`."""
-    cfg = SwarmConfig(**result["config"])
+    cfg = run_config(result)
     service = result.get("service_s") or []
     if len(service) != cfg.stages or any(s["forward"] is None for s in service):
         raise CalibrationError("the run reported no service times for some stage")
@@ -133,7 +145,7 @@ def wire_profile(result: dict) -> CodecProfile:
 
 def predict(scenario: Scenario, result: dict, seed: int = 0) -> dict:
     """Simulate the calibrated scenario with the run's routing policy: seconds per step."""
-    cfg = SwarmConfig(**result["config"])
+    cfg = run_config(result)
     router = ROUTERS[cfg.router]()
     sim = Simulation(scenario, seed, router, EvenBalancer(), wire_profile(result))
     res = sim.run()
@@ -151,6 +163,9 @@ def calibrate(result: dict, overhead_s: float | None = None) -> dict:
     """Scenario, twin prediction and the measured figure it predicts, with the error."""
     if result.get("seconds_per_step") is None or result.get("steps", 0) < 2:
         raise CalibrationError("calibration needs a run of at least 2 steps")
+    missing = [k for k in ("config", "link", "codec", "service_s") if k not in result]
+    if missing:
+        raise CalibrationError(f"not a swarm run result: no {', '.join(missing)}")
     overhead = message_overhead() if overhead_s is None else overhead_s
     raw = scenario_from_run(result, overhead)
     scenario = parse_scenario(raw, "calibrated scenario")

@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from swarmpress.codecs import CodecError
 from swarmpress.swarm.links import LinkError, LinkSpec, parse_link
@@ -85,11 +93,15 @@ class SwarmConfig(BaseModel):
 
     @field_validator("codec_activation", "codec_gradient", "codec_delta", "codec_weights")
     @classmethod
-    def _codec(cls, v: str) -> str:
+    def _codec(cls, v: str, info: ValidationInfo) -> str:
         try:
-            make_codec(v)
+            codec = make_codec(v)
         except CodecError as exc:
             raise ValueError(str(exc)) from None
+        if codec.stateful and info.field_name != "codec_delta":
+            # Activations and gradients go to different replicas, attempt by attempt: a
+            # codec whose receiver must follow one stream cannot be followed there.
+            raise ValueError(f"{v} is stateful; use it for codec_delta only")
         return v
 
     @field_validator("router")
@@ -135,7 +147,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _fmt(exc: ValidationError) -> str:
+def config_errors(exc: ValidationError) -> str:
+    """A pydantic error as one line: `field: rule; field: rule`."""
     errs = []
     for e in exc.errors():
         where = ".".join(str(p) for p in e["loc"]) or "config"
@@ -175,4 +188,4 @@ def build_config(
     try:
         return SwarmConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(_fmt(exc)) from None
+        raise ConfigError(config_errors(exc)) from None

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?$", re.IGNORECASE)
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps)?(?:/s)?$", re.IGNORECASE)
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)?$", re.IGNORECASE)
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}
 UNLIMITED = ("none", "off", "unlimited", "lan", "local")
@@ -98,7 +98,8 @@ def parse_link(spec: str) -> LinkSpec:
         m = _RATE.match(parts[0])
         if not m:
             raise LinkError(
-                f"link {spec!r}: {parts[0]!r} is not a bandwidth (e.g. 100mbit, 1gbit, 500kbit)"
+                f"link {spec!r}: {parts[0]!r} is not a bandwidth in bits per second "
+                "(e.g. 100mbit, 1gbit, 500kbit)"
             )
         bw = float(m.group(1)) * _UNITS[m.group(2).lower()]
         if bw <= 0:

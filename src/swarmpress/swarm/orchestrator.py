@@ -28,10 +28,17 @@ from typing import Any
 
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.text import TokenData
-from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.transport import Endpoint, check_address
 from swarmpress.swarm.wire import VERSION, Message, pack_tokens
 from swarmpress.twin.policies import ROUTERS
 from swarmpress.twin.tracker import PROCESSING, Tracker
+
+
+def as_key(value: object) -> tuple[int, int, int] | None:
+    """A sample attempt's key (step, sample, attempt) from a message, or None."""
+    if isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value):
+        return (value[0], value[1], value[2])
+    return None
 
 
 class SwarmError(RuntimeError):
@@ -123,6 +130,7 @@ class Orchestrator:
         self.training = False
         self.eval_paths: dict[int, Attempt] = {}
         self.service: dict[tuple[int, int], list[float]] = defaultdict(list)  # (stage, dir)
+        self.merged_at: set[int] = set()  # steps that ended in a merge
         self.rejected: list[str] = []  # why messages from peers were dropped (the first 20)
 
     # ------------------------------------------------------------------ workers
@@ -175,6 +183,7 @@ class Orchestrator:
                     )
 
     def _hello(self, sender: str, h: dict) -> None:
+        check_address(h.get("address"))  # ValueError: recorded as a malformed hello
         stage = h.get("stage")
         if not isinstance(stage, int) or not 0 <= stage < self.cfg.stages:
             self._reject(sender, h, f"stage {stage!r} is not in 0..{self.cfg.stages - 1}")
@@ -213,10 +222,9 @@ class Orchestrator:
                 )
 
     def _reject(self, sender: str, h: dict, reason: str) -> None:
-        addr = h.get("address")
-        if isinstance(addr, str):
-            self.ep.connect(sender, addr)
-            self.ep.send(sender, Message("reject", {"reason": reason}), shaped=False)
+        self._reject_msg(f"refused {sender!r}: {reason}")
+        self.ep.connect(sender, h["address"])  # checked by _hello
+        self.ep.send(sender, Message("reject", {"reason": reason}), shaped=False)
 
     def _stage(self, stage: int) -> list[Slot]:
         return [s for s in self.slots.values() if s.stage == stage]
@@ -235,13 +243,26 @@ class Orchestrator:
         if check:
             self._check_health()
 
+    def _reject_msg(self, reason: str) -> None:
+        if len(self.rejected) < 20:
+            self.rejected.append(reason)
+
     def _handle(self, sender: str, msg: Message) -> None:
-        h, k = msg.head, msg.kind
-        if k == "_bad":  # a message that did not parse (another version, garbage)
-            reason = f"unreadable message from {sender!r}: {h.get('reason')}"
-            if len(self.rejected) < 20:
-                self.rejected.append(reason)
+        """Handle one message; one whose fields do not fit is recorded and dropped."""
+        if msg.kind == "_bad":  # a message that did not parse (another version, garbage)
+            self._reject_msg(f"unreadable message from {sender!r}: {msg.head.get('reason')}")
             return
+        try:
+            self._handle_one(sender, msg)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self._reject_msg(f"malformed {msg.kind!r} from {sender!r}: {exc!r}"[:300])
+
+    def _reason(self, text: str) -> None:
+        if len(self.faults["reasons"]) < 50:
+            self.faults["reasons"].append(text)
+
+    def _handle_one(self, sender: str, msg: Message) -> None:
+        h, k = msg.head, msg.kind
         if k == "hello":
             self._hello(sender, h)
             return
@@ -250,15 +271,12 @@ class Orchestrator:
             return
         slot.last_hb = time.monotonic()
         if k == "hb":
-            slot.hb = h
+            slot.hb = {
+                "progress_age": float(h.get("progress_age", 0.0)),
+                "queued": int(h.get("queued", 0)),
+            }
         elif k == "ready":
-            step = h.get("step")
-            if self.training and isinstance(step, int) and step < self.step:
-                # Its weights are of a step that has passed while they travelled: ask its
-                # donor again at the end of this step; it serves once it is in step.
-                self.catch_up[slot.stage].append(slot.name)
-            else:
-                slot.ready = True
+            self._ready(slot, h.get("step"))
         elif k == "ev":
             self._event(slot, h)
         elif k == "loss":
@@ -267,29 +285,52 @@ class Orchestrator:
             self._done(h)
         elif k == "failed":
             self.faults["failed_inputs"] += 1
-            self.faults["reasons"].append(f"{sender}: {h.get('reason')}")
-            key = h.get("key")
-            if isinstance(key, list) and len(key) == 3:
-                self._abandon_key(tuple(key), replay=True)
+            self._reason(f"{sender}: {str(h.get('reason'))[:300]}")
+            key = as_key(h.get("key"))
+            if key is not None:
+                self._abandon_key(key, replay=True)
         elif k in ("stepped", "bye"):
-            slot.stats = h.get("stats", slot.stats)
+            stats = h.get("stats", slot.stats)
+            if not isinstance(stats, dict):
+                raise TypeError("stats must be an object")
+            slot.stats = stats
             if k == "stepped":
-                self.applied[(h["step"], slot.stage)] += h.get("applied", 0)
+                step, applied = h["step"], h.get("applied", 0)
+                if type(step) is not int or type(applied) is not int:
+                    raise TypeError("step and applied must be integers")
+                self.applied[(step, slot.stage)] += applied
         elif k == "crash":
+            reason = str(h.get("reason", ""))
             if not self.training:
-                raise SwarmError(
-                    f"worker {sender} crashed during start-up: {h.get('reason', '')[-600:]}"
-                )
-            self.faults["reasons"].append(f"{sender} crashed: {h.get('reason', '')[-300:]}")
+                raise SwarmError(f"worker {sender} crashed during start-up: {reason[-600:]}")
+            self._reason(f"{sender} crashed: {reason[-300:]}")
             self._dead(slot, "crashed")
+
+    def _ready(self, slot: Slot, step: object) -> None:
+        """A worker is set up; a newcomer also says which step its copied state is for."""
+        if not self.training or type(step) is not int or step >= self.step:
+            slot.ready = True
+            return
+        if not any(step <= m < self.step for m in self.merged_at):
+            # Steps passed while its state travelled, but no merge: its weights are a
+            # replica's of a little earlier (replicas differ between merges anyway) and
+            # its anchor is the current one. It serves from this step on.
+            self.ep.send(slot.name, Message("resume", {"step": self.step}), shaped=False)
+            slot.ready = True
+            return
+        # A merge moved the anchor meanwhile: fresh state from a live replica at the end of
+        # this step.
+        self.ep.send(slot.name, Message("resync", {}), shaped=False)
+        self.catch_up[slot.stage].append(slot.name)
 
     def _event(self, slot: Slot, h: dict) -> None:
         """A finished pass: into the tracking buffer (what routing policies read), placed
         by this clock (the worker's may differ), and into the service-time record."""
-        dur, direction = h.get("dur"), h.get("dir")
+        dur, direction, key = h.get("dur"), h.get("dir"), as_key(h.get("key"))
         if not isinstance(dur, float) or not 0 <= dur < 3600 or direction not in (0, 1):
             return
-        key = h.get("key") or [0, 0, 0]
+        if key is None:
+            return
         now = time.monotonic() - self.t0
         tr = self.tracker
         ev = tr.open(key[1], direction, PROCESSING, now - dur, slot.id, slot.id, slot.stage)
@@ -298,18 +339,20 @@ class Orchestrator:
             self.service[(slot.stage, direction)].append(dur)
 
     def _loss(self, h: dict) -> None:
-        key = tuple(h.get("key") or ())
-        if h.get("eval"):
-            if key and key[0] == self.cfg.steps:
-                self.eval_losses[key[1]] = float(h["loss"])
+        key, loss = as_key(h.get("key")), float(h["loss"])
+        if key is None:
             return
-        att = self.attempts.get(key[1]) if len(key) == 3 else None
+        if h.get("eval"):
+            if key[0] == self.cfg.steps:
+                self.eval_losses[key[1]] = loss
+            return
+        att = self.attempts.get(key[1])
         if att is not None and att.key == key:
-            att.loss = float(h["loss"])
+            att.loss = loss
 
     def _done(self, h: dict) -> None:
-        key = tuple(h.get("key") or ())
-        if len(key) != 3 or key[0] != self.step:
+        key = as_key(h.get("key"))
+        if key is None or key[0] != self.step:
             return
         att = self.attempts.get(key[1])
         if att is not None and att.key == key and key[1] not in self.committed:
@@ -386,7 +429,7 @@ class Orchestrator:
     def _dead(self, slot: Slot, why: str) -> None:
         slot.alive = False
         self.faults["dead"] += 1
-        self.faults["reasons"].append(f"{slot.name}: {why}")
+        self._reason(f"{slot.name}: {why}")
         if slot.proc is not None and slot.proc.poll() is None:
             slot.proc.kill()
         self.ep.forget(slot.name)
@@ -396,10 +439,16 @@ class Orchestrator:
         for newcomers in self.catch_up.values():
             if slot.name in newcomers:
                 newcomers.remove(slot.name)
+        for other in self._stage(slot.stage):  # newcomers it was to send its state to
+            waiting = other.alive and other.said_hello and not other.ready
+            if waiting and other.catch_up_from == slot.name:
+                other.catch_up_from = None  # another replica sends it at the end of this step
+                if other.name not in self.catch_up[slot.stage]:
+                    self.catch_up[slot.stage].append(other.name)
         for att in list(self.attempts.values()):
             if att.key[0] == self.step and slot.name in att.path:
                 self._abandon(att, replay=True)
-        if self.spawn and self.cfg.respawn and slot.ready:
+        if self.spawn and self.cfg.respawn and (slot.ready or slot.said_hello):
             self.gen += 1
             base = slot.name.split("g")[0]
             self._spawn(slot.stage, f"{base}g{self.gen}")
@@ -426,6 +475,7 @@ class Orchestrator:
         self.faults["killed"] += 1
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
+        self._dead(victim, "killed by the fault drill (SIGKILL)")
 
     # ------------------------------------------------------------------ the run
     def run_step(self, step: int) -> dict:
@@ -443,6 +493,8 @@ class Orchestrator:
                 kill_now = False
         merge = (step + 1) % self.cfg.merge_every == 0 or step == self.cfg.steps - 1
         self._send_step(step, merge)
+        if merge:
+            self.merged_at.add(step)
         losses = [a.loss for a in self.committed.values() if a.loss is not None]
         info = {
             "step": step,
@@ -468,6 +520,7 @@ class Orchestrator:
             for newcomer in self.catch_up.pop(stage, []):
                 if replicas:
                     donors.setdefault(replicas[0].name, []).append(newcomer)
+                    self.slots[newcomer].catch_up_from = replicas[0].name
             for slot in replicas:
                 head = {
                     "step": step,
@@ -520,7 +573,13 @@ class Orchestrator:
             for step in range(self.cfg.steps):
                 self.run_step(step)
             train_seconds = time.monotonic() - t_train
+            self.attempts.clear()  # all committed: a death from here on replays nothing
             final = self.evaluate()
+        except SwarmError as exc:
+            if self.own_dir:
+                self.own_dir = False  # keep the workers' logs for the post-mortem
+                raise SwarmError(f"{exc} (worker logs in {self.run_dir})") from None
+            raise
         finally:
             self.shutdown()
         if self.own_dir:

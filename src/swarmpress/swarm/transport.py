@@ -22,6 +22,7 @@ import heapq
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,17 @@ class SendReceipt:
     link_s: float
 
 
+MAX_MESSAGE = 1 << 30  # bytes: a message larger than this is refused by the socket
+_ADDRESS = re.compile(r"^tcp://[A-Za-z0-9_.:\[\]-]+:\d{1,5}$")
+
+
+def check_address(address: object) -> str:
+    """`address` if it is tcp://HOST:PORT, else ValueError naming it."""
+    if not isinstance(address, str) or not _ADDRESS.match(address):
+        raise ValueError(f"peer address {address!r} is not tcp://HOST:PORT")
+    return address
+
+
 class Endpoint:
     """A named peer: receives on its own address, sends to named peers through a Shaper."""
 
@@ -63,6 +75,7 @@ class Endpoint:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.RCVHWM, HWM * 4)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         try:
             if port:
                 self.router.bind(f"tcp://{host}:{port}")
@@ -96,7 +109,9 @@ class Endpoint:
         self.shaper = Shaper(link, seed)
 
     def connect(self, name: str, address: str) -> None:
-        """Remember where peer `name` listens (a new address replaces the old socket)."""
+        """Remember where peer `name` listens (a new address replaces the old socket);
+        ValueError for an address that is not tcp://HOST:PORT."""
+        check_address(address)
         with self._lock:
             if self._peers.get(name) != address:
                 self._peers[name] = address
@@ -167,10 +182,15 @@ class Endpoint:
         if sock is None and addr is not None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
-            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.LINGER, 1000)  # what flush() handed over still goes out
             sock.setsockopt(zmq.SNDHWM, HWM)
             sock.setsockopt(zmq.IMMEDIATE, 0)
-            sock.connect(addr)
+            try:
+                sock.connect(addr)
+            except zmq.ZMQError as exc:  # e.g. a host name that does not resolve
+                log.warning("%s: cannot connect to %s at %s: %s", self.name, dst, addr, exc)
+                sock.close(linger=0)
+                return None
             self._dealers[dst] = sock
         return sock
 
@@ -216,7 +236,11 @@ class Endpoint:
         poller.register(self._wake_rx, zmq.POLLIN)
         next_tick = time.monotonic()
         while self._running:
-            wait = self._deliver_due()
+            try:
+                wait = self._deliver_due()
+            except Exception:  # the I/O thread must outlive any one bad message
+                log.exception("%s: sending failed", self.name)
+                wait = None
             now = time.monotonic()
             if self._tick is not None and now >= next_tick:
                 try:
@@ -231,7 +255,10 @@ class Endpoint:
             except zmq.ZMQError:
                 break
             if self.router in events:
-                self._receive()
+                try:
+                    self._receive()
+                except Exception:
+                    log.exception("%s: receiving failed", self.name)
             if self._wake_rx in events:
                 while True:
                     try:
@@ -239,4 +266,4 @@ class Endpoint:
                     except zmq.Again:
                         break
         for sock in self._dealers.values():
-            sock.close(linger=0)
+            sock.close(linger=500)

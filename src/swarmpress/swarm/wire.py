@@ -72,7 +72,7 @@ def parse(frames: list[bytes]) -> Message:
         raise WireError(f"message header of {len(frames[1])} bytes exceeds {MAX_HEADER}")
     try:
         head = json.loads(bytes(frames[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, huge integers
         raise WireError(f"message header is not JSON: {exc}") from None
     except RecursionError:
         raise WireError("message header nests too deeply") from None
@@ -150,6 +150,8 @@ def decode_tensor(blob: bytes, shape: tuple[int, ...] | None = None) -> torch.Te
     shape is not the one expected."""
     try:
         fr = unpack(blob)
+        if shape is not None and tuple(fr.shape) != tuple(shape):  # before any allocation
+            raise WireError(f"tensor of shape {tuple(fr.shape)} where {tuple(shape)} was expected")
         # Stateful encoders (topk's error feedback) write frames that the frame's own
         # parameters decode; the state lives on the sending side only.
         out = codec_class(fr.codec_id).from_config(fr.params)._decode_frame(fr)
@@ -189,9 +191,11 @@ def unpack_tokens(blob: bytes, vocab: int) -> torch.Tensor:
         # The frame's own size claim must match the shape before anything is allocated.
         claimed = zstandard.frame_content_size(body)
         if claimed not in (4 * math.prod(shape), -1, zstandard.CONTENTSIZE_UNKNOWN):
-            raise WireError(f"bad token block: {claimed} bytes for shape {shape}")
+            raise WireError(f"{claimed} bytes for shape {shape}")
         raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_TOKEN_BYTES)
         arr = np.frombuffer(raw, dtype=np.int32).reshape(shape)
+    except WireError as exc:
+        raise WireError(f"bad token block: {exc}") from None
     except (ValueError, zstandard.ZstdError) as exc:
         raise WireError(f"bad token block: {exc}") from None
     if arr.size and (arr.min() < 0 or arr.max() >= vocab):

@@ -29,7 +29,7 @@ from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.diloco import OuterOptimizer, flat, unflat
 from swarmpress.swarm.links import parse_link
 from swarmpress.swarm.model import Stage, lm_loss, split
-from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.transport import Endpoint, check_address
 from swarmpress.swarm.wire import (
     WIRE_DTYPES,
     Message,
@@ -41,7 +41,14 @@ from swarmpress.swarm.wire import (
 )
 
 Key = tuple[int, int, int]  # (step, sample, attempt)
-CONTROL = {"step", "drop", "dir", "stop"}  # message kinds only the orchestrator may send
+CONTROL = {
+    "step",
+    "drop",
+    "dir",
+    "stop",
+    "resync",
+    "resume",
+}  # message kinds only the orchestrator may send
 # The name each tensor role's traffic is reported under (full weights travel as UNSPECIFIED).
 WIRE_ROLE = {
     Role.ACTIVATION: "activation",
@@ -156,6 +163,7 @@ class StageWorker:
         self.bwd: list[tuple[str, Message]] = []
         self.deltas: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         self.merge_wait: dict | None = None
+        self.future_steps: dict[int, dict] = {}
         self.state_to: list[str] = []
         self.stopping = False
         self._warm_up()
@@ -181,7 +189,7 @@ class StageWorker:
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         while not self.stopping:
-            self._drain(block=not self._has_work())
+            self._drain(block=self.merge_wait is not None or not self._has_work())
             if self.merge_wait is not None:
                 self._try_finish_merge()
                 continue
@@ -195,7 +203,9 @@ class StageWorker:
                     self._forward(msg)
                 else:
                     self._backward(msg)
-            except WireError as exc:
+            except (WireError, ValueError, TypeError, KeyError, IndexError) as exc:
+                # a tensor or header that does not fit what this stage expects: the sample
+                # is reported failed (and replayed elsewhere), the worker goes on
                 self.stats.bad_inputs += 1
                 self.send_orch("failed", key=msg.head.get("key"), reason=str(exc), frm=sender)
             self.last_progress = time.monotonic()
@@ -203,9 +213,7 @@ class StageWorker:
         self.ep.flush()
 
     def _has_work(self) -> bool:
-        return any(self._current(m) for _, m in self.bwd + self.fwd) or bool(
-            self.merge_wait is not None
-        )
+        return any(self._current(m) for _, m in self.bwd + self.fwd)
 
     def _current(self, msg: Message) -> bool:
         key = msg.head.get("key")
@@ -235,7 +243,8 @@ class StageWorker:
         # drop work of steps already taken (stale attempts)
         self.fwd = [(s, m) for s, m in self.fwd if self._fresh(m)]
         self.bwd = [(s, m) for s, m in self.bwd if self._fresh(m)]
-        queued = sum(self._current(m) for _, m in self.fwd + self.bwd)  # work it could do now
+        # work it could do now (none while merging: it is waiting on its peers, not stalled)
+        queued = 0 if self.merge_wait else sum(self._current(m) for _, m in self.fwd + self.bwd)
         if queued and not self.queued:
             self.last_progress = time.monotonic()  # idle until now: the stall clock starts here
         self.queued = queued
@@ -252,6 +261,8 @@ class StageWorker:
             isinstance(key, list)
             and len(key) == 3
             and all(type(v) is int and v >= 0 for v in key)
+            and key[0] <= max(self.step + 1, self.cfg.steps)  # no far-future work to hoard
+            and key[1] < self.cfg.microbatches
             and isinstance(path, list)
             and len(path) == self.cfg.stages
             and all(isinstance(p, str) for p in path)
@@ -259,6 +270,14 @@ class StageWorker:
         )
 
     def _dispatch(self, sender: str, msg: Message) -> None:
+        """Handle one message; a malformed one is counted and dropped, never raised."""
+        try:
+            self._dispatch_one(sender, msg)
+        except (WireError, ValueError, TypeError, KeyError, IndexError) as exc:
+            self.stats.bad_inputs += 1
+            print(f"{self.name}: dropped a {msg.kind!r} from {sender}: {exc}", file=sys.stderr)
+
+    def _dispatch_one(self, sender: str, msg: Message) -> None:
         k = msg.kind
         if k in CONTROL and sender != "orch":
             self.stats.bad_inputs += 1  # only the orchestrator steers the run
@@ -284,10 +303,15 @@ class StageWorker:
         elif k == "delta":
             self._receive_delta(sender, msg)
         elif k == "state":
-            try:
-                self._load_state(sender, msg)
-            except WireError:
+            if self.caught_up:  # only while it waits for one (at start or after "resync")
                 self.stats.bad_inputs += 1
+                return
+            self._load_state(sender, msg)
+        elif k == "resync":
+            self.caught_up = False  # its first state came too late: another is on the way
+        elif k == "resume":
+            self.step = int(msg.head["step"])  # the state it holds is current enough
+            self._run_future_steps()
         elif k == "stop":
             self.stopping = True
             self.send_orch("bye", stats=self.stats.to_json(), step=self.step)
@@ -368,11 +392,11 @@ class StageWorker:
 
     def _backward(self, msg: Message) -> None:
         key = tuple(msg.head["key"])
+        if len(msg.parts) != 1:
+            raise WireError(f"backward message for {list(key)} has {len(msg.parts)} parts")
         entry = self.cache.pop(key, None)
         if entry is None:
             return  # dropped or already replayed elsewhere
-        if len(msg.parts) != 1:
-            raise WireError(f"backward message for {list(key)} has {len(msg.parts)} parts")
         x, out = entry
         started = time.monotonic()
         grad = self._decode(msg.parts[0], tuple(out.shape))
@@ -404,7 +428,12 @@ class StageWorker:
     # ------------------------------------------------------------------ steps and merges
     def _apply_step(self, h: dict) -> None:
         step = h["step"]
-        if step != self.step:
+        if not isinstance(step, int):
+            raise ValueError(f"step message without a step number: {h!r}")
+        if step > self.step:  # still busy with an earlier step (a merge): apply it after
+            self.future_steps[step] = h
+            return
+        if step < self.step:
             return  # a duplicate or a step this replica joined after
         self.step_started = time.monotonic()
         keys = sorted(tuple(k) for k in h.get("commit", []))
@@ -441,6 +470,15 @@ class StageWorker:
         self.state_to = []
         self.step = step + 1
         self.stats.time["step"] += time.monotonic() - self.step_started
+        self._run_future_steps()
+
+    def _run_future_steps(self) -> None:
+        """Apply a step message that arrived while this replica was still on an earlier one."""
+        for old in [k for k in self.future_steps if k < self.step]:
+            del self.future_steps[old]
+        h = self.future_steps.pop(self.step, None)
+        if h is not None:
+            self._apply_step(h)
 
     def _start_merge(self, step: int, peers: list[str]) -> None:
         delta = self.outer.pseudo_gradient()
@@ -453,7 +491,11 @@ class StageWorker:
 
     def _receive_delta(self, sender: str, msg: Message) -> None:
         rnd = msg.head.get("round")
-        if not isinstance(rnd, int) or rnd < self.step - 1 or len(msg.parts) != 1:
+        if (
+            not isinstance(rnd, int)
+            or not self.step - 1 <= rnd <= self.step + 1
+            or len(msg.parts) != 1
+        ):
             self.stats.bad_inputs += 1
             return
         try:
@@ -515,17 +557,16 @@ class StageWorker:
         then tell the orchestrator the step they belong to (it asks again if that step has
         passed meanwhile)."""
         n = sum(p.numel() for p in self.params)
-        step = msg.head.get("step")
-        if len(msg.parts) != 5 or not isinstance(step, int):
+        step, adam_step = msg.head.get("step"), msg.head.get("adam_step", 0.0)
+        if len(msg.parts) != 5 or type(step) is not int or not isinstance(adam_step, int | float):
             raise WireError(f"state message from {sender} is malformed")
-        tensors = [decode_tensor(b, (n,)) for b in msg.parts]
+        tensors = [decode_tensor(b, (n,)) for b in msg.parts]  # all decode before any is used
         with torch.no_grad():
             for p, v in zip(self.params, unflat(tensors[0], self.params), strict=True):
                 p.copy_(v)
         self.outer.load(
             {"anchor": unflat(tensors[1], self.params), "momentum": unflat(tensors[2], self.params)}
         )
-        adam_step = float(msg.head.get("adam_step", 0.0))
         if adam_step:
             moments = zip(
                 self.params, unflat(tensors[3], self.params), unflat(tensors[4], self.params),
@@ -557,7 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     sys.setswitchinterval(0.0005)  # hand the GIL to the I/O thread quickly (message latency)
-    w = StageWorker(a.name, a.stage, a.orch, a.host, a.timeout)
+    try:
+        check_address(a.orch)
+        w = StageWorker(a.name, a.stage, a.orch, a.host, a.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"{a.name}: {exc}", file=sys.stderr)
+        return 2
     try:
         w.start()
         w.run()
