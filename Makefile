@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements-torch.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a CPU build; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -r requirements-torch.txt
-	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,swarm,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,swarm,data,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,7 +1,10 @@
-"""Shared test settings: a hypothesis profile sized for 2-core CI."""
+"""Shared test settings: a hypothesis profile sized for 2-core CI, and a throwaway
+PostgreSQL database for the layers that run on both SQLite and PostgreSQL."""
 
 import os
+import uuid
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -12,3 +15,26 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _pg_admin_url() -> str | None:
+    url = os.environ.get("SWARMPRESS_TEST_PG_URL")
+    if not url:
+        if os.environ.get("SWARMPRESS_REQUIRE_PG"):
+            pytest.fail("SWARMPRESS_REQUIRE_PG is set but SWARMPRESS_TEST_PG_URL is not")
+        pytest.skip("no PostgreSQL: run scripts/pg-test-server.sh and set SWARMPRESS_TEST_PG_URL")
+    return url
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    admin = _pg_admin_url()
+    name = f"arena_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

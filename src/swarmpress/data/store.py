@@ -1,0 +1,273 @@
+"""The record store: SQLite by default (WAL, full-text index), PostgreSQL by URL.
+
+One `records` table keyed by an integer id with the uri unique (a second insert of a uri
+is skipped: dedup), indexed by hour bucket, by source and by label, and by (time, id) for
+stable newest-first paging. The searchable text (title and body) is indexed for full-text
+search: an FTS5 table on SQLite (rowid = record id), a generated `tsvector` with a GIN index
+on PostgreSQL. A size cap (bytes of content) evicts the oldest records first. Every batch
+is one transaction, so a process killed mid-write leaves the store as it was before the
+batch or after it, never between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from swarmpress.data.records import Record, content_json, parse_record
+
+DEFAULT_STORE = "~/.swarmpress/data.db"
+STORE_ENV = "SWARMPRESS_DATA_STORE"
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened or used; the message names it and why."""
+
+
+meta = MetaData()
+records = Table(
+    "records",
+    meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uri", String(2048), nullable=False, unique=True),
+    Column("ts_us", BigInteger, nullable=False),  # the item's time, microseconds since epoch
+    Column("bucket", Integer, nullable=False),  # hours since epoch
+    Column("source", String(64), nullable=False),
+    Column("label", String(256)),
+    Column("author", String(256)),
+    Column("content", Text, nullable=False),  # JSON
+    Column("size", Integer, nullable=False),
+    Column("scraped_us", BigInteger, nullable=False),
+    Index("ix_records_bucket", "bucket"),
+    Index("ix_records_source_bucket", "source", "bucket"),
+    Index("ix_records_label_bucket", "label", "bucket"),
+    Index("ix_records_ts", "ts_us", "id"),
+    Index("ix_records_author", "author"),
+)
+
+
+def store_url(location: str | None = None) -> str:
+    """A SQLAlchemy URL from --store, env SWARMPRESS_DATA_STORE or the default file."""
+    loc = location or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    if "://" in loc:
+        if loc.startswith("postgres://"):
+            loc = "postgresql://" + loc[len("postgres://") :]
+        if loc.startswith("postgresql://"):
+            loc = "postgresql+psycopg://" + loc[len("postgresql://") :]
+        return loc
+    path = Path(loc).expanduser()
+    return f"sqlite:///{path}"
+
+
+def _us(dt) -> int:
+    return round(dt.timestamp() * 1_000_000)
+
+
+@dataclass
+class InsertResult:
+    inserted: int
+    duplicates: int
+    evicted: int = 0
+
+
+class Store:
+    """Records in a database; see the module docstring."""
+
+    def __init__(self, location: str | None = None, max_bytes: int | None = None) -> None:
+        self.url = store_url(location)
+        self.max_bytes = max_bytes
+        try:
+            if self.url.startswith("sqlite:///"):
+                path = Path(self.url[len("sqlite:///") :])
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(self.url, future=True)
+        except (ArgumentError, OSError) as exc:
+            raise StoreError(f"cannot open store {location or self.url}: {exc}") from None
+        except ModuleNotFoundError as exc:
+            raise StoreError(f"store {self.url}: driver missing ({exc.name})") from None
+        self.sqlite = self.engine.dialect.name == "sqlite"
+        if self.sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._create()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open store {self.url}: {_short(exc)}") from None
+
+    # ------------------------------------------------------------------ schema
+    def _create(self) -> None:
+        meta.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if self.sqlite:
+                conn.exec_driver_sql(
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
+                    "text, tokenize='unicode61 remove_diacritics 2')"
+                )
+            else:
+                conn.exec_driver_sql(
+                    "ALTER TABLE records ADD COLUMN IF NOT EXISTS tsv tsvector GENERATED ALWAYS "
+                    "AS (to_tsvector('simple', coalesce(content::json->>'title', '') || ' ' || "
+                    "coalesce(content::json->>'text', ''))) STORED"
+                )
+                conn.exec_driver_sql(
+                    "CREATE INDEX IF NOT EXISTS ix_records_tsv ON records USING gin (tsv)"
+                )
+
+    # ------------------------------------------------------------------ writes
+    def insert(self, recs: Iterable[Record]) -> InsertResult:
+        """Add records in one transaction; uris already stored are skipped (dedup)."""
+        rows = []
+        seen: set[str] = set()
+        dup = 0
+        for r in recs:
+            if r.uri in seen:
+                dup += 1
+                continue
+            seen.add(r.uri)
+            author = r.content.get("author")
+            author = author.lower()[:256] if isinstance(author, str) else None
+            rows.append({
+                "uri": r.uri, "ts_us": _us(r.datetime), "bucket": r.bucket, "source": r.source,
+                "label": r.label, "author": author,
+                "content": content_json(r.content), "size": r.size,
+                "scraped_us": _us(r.scraped_at), "_text": r.text,
+            })  # fmt: skip
+        if not rows:
+            return InsertResult(0, dup)
+        try:
+            with self.engine.begin() as conn:
+                existing = set()
+                uris = [row["uri"] for row in rows]
+                for i in range(0, len(uris), 500):
+                    chunk = uris[i : i + 500]
+                    existing |= set(
+                        conn.scalars(select(records.c.uri).where(records.c.uri.in_(chunk)))
+                    )
+                fresh = [row for row in rows if row["uri"] not in existing]
+                dup += len(rows) - len(fresh)
+                if fresh:
+                    texts = [row.pop("_text") for row in fresh]
+                    conn.execute(records.insert(), fresh)
+                    if self.sqlite:
+                        ids = conn.execute(
+                            select(records.c.id, records.c.uri).where(
+                                records.c.uri.in_([row["uri"] for row in fresh])
+                            )
+                        ).all()
+                        by_uri = dict((u, i) for i, u in ids)
+                        conn.exec_driver_sql(
+                            "INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
+                            [(by_uri[row["uri"]], t) for row, t in zip(fresh, texts, strict=True)],
+                        )
+                evicted = self._evict(conn) if self.max_bytes is not None else 0
+        except OperationalError as exc:
+            raise StoreError(f"store {self.url}: {_short(exc)}") from None
+        return InsertResult(len(fresh), dup, evicted)
+
+    def _evict(self, conn) -> int:
+        """Delete the oldest records until the content fits max_bytes."""
+        total = conn.scalar(select(func.coalesce(func.sum(records.c.size), 0)))
+        over = int(total) - int(self.max_bytes)
+        if over <= 0:
+            return 0
+        victims, freed = [], 0
+        q = select(records.c.id, records.c.size).order_by(records.c.ts_us, records.c.id)
+        for rid, size in conn.execute(q):
+            victims.append(rid)
+            freed += size
+            if freed >= over:
+                break
+        for i in range(0, len(victims), 500):
+            chunk = victims[i : i + 500]
+            conn.execute(records.delete().where(records.c.id.in_(chunk)))
+            if self.sqlite:
+                marks = ",".join("?" * len(chunk))
+                conn.exec_driver_sql(f"DELETE FROM records_fts WHERE rowid IN ({marks})", chunk)
+        return len(victims)
+
+    # ------------------------------------------------------------------ reads
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(records)))
+
+    def total_bytes(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.coalesce(func.sum(records.c.size), 0))))
+
+    def check(self) -> str:
+        """The database's own integrity check ('ok' when sound)."""
+        with self.engine.connect() as conn:
+            if self.sqlite:
+                return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar())
+            conn.execute(text("SELECT count(*) FROM records"))
+            return "ok"
+
+    def iter_all(self, batch: int = 1000) -> Iterator[Record]:
+        """Every record, oldest first."""
+        last = (-(2**62), -1)
+        with self.engine.connect() as conn:
+            while True:
+                q = (
+                    select(records)
+                    .where(
+                        (records.c.ts_us > last[0])
+                        | ((records.c.ts_us == last[0]) & (records.c.id > last[1]))
+                    )
+                    .order_by(records.c.ts_us, records.c.id)
+                    .limit(batch)
+                )
+                rows = conn.execute(q).mappings().all()
+                if not rows:
+                    return
+                for row in rows:
+                    yield row_record(row)
+                last = (rows[-1]["ts_us"], rows[-1]["id"])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def row_record(row: Any) -> Record:
+    """A Record from a `records` row."""
+    from datetime import UTC, datetime
+
+    return parse_record({
+        "uri": row["uri"],
+        "datetime": datetime.fromtimestamp(row["ts_us"] / 1e6, UTC),
+        "source": row["source"], "label": row["label"],
+        "content": json.loads(row["content"]), "size": row["size"],
+        "scraped_at": datetime.fromtimestamp(row["scraped_us"] / 1e6, UTC),
+    })  # fmt: skip
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _short(exc: Exception) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0]

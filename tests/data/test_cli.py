@@ -1,0 +1,116 @@
+"""`swarmpress data ...` end to end on the embedded text: collect, search in every output
+format (validated against the published JSON Schemas), pack, and the swarm reading a pack."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from jsonschema import Draft202012Validator
+from typer.testing import CliRunner
+
+from swarmpress.cli import app
+from swarmpress.data.pack import PackError, load_pack
+from swarmpress.data.schema import SCHEMAS, schema
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def validate(name: str, doc) -> None:
+    Draft202012Validator(schema(name)).validate(doc)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("store") / "data.db")
+    r = run("data", "collect", "--source", "local", "--store", db, "--json")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)
+    validate("collect", stats)
+    assert stats["inserted"] == stats["read"] > 50 and stats["skipped"] == 0
+    return db
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schemas_are_valid_2020_12(name):
+    r = run("data", "schema", name)
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(doc)
+
+
+def test_unknown_schema_and_source():
+    assert run("data", "schema", "nope").exit_code == 2
+    r = run("data", "collect", "--source", "myspace")
+    assert r.exit_code == 2 and "unknown source" in r.output
+
+
+def test_search_json_pages_validate(filled):
+    r = run("data", "search", "local", "-k", "class", "-l", "7", "-o", "json", "--store", filled)
+    assert r.exit_code == 0, r.output
+    page = json.loads(r.stdout)
+    validate("search", page)
+    assert page["count"] == 7 and page["next_cursor"]
+    r2 = run("data", "search", "local", "-k", "class", "-l", "7", "-o", "json",
+             "--cursor", page["next_cursor"], "--store", filled)  # fmt: skip
+    page2 = json.loads(r2.stdout)
+    validate("search", page2)
+    assert not {x["uri"] for x in page["results"]} & {x["uri"] for x in page2["results"]}
+
+
+def test_search_jsonl_csv_table(filled):
+    r = run("data", "search", "all", "-k", "lambda", "-o", "jsonl", "--store", filled)
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert lines
+    for line in lines:
+        validate("record", line)
+    r = run("data", "search", "local", "-k", "lambda", "-o", "csv", "--store", filled)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == len(lines) and "lambda" in (rows[0]["text"] + rows[0]["title"]).lower()
+    r = run("data", "search", "local", "-k", "lambda", "--store", filled)
+    assert r.exit_code == 0 and "records" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--cursor", "zzz"], "--cursor"),
+        (["--from", "someday"], "--from"),
+        (["--mode", "most"], "--mode"),
+        (["-o", "xml"], "-o must be"),
+        (["-l", "0"], "--limit"),
+    ],
+)
+def test_search_bad_input_exits_2(filled, args, needle):
+    r = run("data", "search", "local", *args, "--store", filled)
+    assert r.exit_code == 2 and needle in r.output
+
+
+def test_pack_feeds_the_swarm(filled, tmp_path):
+    from swarmpress.swarm.text import DataError, TokenData
+
+    out = tmp_path / "pack"
+    r = run("data", "pack", "--out", str(out), "--seq-len", "128", "--store", filled, "--json")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(r.stdout)
+    validate("pack", manifest)
+    _, rows = load_pack(out)
+    assert rows.shape == (manifest["rows"], 128) and rows.dtype == np.int32
+    assert manifest["sources"] == {"local": manifest["records"]}
+    data = TokenData.build(str(out))
+    assert data.ids.max() < data.vocab and data.ids.size == rows.size
+    assert run("data", "pack", "--out", str(out), "--store", filled).exit_code == 2  # not empty
+    shard = out / manifest["shards"][0]["file"]
+    arr = np.load(shard)
+    arr[0, 0] += 1
+    np.save(shard, arr)
+    with pytest.raises(PackError, match="sha256"):
+        load_pack(out)
+    with pytest.raises(DataError, match="sha256"):
+        TokenData.build(str(out))

@@ -1,0 +1,204 @@
+"""Reddit and X clients against a local HTTP server that replays recorded answers: paging,
+throttling (429 + Retry-After / x-rate-limit-reset), server errors, bad credentials, broken
+JSON. Nothing here reaches the internet."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from swarmpress.data.collect import collect
+from swarmpress.data.sources.http import AuthError, FetchError, JsonClient, retry_after
+from swarmpress.data.sources.local import SourceError
+from swarmpress.data.sources.reddit import RedditSource
+from swarmpress.data.sources.x import XSource, build_query
+from swarmpress.data.store import Store
+
+
+def post(i: int, sub: str = "Python") -> dict:
+    return {"kind": "t3", "data": {
+        "id": f"p{i}", "name": f"t3_p{i}", "title": f"Post {i}", "selftext": f"body {i}",
+        "author": f"user{i % 3}", "subreddit": sub, "created_utc": 1772366400 + i * 60,
+        "score": i, "num_comments": 2 * i, "permalink": f"/r/{sub}/comments/p{i}/post_{i}/",
+        "is_self": True, "url": f"https://www.reddit.com/r/{sub}/comments/p{i}/",
+    }}  # fmt: skip
+
+
+def listing(children: list, after: str | None) -> dict:
+    return {"kind": "Listing", "data": {"after": after, "children": children}}
+
+
+class Replay:
+    """path -> queue of (status, headers, body); every request is logged."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[tuple[int, dict, object]]] = {}
+        self.log: list[tuple[str, dict, dict]] = []
+
+    def add(self, path: str, status: int, body: object, headers: dict | None = None) -> None:
+        self.routes.setdefault(path, []).append((status, headers or {}, body))
+
+
+@pytest.fixture
+def server():
+    replay = Replay()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            u = urlparse(self.path)
+            replay.log.append((u.path, parse_qs(u.query), dict(self.headers)))
+            queue = replay.routes.get(u.path) or [(404, {}, {"message": "no route"})]
+            status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    replay.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield replay
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def client(url: str, sleeps: list, **kw) -> JsonClient:
+    return JsonClient(url, sleep=sleeps.append, backoff=0.01, **kw)
+
+
+def test_reddit_pages_and_records(server, tmp_path):
+    server.add("/r/Python/new.json", 200, listing([post(3), post(2)], "t3_p2"))
+    server.add("/r/Python/new.json", 200, listing([post(1), {"kind": "more"}], None))
+    src = RedditSource(server.url, client(server.url, []))
+    items = list(src.items(["r/Python"], limit=10))
+    recs = [r for r, _ in items if r]
+    assert [r.content["title"] for r in recs] == ["Post 3", "Post 2", "Post 1"]
+    r = recs[0]
+    assert r.uri == "https://www.reddit.com/r/Python/comments/p3/post_3/"
+    assert r.label == "r/python" and r.source == "reddit" and r.content["author"] == "user0"
+    assert r.content["scores"] == {"score": 3, "num_comments": 6}
+    assert r.datetime.timestamp() == 1772366400 + 180
+    assert [e for _, e in items if e] == ["reddit /r/Python/new.json: not a post or comment: "
+                                          "{'kind': 'more'}"]  # fmt: skip
+    assert server.log[1][1]["after"] == ["t3_p2"] and src.cursor is None
+    s = Store(str(tmp_path / "r.db"))
+    stats = collect(s, RedditSource(server.url, client(server.url, [])).items(["r/Python"]),
+                    "reddit")  # fmt: skip
+    assert (stats["inserted"], stats["skipped"]) == (3, 1)
+
+
+def test_reddit_search_query(server):
+    server.add("/r/a+b/search.json", 200, listing([post(1)], None))
+    src = RedditSource(server.url, client(server.url, []))
+    list(src.items(["r/a", "b"], ["gpu", "deep learning"], "all"))
+    _, q, _ = server.log[0]
+    assert q["q"] == ['gpu AND "deep learning"'] and q["restrict_sr"] == ["1"]
+    assert q["sort"] == ["new"]
+
+
+def test_throttling_is_waited_out(server):
+    sleeps: list[float] = []
+    server.add("/r/x/new.json", 429, {"message": "Too Many Requests"}, {"Retry-After": "7"})
+    server.add("/r/x/new.json", 503, {"message": "busy"})
+    server.add("/r/x/new.json", 200, listing([post(1, "x")], None))
+    c = client(server.url, sleeps)
+    recs = [r for r, _ in RedditSource(server.url, c).items(["r/x"])]
+    assert len(recs) == 1
+    assert sleeps[0] == 7.0 and 0 < sleeps[1] < 1 and c.requests == 3 and c.waited > 7
+
+
+def test_retry_after_forms():
+    assert retry_after("12") == 12.0
+    later = time.time() + 30
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(later))
+    assert 25 < retry_after(date) <= 31
+    assert retry_after("soon") is None and retry_after(None) is None
+
+
+def test_errors_say_what_went_wrong(server):
+    server.add("/bad", 401, {"message": "Unauthorized"})
+    server.add("/gone", 404, {"message": "Not Found"})
+    server.add("/html", 200, b"<html>blocked</html>")
+    server.add("/down", 500, {"message": "oops"})
+    server.add("/slow", 429, {}, {"Retry-After": "3600"})
+    sleeps: list[float] = []
+    c = client(server.url, sleeps, retries=2)
+    with pytest.raises(AuthError, match="401 Unauthorized"):
+        c.get("/bad")
+    with pytest.raises(FetchError, match="404 Not Found"):
+        c.get("/gone")
+    with pytest.raises(FetchError, match="not JSON"):
+        c.get("/html")
+    with pytest.raises(FetchError, match="gave up after 3 tries: 500 oops"):
+        c.get("/down")
+    with pytest.raises(FetchError, match="asked to wait 3600 s"):
+        c.get("/slow")
+    assert len(sleeps) == 2  # only the 500s slept, and only between tries
+
+
+def tweet(i: int, author: str = "11") -> dict:
+    return {"id": f"{1000 + i}", "text": f"tweet {i} #AI #ml", "author_id": author,
+            "created_at": f"2026-03-01T12:0{i}:00.000Z", "lang": "en",
+            "public_metrics": {"like_count": i, "retweet_count": 0},
+            "entities": {"hashtags": [{"start": 8, "end": 11, "tag": "AI"}]},
+            "referenced_tweets": [{"type": "replied_to", "id": "999"}]}  # fmt: skip
+
+
+def test_x_needs_a_token(monkeypatch):
+    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    monkeypatch.delenv("SWARMPRESS_X_BEARER_TOKEN", raising=False)
+    with pytest.raises(AuthError, match="X_BEARER_TOKEN"):
+        XSource("http://127.0.0.1:9")
+
+
+def test_x_pages_rate_limit_and_records(server, monkeypatch):
+    monkeypatch.setenv("X_BEARER_TOKEN", "secret-token")
+    path = "/2/tweets/search/recent"
+    users = {"users": [{"id": "11", "username": "ada"}]}
+    server.add(path, 429, {"title": "Too Many Requests"},
+               {"x-rate-limit-reset": str(int(time.time()) + 5)})  # fmt: skip
+    server.add(path, 200, {"data": [tweet(1), tweet(2)], "includes": users,
+                           "meta": {"next_token": "abc", "result_count": 2}})  # fmt: skip
+    server.add(path, 200, {"data": [tweet(3), {"text": "no id"}], "includes": users,
+                           "meta": {"result_count": 2}})  # fmt: skip
+    sleeps: list[float] = []
+    src = XSource(server.url)
+    src.client.sleep = sleeps.append
+    items = list(src.items(["gpu"], ["@ada"], None, limit=50))
+    recs = [r for r, _ in items if r]
+    assert [r.uri for r in recs] == [f"https://x.com/ada/status/100{i}" for i in (1, 2, 3)]
+    r = recs[0]
+    assert r.label == "#ai" and r.content["author"] == "ada" and r.content["parent"] == "999"
+    assert r.content["scores"]["like_count"] == 1 and r.source == "x"
+    assert sum(e is not None for _, e in items) == 1
+    assert 3 <= sleeps[0] <= 6
+    _, q, headers = server.log[-1]
+    assert headers["Authorization"] == "Bearer secret-token"
+    assert q["query"] == ["gpu from:ada"] and q["next_token"] == ["abc"]
+
+
+def test_x_bad_credentials(server, monkeypatch):
+    monkeypatch.setenv("X_BEARER_TOKEN", "wrong")
+    server.add("/2/tweets/search/recent", 403, {"title": "Forbidden", "detail": "bad token"})
+    with pytest.raises(AuthError, match="403 bad token"):
+        list(XSource(server.url).items(["a"]))
+
+
+def test_x_query_forms():
+    assert build_query(["a", "b c"], [], None, "any") == '(a OR "b c")'
+    assert build_query(["a", "b"], ["@u", "v"], "AI", "all") == "(a b) (from:u OR from:v) #AI"
+    with pytest.raises(SourceError, match="needs keywords"):
+        build_query([], [], None, "any")
