@@ -259,8 +259,8 @@ def report(res: dict) -> str:
         "",
         "Every run: real stage-worker processes, ZeroMQ on loopback, links emulated in the "
         "transport (uplink serialized at the bandwidth, then the latency), tiny preset "
-        "(2 stages x 2 replicas, dim 128, 4 layers, seq 128, 4 micro-batches of 4 per step, float32 on the wire) on "
-        "pydoc_data.topics tokenized with MiniLM's WordPiece.",
+        "(2 stages x 2 replicas, dim 128, 4 layers, seq 128, 4 micro-batches of 4 per step, "
+        "float32 on the wire) on pydoc_data.topics tokenized with MiniLM's WordPiece.",
         "",
     ]
     if "quality" in res:

@@ -94,6 +94,10 @@ def test_reddit_pages_and_records(server, tmp_path):
     assert [e for _, e in items if e] == ["reddit /r/Python/new.json: not a post or comment: "
                                           "{'kind': 'more'}"]  # fmt: skip
     assert server.log[1][1]["after"] == ["t3_p2"] and src.cursor is None
+    server.routes["/r/Python/new.json"] = [
+        (200, {}, listing([post(3), post(2)], "t3_p2")),
+        (200, {}, listing([post(1), {"kind": "more"}], None)),
+    ]
     s = Store(str(tmp_path / "r.db"))
     stats = collect(s, RedditSource(server.url, client(server.url, [])).items(["r/Python"]),
                     "reddit")  # fmt: skip

@@ -203,7 +203,8 @@ class Store:
             conn.execute(records.delete().where(records.c.id.in_(chunk)))
             if self.sqlite:
                 marks = ",".join("?" * len(chunk))
-                conn.exec_driver_sql(f"DELETE FROM records_fts WHERE rowid IN ({marks})", chunk)
+                sql = f"DELETE FROM records_fts WHERE rowid IN ({marks})"
+                conn.exec_driver_sql(sql, tuple(chunk))
         return len(victims)
 
     # ------------------------------------------------------------------ reads
