@@ -77,7 +77,7 @@ QUERIES = [
     ),
     (
         "keyword + source + label, 90 days",
-        {"keywords": ["object"], "source": "reddit", "label": "r/topic7", "days": 90},
+        {"keywords": ["object"], "source": "reddit", "label": "r/topic5", "days": 90},
     ),
     ("phrase, 90 days", {"keywords": ["return value"], "days": 90}),
     ("keyword, 1 day, page 2", {"keywords": ["value"], "days": 1, "page2": True}),

@@ -253,6 +253,41 @@ def search_cmd(
     _emit(result, output)
 
 
+@data_app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="New file: .parquet or .jsonl.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="parquet or jsonl (default: from --out).")
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="Records of this source only (or all).")
+    ] = "all",
+    keywords: KeywordOpt = None,
+    users: UserOpt = None,
+    label: LabelOpt = None,
+    since: FromOpt = None,
+    until: ToOpt = None,
+    mode: ModeOpt = "any",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a query's records (default: all) to Parquet or JSONL, newest first."""
+    from swarmpress.data.export import ExportError, export
+    from swarmpress.data.query import iter_query
+
+    q = _query(source, keywords, users, label, since, until, 1, mode, None)
+    st = _store(store)
+    with _guard(), err_console.status(f"exporting to {out}"):
+        try:
+            n = export(iter_query(st, q), out, fmt)
+        except ExportError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({"out": str(out), "records": n}))
+    else:
+        console.print(f"{n} records -> {out}")
+
+
 @data_app.command("schema")
 def schema_cmd(
     name: Annotated[str, typer.Argument(help="search, collect, record or pack.")] = "search",

@@ -114,3 +114,27 @@ def test_pack_feeds_the_swarm(filled, tmp_path):
         load_pack(out)
     with pytest.raises(DataError, match="sha256"):
         TokenData.build(str(out))
+
+
+def test_export_parquet_and_jsonl_round_trip(filled, tmp_path):
+    import pyarrow.parquet as pq
+
+    from swarmpress.data.sources.local import read_local
+
+    pq_out, jl_out = tmp_path / "all.parquet", tmp_path / "lambda.jsonl"
+    r = run("data", "export", "--out", str(pq_out), "--store", filled, "--json")
+    assert r.exit_code == 0, r.output
+    n = json.loads(r.stdout)["records"]
+    table = pq.read_table(pq_out)
+    assert table.num_rows == n > 50
+    assert table.schema.field("datetime").type.tz == "UTC"
+    first = table.slice(0, 1).to_pylist()[0]
+    assert json.loads(first["content"])["text"]
+    r = run("data", "export", "--out", str(jl_out), "-k", "lambda", "--store", filled)
+    assert r.exit_code == 0, r.output
+    back = [rec for rec, err in read_local(jl_out) if rec]  # an export reads back as records
+    assert back and all("lambda" in x.text.lower() for x in back)
+    assert run("data", "export", "--out", str(jl_out), "--store", filled).exit_code == 2
+    bad = run("data", "export", "--out", str(tmp_path / "x.csv"), "--store", filled)
+    assert bad.exit_code == 2 and "parquet or jsonl" in bad.output
+    assert not list(tmp_path.glob("*.partial"))
