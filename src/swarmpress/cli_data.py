@@ -93,20 +93,29 @@ def _query(source, keywords, users, label, since, until, limit, mode, cursor):
     return q
 
 
-def source_items(source: str, path, keywords, users, label, mode, limit):
-    """The items of a source for a collection (network sources page until `limit`)."""
+def source_items(source: str, path, keywords, users, label, mode, limit, cursor=None):
+    """(items, a function giving the source's resume cursor) for a collection; network
+    sources page until `limit`, from `cursor` when one is given."""
     from swarmpress.data.sources.local import read_local
 
     if source == "local":
-        return read_local(path)
+        return read_local(path), lambda: None
     if source == "reddit":
         from swarmpress.data.sources.reddit import RedditSource
 
         subs = [x for x in _split([label] if label else []) if x.lower().startswith("r/")]
-        return RedditSource().items(subs, _split(keywords), mode, limit or 1000)
+        src = RedditSource()
+        return src.items(subs, _split(keywords), mode, limit or 1000, cursor), lambda: src.resume
     from swarmpress.data.sources.x import XSource
 
-    return XSource().items(_split(keywords), _split(users), label, mode, limit or 1000)
+    src = XSource()
+    items = src.items(_split(keywords), _split(users), label, mode, limit or 1000, cursor)
+    return items, lambda: src.resume
+
+
+def _job_items(spec, cursor):
+    return source_items(spec.source, spec.path, spec.keywords, spec.users, spec.label,
+                        spec.mode, spec.page_limit, cursor)  # fmt: skip
 
 
 @data_app.command("collect")
@@ -142,6 +151,30 @@ def collect_cmd(
             help="Size cap of the store's content; the oldest records are evicted beyond it.",
         ),
     ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            "--job",
+            help="Run as a named job (defined by these options "
+            "the first time; resumed from its saved state after that).",
+        ),
+    ] = None,
+    every: Annotated[
+        float, typer.Option("--every", help="Job: seconds between rounds (0: one round).")
+    ] = 0.0,
+    stop_after_records: Annotated[
+        int | None, typer.Option("--stop-after-records", help="Job: stop after N new records.")
+    ] = None,
+    stop_after_hours: Annotated[
+        float | None,
+        typer.Option("--stop-after-hours", help="Job: stop T hours after its first start."),
+    ] = None,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background", help="Job: run detached; progress in its log and in `data jobs`."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Collect records from a source into the store (dedup by uri; bad items skipped)."""
@@ -150,11 +183,20 @@ def collect_cmd(
     if source not in SOURCES:
         raise fail(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     st = _store(store, max_bytes)
+    if job is not None or background:
+        if job is None:
+            raise fail("--background needs --job NAME")
+        spec = dict(name=job, source=source, path=path, keywords=_split(keywords),
+                    users=_split(users), label=label, mode=mode, every_s=every,
+                    stop_after_records=stop_after_records, stop_after_hours=stop_after_hours,
+                    page_limit=limit or 1000)  # fmt: skip
+        _run_job(st, spec, background, as_json)
+        return
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                    console=err_console, transient=True)  # fmt: skip
     with _guard(), bar:
         task = bar.add_task("collecting")
-        items = source_items(source, path, keywords, users, label, mode, limit)
+        items, _ = source_items(source, path, keywords, users, label, mode, limit)
 
         def show(s: dict) -> None:
             bar.update(task, description=f"read {s['read']}, new {s['inserted']}, "
@@ -172,6 +214,78 @@ def collect_cmd(
     console.print(t)
     for e in stats["errors"][:5]:
         err_console.print(f"[yellow]skipped:[/] {e}", highlight=False)
+
+
+def _run_job(st, raw: dict, background: bool, as_json: bool) -> None:
+    import os
+    import subprocess
+
+    from swarmpress.data.jobs import JobError, get_job, parse_spec, run_job, save_spec
+
+    name = raw["name"]
+    try:
+        if get_job(st, name) is None:
+            save_spec(st, parse_spec(raw))
+        if background:
+            logdir = Path("~/.swarmpress/jobs").expanduser()
+            logdir.mkdir(parents=True, exist_ok=True)
+            log = logdir / f"{name}.log"
+            cmd = [sys.executable, "-m", "swarmpress.cli", "data", "collect", "--job", name,
+                   "--store", st.url]  # fmt: skip
+            with open(log, "ab") as fh:
+                p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env=dict(os.environ))  # fmt: skip
+            out = {"job": name, "pid": p.pid, "log": str(log)}
+            print(json.dumps(out) if as_json else f"job {name} started (pid {p.pid}), log {log}")
+            return
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                       console=err_console, transient=True)  # fmt: skip
+        with _guard(), bar:
+            task = bar.add_task(f"job {name}")
+
+            def show(s: dict) -> None:
+                bar.update(task, description=f"job {name}: {s['collected']} collected, "
+                           f"{s['duplicates']} duplicates, {s['skipped']} skipped")  # fmt: skip
+
+            result = run_job(st, name, _job_items, progress=show)
+    except JobError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"job {name}: {result['status']}, {result['collected']} collected in "
+                      f"{result['rounds']} round(s)")  # fmt: skip
+
+
+@data_app.command("jobs")
+def jobs_cmd(
+    stop: Annotated[str | None, typer.Option("--stop", help="Stop this running job.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The collection jobs in a store: status, records collected, rounds, cursor."""
+    from swarmpress.data.jobs import JobError, list_jobs, stop_job
+
+    st = _store(store)
+    if stop is not None:
+        try:
+            ok = stop_job(st, stop)
+        except JobError as exc:
+            raise fail(str(exc)) from None
+        console.print(f"job {stop}: {'stop requested' if ok else 'not running'}")
+        return
+    rows = list_jobs(st)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title=f"jobs in {st.url}")
+    for col in ("name", "source", "status", "collected", "rounds", "pid", "error"):
+        t.add_column(col)
+    for j in rows:
+        t.add_row(j["name"], j["spec"]["source"], j["status"], str(j["collected"]),
+                  str(j["rounds"]), str(j["pid"] or ""), j["error"] or "")  # fmt: skip
+    console.print(t)
 
 
 def _emit(result: dict, output: str) -> None:
@@ -244,7 +358,7 @@ def search_cmd(
         if source not in SOURCES:
             raise fail(f"--live needs a source to fetch from: {', '.join(SOURCES)}")
         with _guard(), err_console.status(f"fetching from {source}"):
-            items = source_items(source, None, keywords, users, label, mode, max(limit, 100))
+            items, _ = source_items(source, None, keywords, users, label, mode, max(limit, 100))
             stats = collect(st, items, source, limit=max(limit, 100))
         err_console.print(f"fetched {stats['read']}: {stats['inserted']} new, "
                           f"{stats['skipped']} skipped")  # fmt: skip

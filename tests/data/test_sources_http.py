@@ -4,11 +4,7 @@ JSON. Nothing here reaches the internet."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -18,61 +14,7 @@ from swarmpress.data.sources.local import SourceError
 from swarmpress.data.sources.reddit import RedditSource
 from swarmpress.data.sources.x import XSource, build_query
 from swarmpress.data.store import Store
-
-
-def post(i: int, sub: str = "Python") -> dict:
-    return {"kind": "t3", "data": {
-        "id": f"p{i}", "name": f"t3_p{i}", "title": f"Post {i}", "selftext": f"body {i}",
-        "author": f"user{i % 3}", "subreddit": sub, "created_utc": 1772366400 + i * 60,
-        "score": i, "num_comments": 2 * i, "permalink": f"/r/{sub}/comments/p{i}/post_{i}/",
-        "is_self": True, "url": f"https://www.reddit.com/r/{sub}/comments/p{i}/",
-    }}  # fmt: skip
-
-
-def listing(children: list, after: str | None) -> dict:
-    return {"kind": "Listing", "data": {"after": after, "children": children}}
-
-
-class Replay:
-    """path -> queue of (status, headers, body); every request is logged."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, list[tuple[int, dict, object]]] = {}
-        self.log: list[tuple[str, dict, dict]] = []
-
-    def add(self, path: str, status: int, body: object, headers: dict | None = None) -> None:
-        self.routes.setdefault(path, []).append((status, headers or {}, body))
-
-
-@pytest.fixture
-def server():
-    replay = Replay()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            u = urlparse(self.path)
-            replay.log.append((u.path, parse_qs(u.query), dict(self.headers)))
-            queue = replay.routes.get(u.path) or [(404, {}, {"message": "no route"})]
-            status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
-            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    replay.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield replay
-    httpd.shutdown()
-    httpd.server_close()
+from tests.data.conftest import listing, post
 
 
 def client(url: str, sleeps: list, **kw) -> JsonClient:

@@ -87,12 +87,13 @@ class RedditSource:
         """Newest first until `limit` items or the listing ends; `after` resumes a listing.
         `self.cursor` holds the last page's `after` token (for resuming a job)."""
         path, params = self._path(subreddits or [], keywords or [], mode)
-        self.cursor = after
+        self.cursor = self.resume = after
         n = 0
         while n < limit:
             page = dict(params, limit=min(PAGE, limit - n))
             if self.cursor:
                 page["after"] = self.cursor
+            self.resume = self.cursor  # resuming here re-reads this page; dedup absorbs it
             body = self.client.get(path, page)
             data = body.get("data") if isinstance(body, dict) else None
             children = data.get("children") if isinstance(data, dict) else None

@@ -93,12 +93,13 @@ class XSource:
             "expansions": "author_id",
             "user.fields": "username",
         }
-        self.cursor = after
+        self.cursor = self.resume = after
         n = 0
         while n < limit:
             page = dict(params, max_results=max(10, min(PAGE, limit - n)))
             if self.cursor:
                 page["next_token"] = self.cursor
+            self.resume = self.cursor  # resuming here re-reads this page; dedup absorbs it
             body = self.client.get("/2/tweets/search/recent", page)
             if not isinstance(body, dict):
                 yield None, "x: the answer is not a JSON object"

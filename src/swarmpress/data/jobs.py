@@ -1,0 +1,237 @@
+"""Named collection jobs: what to collect, how often, when to stop; state kept in the store
+so a job resumes after a crash or a restart without collecting anything twice.
+
+A job's spec (source, path, keywords, users, label, mode, `every_s` between rounds,
+`stop_after_records`, `stop_after_hours`) and state (status, pid, the source's paging
+cursor, records collected, rounds, times, last error) live in a `jobs` table beside the
+records. The cursor is saved with every committed batch; a restarted job continues from it
+and the uri dedup absorbs the overlap of the batch that was in flight. The time limit
+counts from the job's first start, across restarts. SIGTERM stops a job between batches
+with status `stopped`; a job whose recorded process is gone is `crashed` until resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, select
+
+from swarmpress.data.collect import collect
+from swarmpress.data.store import Store, meta
+
+jobs = Table(
+    "jobs",
+    meta,
+    Column("name", String(128), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("pid", Integer),
+    Column("cursor", Text),
+    Column("collected", BigInteger, nullable=False, default=0),
+    Column("rounds", Integer, nullable=False, default=0),
+    Column("started_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("error", Text),
+)
+
+
+class JobError(ValueError):
+    """A job that cannot be defined or run as asked; the message says why."""
+
+
+class JobSpec(BaseModel):
+    """What a job collects and when it stops."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str = Field(pattern=r"^(local|reddit|x)$")
+    path: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+    label: str | None = None
+    mode: str = Field("any", pattern=r"^(any|all)$")
+    every_s: float = Field(0.0, ge=0, description="seconds between rounds; 0: one round")
+    stop_after_records: int | None = Field(None, ge=1)
+    stop_after_hours: float | None = Field(None, gt=0)
+    page_limit: int = Field(1000, ge=1, description="items a round reads at most")
+
+
+def _now_us() -> int:
+    return int(time.time() * 1e6)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process pid runs (a zombie, killed but not yet reaped, does not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+    except OSError:
+        return True  # no /proc here: the signal check is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def parse_spec(raw: dict[str, Any]) -> JobSpec:
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"]) or "job"
+        raise JobError(f"job {raw.get('name', '?')}: {where}: {e['msg']}") from None
+
+
+def list_jobs(store: Store) -> list[dict[str, Any]]:
+    """Every job with its spec and state; a running job whose process is gone shows as
+    crashed."""
+    jobs.create(store.engine, checkfirst=True)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(jobs).order_by(jobs.c.name)).mappings().all()
+    out = []
+    for r in rows:
+        status = r["status"]
+        if status == "running" and not _alive(r["pid"]):
+            status = "crashed"
+        out.append({
+            "name": r["name"], "status": status, "pid": r["pid"], "collected": r["collected"],
+            "rounds": r["rounds"], "cursor": r["cursor"], "error": r["error"],
+            "started": r["started_us"] / 1e6, "updated": r["updated_us"] / 1e6,
+            "spec": json.loads(r["spec"]),
+        })  # fmt: skip
+    return out
+
+
+def get_job(store: Store, name: str) -> dict[str, Any] | None:
+    return next((j for j in list_jobs(store) if j["name"] == name), None)
+
+
+def save_spec(store: Store, spec: JobSpec) -> None:
+    """Define a job, or replace the spec of one that is not running."""
+    old = get_job(store, spec.name)
+    if old is not None and old["status"] == "running":
+        raise JobError(f"job {spec.name} is running (pid {old['pid']}); stop it first")
+    body = spec.model_dump_json()
+    with store.engine.begin() as conn:
+        if old is None:
+            conn.execute(jobs.insert().values(
+                name=spec.name, spec=body, status="new", collected=0, rounds=0,
+                started_us=_now_us(), updated_us=_now_us(),
+            ))  # fmt: skip
+        else:
+            conn.execute(jobs.update().where(jobs.c.name == spec.name).values(spec=body))
+
+
+def _update(store: Store, name: str, **values: Any) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.name == name).values(updated_us=_now_us(),
+                                                                     **values))  # fmt: skip
+
+
+def stop_job(store: Store, name: str) -> bool:
+    """SIGTERM a running job; False if it was not running."""
+    j = get_job(store, name)
+    if j is None:
+        raise JobError(f"no job {name!r}")
+    if j["status"] != "running":
+        return False
+    os.kill(j["pid"], signal.SIGTERM)
+    return True
+
+
+Items = Callable[[JobSpec, str | None], tuple[Any, Callable[[], str | None]]]
+
+
+def run_job(
+    store: Store,
+    name: str,
+    items_for: Items,
+    progress: Callable[[dict], None] | None = None,
+    sleep: Callable[[float], bool] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a job until a stop condition, SIGTERM, or the end of its single round.
+
+    items_for(spec, cursor) -> (items iterator, a function giving the source's cursor now).
+    sleep(seconds) -> False when the wait was interrupted (stop asked)."""
+    job = get_job(store, name)
+    if job is None:
+        raise JobError(f"no job {name!r}; define it with --source and the options first")
+    if job["status"] == "running":
+        raise JobError(f"job {name} is already running (pid {job['pid']})")
+    spec = parse_spec(job["spec"])
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    wait = sleep or (lambda s: not stop.wait(s))
+    resumed = job["status"] in ("crashed", "stopped", "failed") and job["collected"] > 0
+    collected, rounds, cursor = job["collected"], job["rounds"], job["cursor"]
+    _update(store, name, status="running", pid=os.getpid(), error=None)
+    deadline = None
+    if spec.stop_after_hours:
+        deadline = job["started"] + spec.stop_after_hours * 3600
+    status, error = "done", None
+    try:
+        while not stop.is_set():
+            items, cursor_now = items_for(spec, cursor)
+            want = None
+            if spec.stop_after_records:
+                want = max(0, spec.stop_after_records - collected)
+            budget = spec.page_limit if want is None else min(spec.page_limit, want)
+
+            def flushed(stats: dict, _c=cursor_now, _base=collected) -> None:
+                nonlocal cursor
+                cursor = _c()
+                total = _base + stats["inserted"]
+                _update(store, name, cursor=cursor, collected=total)
+                if progress is not None:
+                    progress(stats | {"job": name, "collected": total})
+                if stop.is_set() or (deadline is not None and time.time() >= deadline):
+                    raise _Stop
+
+            try:
+                stats = collect(store, items, spec.source, limit=budget, progress=flushed)
+                collected += stats["inserted"]
+            except _Stop:
+                collected = get_job(store, name)["collected"]
+                status = "stopped" if stop.is_set() else "done"
+                break
+            rounds += 1
+            cursor = None  # a new round starts from the newest again; dedup skips the seen
+            _update(store, name, collected=collected, rounds=rounds, cursor=None)
+            if spec.stop_after_records and collected >= spec.stop_after_records:
+                break
+            if deadline is not None and time.time() >= deadline:
+                break
+            if spec.every_s <= 0:
+                break
+            if not wait(spec.every_s):
+                status = "stopped"
+                break
+        else:
+            status = "stopped"
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        _update(store, name, status=status, pid=None, error=error)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+    return {"job": name, "status": status, "collected": collected, "rounds": rounds,
+            "resumed": resumed}  # fmt: skip
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a round between batches."""
