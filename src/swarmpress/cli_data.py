@@ -44,6 +44,9 @@ FromOpt = Annotated[
     str | None, typer.Option("--from", help="Oldest time: ISO 8601, Unix seconds, or 24h, 7d.")
 ]
 ToOpt = Annotated[str | None, typer.Option("--to", help="Newest time, same forms as --from.")]
+SourceFilterOpt = Annotated[
+    str, typer.Option("--source", help="Records of this source only (or all).")
+]
 ModeOpt = Annotated[
     str, typer.Option("--mode", help="any: a record matches one keyword; all: every keyword.")
 ]
@@ -373,9 +376,7 @@ def export_cmd(
     fmt: Annotated[
         str | None, typer.Option("--format", help="parquet or jsonl (default: from --out).")
     ] = None,
-    source: Annotated[
-        str, typer.Option("--source", help="Records of this source only (or all).")
-    ] = "all",
+    source: SourceFilterOpt = "all",
     keywords: KeywordOpt = None,
     users: UserOpt = None,
     label: LabelOpt = None,
@@ -424,9 +425,7 @@ def pack_cmd(
     ] = "minilm",
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per row.")] = 800,
     seed: Annotated[int, typer.Option("--seed", help="Shuffle seed.")] = 0,
-    source: Annotated[
-        str, typer.Option("--source", help="Records of this source only (or all).")
-    ] = "all",
+    source: SourceFilterOpt = "all",
     keywords: KeywordOpt = None,
     users: UserOpt = None,
     label: LabelOpt = None,
