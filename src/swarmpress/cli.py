@@ -489,12 +489,25 @@ def _json_safe(value):
     return str(value)
 
 
+def _type_name(param) -> str:
+    """A parameter's value type as a JSON-Schema-like word (integer, number, string ...)."""
+    import typing
+
+    ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if ann is None:  # a plain click parameter
+        return str(getattr(getattr(param, "type", None), "name", "string"))
+    if typing.get_origin(ann) in (list, tuple):
+        ann = typing.get_args(ann)[0]
+    names = {int: "integer", float: "number", bool: "boolean", str: "string", Path: "path"}
+    return names.get(ann, getattr(ann, "__name__", str(ann)))
+
+
 def command_catalog() -> list[dict]:
     """The command tree as data: one entry per command, with every parameter."""
-    import click
 
-    def walk(cmd: click.Command, path: list[str]):
-        if isinstance(cmd, click.Group):
+    # Duck-typed: typer vendors its own click, whose classes are not click's.
+    def walk(cmd, path: list[str]):
+        if isinstance(getattr(cmd, "commands", None), dict):
             for name in sorted(cmd.commands):
                 yield from walk(cmd.commands[name], [*path, name])
             return
@@ -504,9 +517,9 @@ def command_catalog() -> list[dict]:
                 continue
             params.append({
                 "name": p.name,
-                "kind": "argument" if isinstance(p, click.Argument) else "option",
+                "kind": getattr(p, "param_type_name", "option"),
                 "flags": [*p.opts, *p.secondary_opts],
-                "type": p.type.name,
+                "type": _type_name(p),
                 "required": bool(p.required),
                 "multiple": bool(getattr(p, "multiple", False)),
                 "is_flag": bool(getattr(p, "is_flag", False)),

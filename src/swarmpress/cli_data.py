@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -250,6 +251,10 @@ def _run_job(st, raw: dict, background: bool, as_json: bool) -> None:
             def show(s: dict) -> None:
                 bar.update(task, description=f"job {name}: {s['collected']} collected, "
                            f"{s['duplicates']} duplicates, {s['skipped']} skipped")  # fmt: skip
+                if not err_console.is_terminal:  # a log (a background job): a line a batch
+                    line = {k: s[k] for k in ("collected", "read", "duplicates", "skipped")}
+                    print(json.dumps({"job": name, "time": time.time(), **line}),
+                          file=sys.stderr, flush=True)  # fmt: skip
 
             result = run_job(st, name, _job_items, progress=show)
     except JobError as exc:

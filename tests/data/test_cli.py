@@ -138,3 +138,31 @@ def test_export_parquet_and_jsonl_round_trip(filled, tmp_path):
     bad = run("data", "export", "--out", str(tmp_path / "x.csv"), "--store", filled)
     assert bad.exit_code == 2 and "parquet or jsonl" in bad.output
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_commands_catalog_lists_every_command():
+    r = run("commands", "--json")
+    assert r.exit_code == 0
+    cat = {c["command"]: c for c in json.loads(r.stdout)}
+    for name in ("swarmpress data search", "swarmpress data collect", "swarmpress swarm train",
+                 "swarmpress twin run", "swarmpress bench"):  # fmt: skip
+        assert name in cat
+    search_params = {p["name"]: p for p in cat["swarmpress data search"]["params"]}
+    assert search_params["source"]["kind"] == "argument"
+    assert search_params["limit"]["default"] == 50 and search_params["limit"]["type"] == "integer"
+    assert "--cursor" in search_params["cursor"]["flags"]
+    assert search_params["keywords"]["multiple"]
+
+
+def test_search_live_fetches_first(server, tmp_path, monkeypatch):
+    from tests.data.conftest import listing, post
+
+    monkeypatch.setenv("SWARMPRESS_REDDIT_URL", server.url)
+    server.add("/search.json", 200, listing([post(1), post(2)], None))
+    db = str(tmp_path / "live.db")
+    r = run("data", "search", "reddit", "-k", "body", "--live", "-o", "json", "--store", db)
+    assert r.exit_code == 0, r.output
+    page = json.loads(r.stdout)
+    validate("search", page)
+    assert [x["content"]["title"] for x in page["results"]] == ["Post 2", "Post 1"]
+    assert server.log[0][1]["q"] == ["body"]

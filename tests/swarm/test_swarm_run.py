@@ -256,3 +256,21 @@ def test_orchestrator_survives_malformed_messages(kind, head):
         assert known.alive
     finally:
         orch.shutdown()
+
+
+def test_trains_on_a_data_pack(tmp_path):
+    """The data layer feeds the trainer: collect the embedded text, pack it, train on it."""
+    db, pack = str(tmp_path / "d.db"), tmp_path / "pack"
+    assert _cli_data("collect", "--store", db).returncode == 0
+    assert _cli_data("pack", "--out", str(pack), "--seq-len", "65", "--store", db).returncode == 0
+    cfg = tmp_path / "swarm.toml"
+    cfg.write_text("\n".join(f"{k} = {v}" for k, v in SMALL.items()) + "\n")
+    p = _cli("train", str(cfg), "--text", str(pack), "--steps", "2", *_small_flags(), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["data"]["text"] == f"pack {pack}" and math.isfinite(r["final_loss"])
+
+
+def _cli_data(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swarmpress.cli", "data", *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
