@@ -117,8 +117,8 @@ def source_items(source: str, path, keywords, users, label, mode, limit, cursor=
     return items, lambda: src.resume
 
 
-def _job_items(spec, cursor):
-    return source_items(spec.source, spec.path, spec.keywords, spec.users, spec.label,
+def _job_items(spec, source, cursor):
+    return source_items(source, spec.path, spec.keywords, spec.users, spec.label,
                         spec.mode, spec.page_limit, cursor)  # fmt: skip
 
 
@@ -128,7 +128,8 @@ def collect_cmd(
         str,
         typer.Option(
             "--source",
-            help="Where from: local, reddit (public listings) or x (needs env X_BEARER_TOKEN).",
+            help="Where from: local, reddit (public listings) or x (needs env "
+            "X_BEARER_TOKEN); a job may name several: reddit,x.",
         ),
     ] = "local",
     keywords: KeywordOpt = None,
@@ -184,18 +185,23 @@ def collect_cmd(
     """Collect records from a source into the store (dedup by uri; bad items skipped)."""
     from swarmpress.data.collect import collect
 
-    if source not in SOURCES:
-        raise fail(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    sources = _split([source])
+    unknown = [x for x in sources if x not in SOURCES]
+    if unknown or not sources:
+        bad = ", ".join(unknown) or repr(source)
+        raise fail(f"unknown source {bad}; known: {', '.join(SOURCES)}")
     st = _store(store, max_bytes)
     if job is not None or background:
         if job is None:
             raise fail("--background needs --job NAME")
-        spec = dict(name=job, source=source, path=path, keywords=_split(keywords),
+        spec = dict(name=job, sources=sources, path=path, keywords=_split(keywords),
                     users=_split(users), label=label, mode=mode, every_s=every,
                     stop_after_records=stop_after_records, stop_after_hours=stop_after_hours,
                     page_limit=limit or 1000)  # fmt: skip
         _run_job(st, spec, background, as_json)
         return
+    if len(sources) > 1:
+        raise fail("several sources are collected by a job: add --job NAME")
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                    console=err_console, transient=True)  # fmt: skip
     with _guard(), bar:
@@ -288,10 +294,10 @@ def jobs_cmd(
         print(json.dumps(rows, indent=2))
         return
     t = Table(title=f"jobs in {st.url}")
-    for col in ("name", "source", "status", "collected", "rounds", "pid", "error"):
+    for col in ("name", "sources", "status", "collected", "rounds", "pid", "error"):
         t.add_column(col)
     for j in rows:
-        t.add_row(j["name"], j["spec"]["source"], j["status"], str(j["collected"]),
+        t.add_row(j["name"], ",".join(j["spec"]["sources"]), j["status"], str(j["collected"]),
                   str(j["rounds"]), str(j["pid"] or ""), j["error"] or "")  # fmt: skip
     console.print(t)
 

@@ -18,7 +18,7 @@ from tests.data.conftest import listing, post
 
 
 def reddit_items(url):
-    def items_for(spec, cursor):
+    def items_for(spec, source, cursor):
         src = RedditSource(url, JsonClient(url, sleep=lambda s: None))
         return src.items(["r/Python"], [], spec.mode, spec.page_limit, cursor), lambda: src.resume
 
@@ -36,17 +36,19 @@ def pages(server):
 
 def test_spec_errors_name_the_field():
     with pytest.raises(JobError, match="source"):
-        parse_spec({"name": "j", "source": "myspace"})
+        parse_spec({"name": "j", "sources": ["myspace"]})
+    with pytest.raises(JobError, match="sources"):
+        parse_spec({"name": "j", "sources": []})
     with pytest.raises(JobError, match="name"):
-        parse_spec({"name": "bad name!", "source": "local"})
+        parse_spec({"name": "bad name!", "sources": ["local"]})
     with pytest.raises(JobError, match="stop_after_records"):
-        parse_spec({"name": "j", "source": "local", "stop_after_records": 0})
+        parse_spec({"name": "j", "sources": ["local"], "stop_after_records": 0})
 
 
 def test_job_stops_after_n_records(server, tmp_path):
     pages(server)
     s = Store(str(tmp_path / "j.db"))
-    save_spec(s, parse_spec({"name": "py", "source": "reddit", "label": "r/Python",
+    save_spec(s, parse_spec({"name": "py", "sources": ["reddit"], "label": "r/Python",
                              "stop_after_records": 4}))  # fmt: skip
     res = run_job(s, "py", reddit_items(server.url))
     assert (res["status"], res["collected"]) == ("done", 4) and s.count() == 4
@@ -56,7 +58,7 @@ def test_job_stops_after_n_records(server, tmp_path):
 def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
     pages(server)
     s = Store(str(tmp_path / "j.db"))
-    save_spec(s, parse_spec({"name": "py", "source": "reddit", "label": "r/Python"}))
+    save_spec(s, parse_spec({"name": "py", "sources": ["reddit"], "label": "r/Python"}))
     # a first run that died after its first page: records committed, cursor saved, the
     # process gone while the row still says running
     first = [r for r, _ in RedditSource(server.url, JsonClient(server.url)).items(
@@ -64,7 +66,8 @@ def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
     s.insert(first)
     from swarmpress.data.jobs import _update
 
-    _update(s, "py", status="running", pid=2**22 + 12345, cursor="t3_p7", collected=3)
+    _update(s, "py", status="running", pid=2**22 + 12345, collected=3,
+            cursor=json.dumps({"reddit": "t3_p7"}))  # fmt: skip
     assert get_job(s, "py")["status"] == "crashed"
     pages(server)
     res = run_job(s, "py", reddit_items(server.url))
@@ -76,16 +79,16 @@ def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
 
 def test_running_job_cannot_be_redefined_or_doubled(tmp_path):
     s = Store(str(tmp_path / "j.db"))
-    save_spec(s, parse_spec({"name": "loc", "source": "local"}))
+    save_spec(s, parse_spec({"name": "loc", "sources": ["local"]}))
     from swarmpress.data.jobs import _update
 
     _update(s, "loc", status="running", pid=os.getpid())
     with pytest.raises(JobError, match="running"):
-        save_spec(s, parse_spec({"name": "loc", "source": "local", "every_s": 5}))
+        save_spec(s, parse_spec({"name": "loc", "sources": ["local"], "every_s": 5}))
     with pytest.raises(JobError, match="already running"):
-        run_job(s, "loc", lambda spec, c: (iter(()), lambda: None))
+        run_job(s, "loc", lambda spec, src, c: (iter(()), lambda: None))
     with pytest.raises(JobError, match="no job"):
-        run_job(s, "nope", lambda spec, c: (iter(()), lambda: None))
+        run_job(s, "nope", lambda spec, src, c: (iter(()), lambda: None))
 
 
 def test_background_job_killed_and_resumed_without_duplicates(tmp_path):
@@ -119,3 +122,24 @@ def test_background_job_killed_and_resumed_without_duplicates(tmp_path):
     assert s.count() == 30_000 == res["collected"]
     assert [x["status"] for x in list_jobs(s)] == ["done"]
     assert (tmp_path / ".swarmpress" / "jobs" / "big.log").exists()
+
+
+def test_a_job_visits_each_of_its_sources(server, tmp_path, monkeypatch):
+    """reddit then x in one round; the CLI's item factory, the replay server behind both."""
+    from swarmpress.cli_data import _job_items
+
+    monkeypatch.setenv("SWARMPRESS_REDDIT_URL", server.url)
+    monkeypatch.setenv("SWARMPRESS_X_URL", server.url)
+    monkeypatch.setenv("X_BEARER_TOKEN", "t")
+    server.add("/search.json", 200, listing([post(1), post(2)], None))
+    server.add("/2/tweets/search/recent", 200, {
+        "data": [{"id": "5", "text": "gpu talk", "author_id": "1",
+                  "created_at": "2026-03-01T12:00:00Z"}],
+        "includes": {"users": [{"id": "1", "username": "bo"}]}, "meta": {},
+    })  # fmt: skip
+    s = Store(str(tmp_path / "multi.db"))
+    save_spec(s, parse_spec({"name": "both", "sources": ["reddit", "x"], "keywords": ["gpu"]}))
+    res = run_job(s, "both", _job_items)
+    assert res["collected"] == 3 and res["rounds"] == 1
+    assert sorted(r.source for r in s.iter_all()) == ["reddit", "reddit", "x"]
+    assert [p for p, _, _ in server.log] == ["/search.json", "/2/tweets/search/recent"]

@@ -1,13 +1,14 @@
 """Named collection jobs: what to collect, how often, when to stop; state kept in the store
 so a job resumes after a crash or a restart without collecting anything twice.
 
-A job's spec (source, path, keywords, users, label, mode, `every_s` between rounds,
-`stop_after_records`, `stop_after_hours`) and state (status, pid, the source's paging
+A job's spec (sources, path, keywords, users, label, mode, `every_s` between rounds,
+`stop_after_records`, `stop_after_hours`) and state (status, pid, each source's paging
 cursor, records collected, rounds, times, last error) live in a `jobs` table beside the
-records. The cursor is saved with every committed batch; a restarted job continues from it
-and the uri dedup absorbs the overlap of the batch that was in flight. The time limit
-counts from the job's first start, across restarts. SIGTERM stops a job between batches
-with status `stopped`; a job whose recorded process is gone is `crashed` until resumed.
+records. A round visits the sources in order. The cursors are saved with every committed
+batch; a restarted job continues from them and the uri dedup absorbs the overlap of the
+batch that was in flight. The time limit counts from the job's first start, across
+restarts. SIGTERM stops a job between batches with status `stopped`; a job whose recorded
+process is gone is `crashed` until resumed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, select
@@ -52,7 +53,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
-    source: str = Field(pattern=r"^(local|reddit|x)$")
+    sources: list[Annotated[str, Field(pattern=r"^(local|reddit|x)$")]] = Field(min_length=1)
     path: str | None = None
     keywords: list[str] = Field(default_factory=list)
     users: list[str] = Field(default_factory=list)
@@ -151,7 +152,7 @@ def stop_job(store: Store, name: str) -> bool:
     return True
 
 
-Items = Callable[[JobSpec, str | None], tuple[Any, Callable[[], str | None]]]
+Items = Callable[[JobSpec, str, str | None], tuple[Any, Callable[[], str | None]]]
 
 
 def run_job(
@@ -163,7 +164,7 @@ def run_job(
 ) -> dict[str, Any]:
     """Run (or resume) a job until a stop condition, SIGTERM, or the end of its single round.
 
-    items_for(spec, cursor) -> (items iterator, a function giving the source's cursor now).
+    items_for(spec, source, cursor) -> (items, a function giving that source's cursor now).
     sleep(seconds) -> False when the wait was interrupted (stop asked)."""
     job = get_job(store, name)
     if job is None:
@@ -177,7 +178,8 @@ def run_job(
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     wait = sleep or (lambda s: not stop.wait(s))
     resumed = job["status"] in ("crashed", "stopped", "failed") and job["collected"] > 0
-    collected, rounds, cursor = job["collected"], job["rounds"], job["cursor"]
+    collected, rounds = job["collected"], job["rounds"]
+    cursors: dict[str, str | None] = json.loads(job["cursor"] or "{}")
     _update(store, name, status="running", pid=os.getpid(), error=None)
     deadline = None
     if spec.stop_after_hours:
@@ -185,31 +187,44 @@ def run_job(
     status, error = "done", None
     try:
         while not stop.is_set():
-            items, cursor_now = items_for(spec, cursor)
-            want = None
-            if spec.stop_after_records:
-                want = max(0, spec.stop_after_records - collected)
-            budget = spec.page_limit if want is None else min(spec.page_limit, want)
+            ended = False
+            for source in spec.sources:
+                if source in cursors.get("_done", []):
+                    continue  # finished earlier in this round (before a restart)
+                items, cursor_now = items_for(spec, source, cursors.get(source))
+                want = None
+                if spec.stop_after_records:
+                    want = max(0, spec.stop_after_records - collected)
+                budget = spec.page_limit if want is None else min(spec.page_limit, want)
 
-            def flushed(stats: dict, _c=cursor_now, _base=collected) -> None:
-                nonlocal cursor
-                cursor = _c()
-                total = _base + stats["inserted"]
-                _update(store, name, cursor=cursor, collected=total)
-                if progress is not None:
-                    progress(stats | {"job": name, "collected": total})
-                if stop.is_set() or (deadline is not None and time.time() >= deadline):
-                    raise _Stop
+                def flushed(
+                    stats: dict, _c=cursor_now, _base=collected, _s=source, _cur=cursors
+                ) -> None:
+                    _cur[_s] = _c()
+                    total = _base + stats["inserted"]
+                    _update(store, name, cursor=json.dumps(_cur), collected=total)
+                    if progress is not None:
+                        progress(stats | {"job": name, "collected": total})
+                    if stop.is_set() or (deadline is not None and time.time() >= deadline):
+                        raise _Stop
 
-            try:
-                stats = collect(store, items, spec.source, limit=budget, progress=flushed)
-                collected += stats["inserted"]
-            except _Stop:
-                collected = get_job(store, name)["collected"]
-                status = "stopped" if stop.is_set() else "done"
+                try:
+                    stats = collect(store, items, source, limit=budget, progress=flushed)
+                    collected += stats["inserted"]
+                except _Stop:
+                    collected = get_job(store, name)["collected"]
+                    status = "stopped" if stop.is_set() else "done"
+                    ended = True
+                    break
+                cursors[source] = None
+                cursors["_done"] = [*cursors.get("_done", []), source]
+                _update(store, name, collected=collected, cursor=json.dumps(cursors))
+                if spec.stop_after_records and collected >= spec.stop_after_records:
+                    break
+            if ended:
                 break
             rounds += 1
-            cursor = None  # a new round starts from the newest again; dedup skips the seen
+            cursors = {}  # a new round starts from the newest again; dedup skips the seen
             _update(store, name, collected=collected, rounds=rounds, cursor=None)
             if spec.stop_after_records and collected >= spec.stop_after_records:
                 break
