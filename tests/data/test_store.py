@@ -147,3 +147,33 @@ def test_killed_mid_write_leaves_whole_batches(tmp_path):
     again = s.insert([rec(i, "filler text " * 20) for i in range(n + 200)])
     assert (again.inserted, again.duplicates) == (200, n)
     assert s.count() == n + 200
+
+
+def test_two_collectors_on_one_store(store, tmp_path):
+    """Two writers with overlapping batches at once: each uri stored once, no errors."""
+    import threading
+
+    url = store.url if not store.sqlite else str(tmp_path / "data.db")
+    errors = []
+
+    def writer(offset: int) -> None:
+        s = Store(url)
+        try:
+            for b in range(10):
+                s.insert([rec(offset + b * 20 + j) for j in range(40)])  # half overlaps
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=writer, args=(o,)) for o in (0, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.count() == len({i for o in (0, 10) for b in range(10) for i in
+                                 range(o + b * 20, o + b * 20 + 40)})  # fmt: skip
+    assert store.check() == "ok"
+    res = search(store, Query(keywords=["post"], limit=1000))
+    assert res["count"] == store.count()  # the full-text index has each row once

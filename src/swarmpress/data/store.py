@@ -33,8 +33,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 from swarmpress.data.records import Record, content_json, parse_record
 
@@ -155,35 +157,28 @@ class Store:
             })  # fmt: skip
         if not rows:
             return InsertResult(0, dup)
+        texts = {row["uri"]: row.pop("_text") for row in rows}
+        dialect_insert = sqlite_insert if self.sqlite else pg_insert
+        # Skipping stored uris in the INSERT itself (not by reading first) keeps two
+        # collectors on one store from tripping over each other: the statement takes the
+        # write lock at once, and what it did not insert it does not return.
+        stmt = (
+            dialect_insert(records)
+            .on_conflict_do_nothing(index_elements=["uri"])
+            .returning(records.c.id, records.c.uri)
+        )
         try:
             with self.engine.begin() as conn:
-                existing = set()
-                uris = [row["uri"] for row in rows]
-                for i in range(0, len(uris), 500):
-                    chunk = uris[i : i + 500]
-                    existing |= set(
-                        conn.scalars(select(records.c.uri).where(records.c.uri.in_(chunk)))
+                new = conn.execute(stmt, rows).all()
+                if self.sqlite and new:
+                    conn.exec_driver_sql(
+                        "INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
+                        [(rid, texts[uri]) for rid, uri in new],
                     )
-                fresh = [row for row in rows if row["uri"] not in existing]
-                dup += len(rows) - len(fresh)
-                if fresh:
-                    texts = [row.pop("_text") for row in fresh]
-                    conn.execute(records.insert(), fresh)
-                    if self.sqlite:
-                        ids = conn.execute(
-                            select(records.c.id, records.c.uri).where(
-                                records.c.uri.in_([row["uri"] for row in fresh])
-                            )
-                        ).all()
-                        by_uri = dict((u, i) for i, u in ids)
-                        conn.exec_driver_sql(
-                            "INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
-                            [(by_uri[row["uri"]], t) for row, t in zip(fresh, texts, strict=True)],
-                        )
                 evicted = self._evict(conn) if self.max_bytes is not None else 0
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError) as exc:
             raise StoreError(f"store {self.url}: {_short(exc)}") from None
-        return InsertResult(len(fresh), dup, evicted)
+        return InsertResult(len(new), dup + len(rows) - len(new), evicted)
 
     def _evict(self, conn) -> int:
         """Delete the oldest records until the content fits max_bytes."""
