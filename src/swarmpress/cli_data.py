@@ -77,10 +77,13 @@ def _guard():
 
 
 def _store(location: str | None, max_bytes: int | None = None):
-    from swarmpress.data.store import Store
+    """The store, or exit 2: a store that does not open is bad input."""
+    from swarmpress.data.store import Store, StoreError
 
-    with _guard():
+    try:
         return Store(location, max_bytes=max_bytes)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
 
 
 def _query(source, keywords, users, label, since, until, limit, mode, cursor):
@@ -148,7 +151,7 @@ def collect_cmd(
         ),
     ] = None,
     store: StoreOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Stop after N items.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Stop after N items.")] = None,
     max_bytes: Annotated[
         int | None,
         typer.Option(
@@ -197,7 +200,7 @@ def collect_cmd(
         spec = dict(name=job, sources=sources, path=path, keywords=_split(keywords),
                     users=_split(users), label=label, mode=mode, every_s=every,
                     stop_after_records=stop_after_records, stop_after_hours=stop_after_hours,
-                    page_limit=limit or 1000)  # fmt: skip
+                    page_limit=limit or 1000, max_bytes=max_bytes)  # fmt: skip
         _run_job(st, spec, background, as_json)
         return
     if len(sources) > 1:
@@ -240,12 +243,13 @@ def _run_job(st, raw: dict, background: bool, as_json: bool) -> None:
             logdir = Path("~/.swarmpress/jobs").expanduser()
             logdir.mkdir(parents=True, exist_ok=True)
             log = logdir / f"{name}.log"
-            cmd = [sys.executable, "-m", "swarmpress.cli", "data", "collect", "--job", name,
-                   "--store", st.url]  # fmt: skip
+            # the store travels in the environment, so a password never shows in `ps`
+            cmd = [sys.executable, "-m", "swarmpress.cli", "data", "collect", "--job", name]
+            env = dict(os.environ, SWARMPRESS_DATA_STORE=st.url)
             with open(log, "ab") as fh:
                 p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env=dict(os.environ))  # fmt: skip
+                                     env=env)  # fmt: skip
             out = {"job": name, "pid": p.pid, "log": str(log)}
             print(json.dumps(out) if as_json else f"job {name} started (pid {p.pid}), log {log}")
             return
@@ -293,7 +297,7 @@ def jobs_cmd(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table(title=f"jobs in {st.url}")
+    t = Table(title=f"jobs in {st.display}")
     for col in ("name", "sources", "status", "collected", "rounds", "pid", "error"):
         t.add_column(col)
     for j in rows:
@@ -416,7 +420,9 @@ def export_cmd(
 
 @data_app.command("schema")
 def schema_cmd(
-    name: Annotated[str, typer.Argument(help="search, collect, record or pack.")] = "search",
+    name: Annotated[
+        str, typer.Argument(help="search, collect, record, pack, job or jobs.")
+    ] = "search",
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of a data command's output."""
     from swarmpress.data.schema import schema

@@ -166,3 +166,34 @@ def test_search_live_fetches_first(server, tmp_path, monkeypatch):
     validate("search", page)
     assert [x["content"]["title"] for x in page["results"]] == ["Post 2", "Post 1"]
     assert server.log[0][1]["q"] == ["body"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["search", "local", "--from", "1000000d"], "year 1"),
+        (["search", "local", "-k", "!!!"], "no letters"),
+        (["collect", "--limit", "0"], "limit"),
+        (["collect", "--source", "local,reddit"], "--job"),
+        (["pack", "--out", "/proc/nope/pack"], "cannot write"),
+        (["pack", "--out", "PACKFILE"], "not an empty folder"),
+        (["pack", "--out", "EMPTYDIR", "--seed", "-1"], "--seed"),
+        (["export", "--out", "/proc/nope.jsonl"], "cannot write"),
+    ],
+)
+def test_data_bad_input_exits_2(filled, tmp_path, args, needle):
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("PACKFILE", str(tmp_path / "file")).replace("EMPTYDIR", str(tmp_path / "e"))
+            for a in args]  # fmt: skip
+    r = run("data", *args, "--store", filled)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+
+
+def test_a_store_that_is_not_a_database_exits_2(tmp_path):
+    bad = tmp_path / "not.db"
+    bad.write_text("hello, I am a text file, not SQLite" * 100)
+    r = run("data", "search", "all", "--store", str(bad))
+    assert r.exit_code == 2 and "store" in r.output
+    r = run("data", "search", "all", "--store", "mysql+nodriver://u:secret@h/db")
+    assert r.exit_code == 2 and "secret" not in r.output

@@ -9,8 +9,10 @@ import sys
 import time
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from swarmpress.data.jobs import JobError, get_job, list_jobs, parse_spec, run_job, save_spec
+from swarmpress.data.schema import schema
 from swarmpress.data.sources.http import JsonClient
 from swarmpress.data.sources.reddit import RedditSource
 from swarmpress.data.store import Store
@@ -118,6 +120,10 @@ def test_background_job_killed_and_resumed_without_duplicates(tmp_path):
                            timeout=120)  # fmt: skip
     assert again.returncode == 0, again.stderr
     res = json.loads(again.stdout)
+    Draft202012Validator(schema("job")).validate(res)
+    listed = subprocess.run([sys.executable, "-m", "swarmpress.cli", "data", "jobs", "--json",
+                             "--store", db], capture_output=True, text=True, env=env)  # fmt: skip
+    Draft202012Validator(schema("jobs")).validate(json.loads(listed.stdout))
     assert res["status"] == "done" and res["resumed"]
     assert s.count() == 30_000 == res["collected"]
     assert [x["status"] for x in list_jobs(s)] == ["done"]

@@ -67,3 +67,13 @@ def test_unusable_paths(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"1")
     with pytest.raises(SourceError, match=r"no \.txt"):
         list(read_local(tmp_path))
+
+
+def test_a_bad_block_skips_the_block_not_the_file(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("first " * 900 + "\n\nbad \x00 block\n\n" + "last " * 900)
+    items = list(read_local(f))
+    good = [r.content["text"] for r, _ in items if r]
+    assert len(good) == 2 and good[0].startswith("first") and good[1].startswith("last")
+    errs = [e for _, e in items if e]
+    assert len(errs) == 1 and "NUL" in errs[0] and str(f) in errs[0]

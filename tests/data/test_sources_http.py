@@ -148,3 +148,26 @@ def test_x_query_forms():
     assert build_query(["a", "b"], ["@u", "v"], "AI", "all") == "(a b) (from:u OR from:v) #AI"
     with pytest.raises(SourceError, match="needs keywords"):
         build_query([], [], None, "any")
+
+
+def test_malformed_items_are_counted_not_raised(server, monkeypatch):
+    monkeypatch.setenv("X_BEARER_TOKEN", "t")
+    bad = [tweet(1) | {"entities": ["not", "a", "dict"]},
+           tweet(2) | {"entities": {"hashtags": {"tag": "x"}}},
+           {"id": 3, "created_at": 5}, "string", tweet(4)]  # fmt: skip
+    server.add("/2/tweets/search/recent", 200, {"data": bad, "includes": [], "meta": "x"})
+    items = list(XSource(server.url).items(["a"]))
+    good = [r for r, _ in items if r]
+    assert len(items) == 5 and len(good) >= 2 and all(r.source == "x" for r in good)
+    broken = {"kind": "t3", "data": {"permalink": 5, "created_utc": 1}}
+    server.add("/r/q/new.json", 200, listing([broken, post(1, "q")], None))
+    items = list(RedditSource(server.url, client(server.url, [])).items(["r/q"]))
+    assert [bool(r) for r, _ in items] == [False, True]
+
+
+@pytest.mark.parametrize("token", ["  ", "tok en", "tökén"])
+def test_x_bad_tokens(monkeypatch, token):
+    monkeypatch.setenv("X_BEARER_TOKEN", token)
+    monkeypatch.delenv("SWARMPRESS_X_BEARER_TOKEN", raising=False)
+    with pytest.raises(AuthError):
+        XSource("http://127.0.0.1:9")

@@ -52,6 +52,9 @@ def test_full_text_any_and_all(store):
     # query syntax in a keyword is text, not an operator (and never an error)
     assert uris(search(store, Query(keywords=['NEAR( "']))) in (["4"], [])
     assert uris(search(store, Query(keywords=["nothing"]))) == []
+    # a keyword of several words is a phrase on both backends
+    assert uris(search(store, Query(keywords=["quick brown"]))) == ["1"]
+    assert uris(search(store, Query(keywords=["brown quick"]))) == []
 
 
 def test_cursor_pages_cover_everything_once(store):
@@ -81,7 +84,8 @@ def test_cursor_pages_cover_everything_once(store):
         (Query(limit=0), "--limit"),
         (Query(cursor="garbage"), "--cursor"),
         (Query(since=T0.replace(hour=13), until=T0), "--from is after --to"),
-        (Query(keywords=[" "]), "empty"),
+        (Query(keywords=[" "]), "no letters"),
+        (Query(keywords=["fox", "!!!"], mode="all"), "no letters"),
     ],
 )
 def test_bad_queries(store, q, msg):
@@ -96,6 +100,11 @@ def test_eviction_keeps_the_newest(tmp_path):
     assert [r.uri for r in s.iter_all()] == [rec(i).uri for i in range(3, 8)]
     assert s.total_bytes() <= rec(0).size * 5
     assert uris(search(s, Query(keywords=["post"], limit=100))) == ["7", "6", "5", "4", "3"]
+    # one older than everything kept goes at once and is not counted as inserted
+    late = s.insert([rec(1)])
+    assert (late.inserted, late.evicted) == (0, 1) and s.count() == 5
+    with pytest.raises(StoreError, match="at least 1 byte"):
+        Store(str(tmp_path / "zero.db"), max_bytes=0)
 
 
 def test_store_locations(tmp_path, monkeypatch):

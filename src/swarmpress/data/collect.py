@@ -27,7 +27,7 @@ def collect(
 ) -> dict[str, Any]:
     """Insert every good item (up to `limit` read); the summary `collect --json` prints."""
     t0 = time.monotonic()
-    stats = {"source": source, "store": store.url, "read": 0, "inserted": 0, "duplicates": 0,
+    stats = {"source": source, "store": store.display, "read": 0, "inserted": 0, "duplicates": 0,
              "skipped": 0, "evicted": 0, "errors": []}  # fmt: skip
     pending: list[Record] = []
 

@@ -26,11 +26,13 @@ def export(recs: Iterable[Record], out: str | Path, fmt: str | None = None) -> i
                           f"suffix of {out.name})")  # fmt: skip
     if out.exists():
         raise ExportError(f"{out} exists; export writes a new file")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         n = _parquet(recs, tmp) if fmt == "parquet" else _jsonl(recs, tmp)
         tmp.replace(out)  # a finished file or none: never a truncated one under the name
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return n

@@ -62,7 +62,8 @@ class JobSpec(BaseModel):
     every_s: float = Field(0.0, ge=0, description="seconds between rounds; 0: one round")
     stop_after_records: int | None = Field(None, ge=1)
     stop_after_hours: float | None = Field(None, gt=0)
-    page_limit: int = Field(1000, ge=1, description="items a round reads at most")
+    page_limit: int = Field(1000, ge=1, description="items a round reads at most (network)")
+    max_bytes: int | None = Field(None, ge=1, description="the store's size cap while it runs")
 
 
 def _now_us() -> int:
@@ -172,6 +173,8 @@ def run_job(
     if job["status"] == "running":
         raise JobError(f"job {name} is already running (pid {job['pid']})")
     spec = parse_spec(job["spec"])
+    if spec.max_bytes is not None:
+        store.max_bytes = spec.max_bytes
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
@@ -180,7 +183,18 @@ def run_job(
     resumed = job["status"] in ("crashed", "stopped", "failed") and job["collected"] > 0
     collected, rounds = job["collected"], job["rounds"]
     cursors: dict[str, str | None] = json.loads(job["cursor"] or "{}")
-    _update(store, name, status="running", pid=os.getpid(), error=None)
+    with store.engine.begin() as conn:  # claim it: two starters cannot both run it
+        claimed = conn.execute(
+            jobs.update()
+            .where(jobs.c.name == name)
+            .where((jobs.c.status != "running") | (jobs.c.pid == job["pid"]))  # a dead one's
+            .values(status="running", pid=os.getpid(), error=None, updated_us=_now_us(),
+                    **({"started_us": _now_us()} if job["status"] == "new" else {}))
+        ).rowcount  # fmt: skip
+    if claimed != 1:
+        raise JobError(f"job {name} was started by another process meanwhile")
+    if job["status"] == "new":
+        job["started"] = time.time()
     deadline = None
     if spec.stop_after_hours:
         deadline = job["started"] + spec.stop_after_hours * 3600
@@ -195,7 +209,9 @@ def run_job(
                 want = None
                 if spec.stop_after_records:
                     want = max(0, spec.stop_after_records - collected)
-                budget = spec.page_limit if want is None else min(spec.page_limit, want)
+                # local files are read to the end each round (no cursor to come back to)
+                page = None if source == "local" else spec.page_limit
+                budget = want if page is None else page if want is None else min(page, want)
 
                 def flushed(
                     stats: dict, _c=cursor_now, _base=collected, _s=source, _cur=cursors

@@ -51,8 +51,16 @@ def pack(
     if seq_len < 2:
         raise PackError(f"--seq-len must be at least 2, not {seq_len}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise PackError(f"output folder {out} is not empty")
+    if seed < 0:
+        raise PackError(f"--seed must be 0 or more, not {seed}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PackError(f"output folder {out} is not an empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".writable").touch()
+        (out / ".writable").unlink()
+    except OSError as exc:
+        raise PackError(f"cannot write to {out}: {exc.strerror or exc}") from None
     tok, tok_path = _tokenizer(tokenizer)
     sep = tok.token_to_id("[SEP]")
     if sep is None:
@@ -96,7 +104,6 @@ def pack(
         raise PackError(f"{n} records hold {tokens.size} tokens, fewer than one row of {seq_len}")
     table = tokens[: rows * seq_len].reshape(rows, seq_len)
     table = table[np.random.default_rng(seed).permutation(rows)]
-    out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     shards = []
     for i, start in enumerate(range(0, rows, rows_per_shard)):

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from swarmpress.data.records import RecordError, normalize_label, parse_record, parse_time
 from swarmpress.data.store import Store, StoreError, records, row_record
@@ -38,7 +39,10 @@ def parse_when(value: str | None, option: str, now: datetime | None = None) -> d
     m = _RELATIVE.match(value.strip().lower())
     if m:
         now = now or datetime.now(UTC)
-        return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:
+            raise QueryError(f"{option}: {value!r} reaches before the year 1") from None
     raw: Any = value
     with contextlib.suppress(ValueError):
         raw = float(value)
@@ -69,8 +73,9 @@ class Query:
             raise QueryError(f"--limit must be 1..{MAX_LIMIT}, not {self.limit}")
         if self.since and self.until and self.since > self.until:
             raise QueryError("--from is after --to")
-        if any(not k.strip() for k in self.keywords):
-            raise QueryError("a keyword is empty")
+        for k in self.keywords:
+            if not re.search(r"\w", k):
+                raise QueryError(f"keyword {k!r} has no letters or digits to search for")
 
 
 def encode_cursor(ts_us: int, rid: int) -> str:
@@ -125,7 +130,8 @@ def search(store: Store, q: Query) -> dict[str, Any]:
             ).params(match=_fts_match(q.keywords, q.mode))
         else:
             join = " || " if q.mode == "any" else " && "
-            parts = [f"plainto_tsquery('simple', :k{i})" for i in range(len(q.keywords))]
+            # a keyword is a phrase on both backends (FTS5 quotes it; phraseto_tsquery here)
+            parts = [f"phraseto_tsquery('simple', :k{i})" for i in range(len(q.keywords))]
             stmt = stmt.where(text(f"tsv @@ ({join.join(parts)})")).params(
                 **{f"k{i}": k for i, k in enumerate(q.keywords)}
             )
@@ -135,8 +141,9 @@ def search(store: Store, q: Query) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
             rows = conn.execute(stmt).mappings().all()
-    except Exception as exc:
-        raise StoreError(f"search failed on {store.url}: {str(exc).splitlines()[0]}") from None
+    except SQLAlchemyError as exc:
+        msg = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise StoreError(f"search failed on {store.display}: {msg}") from None
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     nxt = encode_cursor(rows[-1]["ts_us"], rows[-1]["id"]) if more and rows else None

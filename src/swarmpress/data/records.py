@@ -131,26 +131,42 @@ def make_record(
     """A Record from a source's fields, size computed; RecordError naming the bad field."""
     if not isinstance(content, dict):
         raise RecordError(f"content: must be a JSON object, not {type(content).__name__}")
-    try:
-        size = len(content_json(content).encode("utf-8"))
-    except (TypeError, ValueError) as exc:
-        raise RecordError(f"content: not JSON-serializable ({exc})") from None
-    if size > MAX_CONTENT:
-        raise RecordError(f"content: {size} bytes exceeds the {MAX_CONTENT}-byte limit")
     return parse_record({
         "uri": uri, "datetime": when, "source": source, "label": label, "content": content,
-        "size": size, "scraped_at": scraped_at if scraped_at is not None else datetime.now(UTC),
+        "scraped_at": scraped_at if scraped_at is not None else datetime.now(UTC),
     })  # fmt: skip
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def parse_record(raw: Any) -> Record:
-    """A Record from a dict (a JSONL line, an export); `size` and `scraped_at` may be
-    missing (computed / now); RecordError naming the first bad field."""
+    """A Record from a dict (a JSONL line, an export); `size` is always computed here (a
+    line's own claim is ignored), `scraped_at` may be missing (now); RecordError naming the
+    first bad field."""
     if not isinstance(raw, dict):
         raise RecordError(f"a record is a JSON object, not {type(raw).__name__}")
     data = {k: v for k, v in raw.items() if k != "bucket"}  # derived, as exports write it
-    if isinstance(data.get("content"), dict) and "size" not in data:
-        data["size"] = len(content_json(data["content"]).encode("utf-8"))
+    if isinstance(data.get("content"), dict):
+        try:
+            body = content_json(data["content"])
+        except (TypeError, ValueError) as exc:
+            raise RecordError(f"content: not JSON-serializable ({exc})") from None
+        if _has_nul(data["content"]):  # PostgreSQL text cannot hold one
+            raise RecordError("content: contains a NUL character")
+        data["size"] = len(body.encode("utf-8"))  # always ours, whatever a line claims
+        if data["size"] > MAX_CONTENT:
+            raise RecordError(f"content: {data['size']} bytes exceeds the {MAX_CONTENT}-byte limit")
+    for key in ("uri", "label", "source"):
+        if isinstance(data.get(key), str) and "\x00" in data[key]:
+            raise RecordError(f"{key}: contains a NUL character")
     data.setdefault("scraped_at", datetime.now(UTC))
     try:
         return Record.model_validate(data)

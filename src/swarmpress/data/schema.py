@@ -127,7 +127,55 @@ PACK: dict[str, Any] = {
     },
 }
 
-SCHEMAS = {"record": RECORD, "search": SEARCH, "collect": COLLECT, "pack": PACK}
+JOB: dict[str, Any] = {
+    "type": "object",
+    "description": "what `data collect --job NAME --json` prints when the job ends",
+    "required": ["job", "status", "collected", "rounds", "resumed"],
+    "additionalProperties": False,
+    "properties": {
+        "job": {"type": "string"},
+        "status": {"enum": ["done", "stopped", "failed"]},
+        "collected": {"type": "integer", "minimum": 0, "description": "over all its runs"},
+        "rounds": {"type": "integer", "minimum": 0},
+        "resumed": {"type": "boolean", "description": "it continued an earlier run"},
+    },
+}
+
+JOBS: dict[str, Any] = {
+    "type": "array",
+    "description": "what `data jobs --json` prints",
+    "items": {
+        "type": "object",
+        "required": [
+            "name",
+            "status",
+            "pid",
+            "collected",
+            "rounds",
+            "cursor",
+            "error",
+            "started",
+            "updated",
+            "spec",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "status": {"enum": ["new", "running", "crashed", "done", "stopped", "failed"]},
+            "pid": {"type": ["integer", "null"]},
+            "collected": {"type": "integer", "minimum": 0},
+            "rounds": {"type": "integer", "minimum": 0},
+            "cursor": {"type": ["string", "null"], "description": "JSON: source -> cursor"},
+            "error": {"type": ["string", "null"]},
+            "started": {"type": "number", "description": "Unix seconds"},
+            "updated": {"type": "number", "description": "Unix seconds"},
+            "spec": {"type": "object", "required": ["name", "sources"]},
+        },
+    },
+}
+
+SCHEMAS = {"record": RECORD, "search": SEARCH, "collect": COLLECT, "pack": PACK, "job": JOB,
+           "jobs": JOBS}  # fmt: skip
 
 
 def schema(name: str) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from swarmpress.data.records import Record, content_json, parse_record
 
@@ -98,24 +98,30 @@ class Store:
     """Records in a database; see the module docstring."""
 
     def __init__(self, location: str | None = None, max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise StoreError(f"the size cap must be at least 1 byte, not {max_bytes}")
         self.url = store_url(location)
         self.max_bytes = max_bytes
+        try:
+            self.display = make_url(self.url).render_as_string(hide_password=True)
+        except ArgumentError:
+            self.display = self.url
         try:
             if self.url.startswith("sqlite:///"):
                 path = Path(self.url[len("sqlite:///") :])
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(self.url, future=True)
         except (ArgumentError, OSError) as exc:
-            raise StoreError(f"cannot open store {location or self.url}: {exc}") from None
+            raise StoreError(f"cannot open store {self.display}: {exc}") from None
         except ModuleNotFoundError as exc:
-            raise StoreError(f"store {self.url}: driver missing ({exc.name})") from None
+            raise StoreError(f"store {self.display}: driver missing ({exc.name})") from None
         self.sqlite = self.engine.dialect.name == "sqlite"
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._create()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open store {self.url}: {_short(exc)}") from None
+            raise StoreError(f"cannot open store {self.display}: {_short(exc)}") from None
 
     # ------------------------------------------------------------------ schema
     def _create(self) -> None:
@@ -126,7 +132,10 @@ class Store:
                     "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
                     "text, tokenize='unicode61 remove_diacritics 2')"
                 )
-            else:
+            elif not conn.exec_driver_sql(  # ALTER TABLE locks the table: only once
+                "SELECT 1 FROM information_schema.columns WHERE table_name = 'records' "
+                "AND column_name = 'tsv' AND table_schema = current_schema()"
+            ).first():
                 conn.exec_driver_sql(
                     "ALTER TABLE records ADD COLUMN IF NOT EXISTS tsv tsvector GENERATED ALWAYS "
                     "AS (to_tsvector('simple', coalesce(content::json->>'title', '') || ' ' || "
@@ -157,6 +166,7 @@ class Store:
             })  # fmt: skip
         if not rows:
             return InsertResult(0, dup)
+        rows.sort(key=lambda row: row["uri"])  # one lock order for concurrent writers
         texts = {row["uri"]: row.pop("_text") for row in rows}
         dialect_insert = sqlite_insert if self.sqlite else pg_insert
         # Skipping stored uris in the INSERT itself (not by reading first) keeps two
@@ -175,24 +185,38 @@ class Store:
                         "INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
                         [(rid, texts[uri]) for rid, uri in new],
                     )
-                evicted = self._evict(conn) if self.max_bytes is not None else 0
-        except (OperationalError, IntegrityError) as exc:
-            raise StoreError(f"store {self.url}: {_short(exc)}") from None
-        return InsertResult(len(new), dup + len(rows) - len(new), evicted)
+                gone = self._evict(conn) if self.max_bytes is not None else set()
+        except DBAPIError as exc:
+            raise StoreError(f"store {self.display}: {_short(exc)}") from None
+        # a record of this batch older than everything kept goes at once: not counted as
+        # inserted (a collector that sees it again does not count it twice either)
+        kept = sum(rid not in gone for rid, _ in new)
+        return InsertResult(kept, dup + len(rows) - len(new), len(gone))
 
-    def _evict(self, conn) -> int:
-        """Delete the oldest records until the content fits max_bytes."""
-        total = conn.scalar(select(func.coalesce(func.sum(records.c.size), 0)))
-        over = int(total) - int(self.max_bytes)
+    def _evict(self, conn) -> set[int]:
+        """Delete the oldest records (by their own time) until the content fits max_bytes;
+        the ids deleted."""
+        total = int(conn.scalar(select(func.coalesce(func.sum(records.c.size), 0))))
+        over = total - int(self.max_bytes)
         if over <= 0:
-            return 0
-        victims, freed = [], 0
-        q = select(records.c.id, records.c.size).order_by(records.c.ts_us, records.c.id)
-        for rid, size in conn.execute(q):
-            victims.append(rid)
-            freed += size
-            if freed >= over:
+            return set()
+        victims, freed, after = [], 0, (-(2**62), -1)
+        while freed < over:
+            page = conn.execute(
+                select(records.c.id, records.c.size, records.c.ts_us)
+                .where((records.c.ts_us > after[0])
+                       | ((records.c.ts_us == after[0]) & (records.c.id > after[1])))
+                .order_by(records.c.ts_us, records.c.id)
+                .limit(1000)
+            ).all()  # fmt: skip
+            if not page:
                 break
+            for rid, size, ts in page:
+                after = (ts, rid)
+                victims.append(rid)
+                freed += size
+                if freed >= over:
+                    break
         for i in range(0, len(victims), 500):
             chunk = victims[i : i + 500]
             conn.execute(records.delete().where(records.c.id.in_(chunk)))
@@ -200,7 +224,7 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 sql = f"DELETE FROM records_fts WHERE rowid IN ({marks})"
                 conn.exec_driver_sql(sql, tuple(chunk))
-        return len(victims)
+        return set(victims)
 
     # ------------------------------------------------------------------ reads
     def count(self) -> int:

@@ -13,7 +13,7 @@ import email.utils
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -120,10 +120,3 @@ def _reason(r: httpx.Response) -> str:
     except (ValueError, AttributeError):
         msg = None
     return str(msg or r.reason_phrase)[:200]
-
-
-def utc_from_unix(value: Any) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None

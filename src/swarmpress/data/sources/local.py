@@ -58,7 +58,11 @@ def read_text_file(path: Path) -> Iterator[Item]:
         return
     when = _mtime(path)
     for i, block in enumerate(_blocks(text)):
-        yield make_record(f"{path.resolve().as_uri()}#p{i}", when, "local", {"text": block}), None
+        try:
+            yield make_record(f"{path.resolve().as_uri()}#p{i}", when, "local",
+                              {"text": block}), None  # fmt: skip
+        except RecordError as exc:  # one oversized paragraph, a NUL: skip it, not the file
+            yield None, f"{path}: block {i}: {exc}"
 
 
 def _line_record(path: Path, n: int, obj: dict, when: datetime) -> Record:

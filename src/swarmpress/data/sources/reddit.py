@@ -104,8 +104,9 @@ class RedditSource:
                 n += 1
                 try:
                     yield to_record(child), None  # the canonical uri, whatever served it
-                except RecordError as exc:
-                    yield None, f"reddit {path}: {exc}"
-            self.cursor = data.get("after")
+                except (RecordError, TypeError, KeyError, AttributeError, ValueError) as exc:
+                    yield None, f"reddit {path}: {exc}"  # a malformed item: counted, skipped
+            after = data.get("after")
+            self.cursor = after if isinstance(after, str) else None
             if not self.cursor or not children:
                 return

@@ -26,8 +26,11 @@ PAGE = 100
 
 def bearer_token() -> str:
     for name in TOKEN_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
+        token = os.environ.get(name, "").strip()
+        if token:
+            if not token.isascii() or any(c.isspace() for c in token):
+                raise AuthError(f"env {name} does not hold a bearer token (spaces or non-ASCII)")
+            return token
     raise AuthError(f"the X source needs a bearer token in env {TOKEN_ENV[0]}")
 
 
@@ -60,10 +63,10 @@ def to_record(post: Any, users: dict[str, str]):
         content["parent"] = refs[0].get("id")
     if post.get("lang"):
         content["lang"] = post["lang"]
-    tags = (post.get("entities") or {}).get("hashtags") or []
-    label = (
-        f"#{tags[0]['tag']}" if tags and isinstance(tags[0], dict) and tags[0].get("tag") else None
-    )
+    entities = post.get("entities")
+    tags = entities.get("hashtags") if isinstance(entities, dict) else None
+    first = tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], dict) else {}
+    label = f"#{first['tag']}" if isinstance(first.get("tag"), str) and first["tag"] else None
     return make_record(f"https://x.com/{name}/status/{post['id']}", post["created_at"], "x",
                        content, label)  # fmt: skip
 
@@ -104,18 +107,21 @@ class XSource:
             if not isinstance(body, dict):
                 yield None, "x: the answer is not a JSON object"
                 return
-            inc = body.get("includes") or {}
-            names = {str(u.get("id")): u.get("username", "i") for u in inc.get("users", [])
+            inc = body.get("includes") if isinstance(body.get("includes"), dict) else {}
+            users_ = inc.get("users") if isinstance(inc.get("users"), list) else []
+            names = {str(u.get("id")): str(u.get("username", "i")) for u in users_
                      if isinstance(u, dict)}  # fmt: skip
-            posts = body.get("data") or []
+            posts = body.get("data") if isinstance(body.get("data"), list) else []
             for post in posts:
                 if n >= limit:
                     return
                 n += 1
                 try:
                     yield to_record(post, names), None
-                except RecordError as exc:
-                    yield None, f"x: {exc}"
-            self.cursor = (body.get("meta") or {}).get("next_token")
+                except (RecordError, TypeError, KeyError, AttributeError, ValueError) as exc:
+                    yield None, f"x: {exc}"  # a malformed item: counted, skipped
+            meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+            token = meta.get("next_token")
+            self.cursor = token if isinstance(token, str) else None
             if not self.cursor or not posts:
                 return
