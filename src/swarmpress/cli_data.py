@@ -53,6 +53,12 @@ ModeOpt = Annotated[
 ]
 
 
+def _spinner() -> Progress:
+    """A transient spinner line on stderr (stdout stays clean for --json)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console, transient=True)  # fmt: skip
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
@@ -205,8 +211,7 @@ def collect_cmd(
         return
     if len(sources) > 1:
         raise fail("several sources are collected by a job: add --job NAME")
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=err_console, transient=True)  # fmt: skip
+    bar = _spinner()
     with _guard(), bar:
         task = bar.add_task("collecting")
         items, _ = source_items(source, path, keywords, users, label, mode, limit)
@@ -253,8 +258,7 @@ def _run_job(st, raw: dict, background: bool, as_json: bool) -> None:
             out = {"job": name, "pid": p.pid, "log": str(log)}
             print(json.dumps(out) if as_json else f"job {name} started (pid {p.pid}), log {log}")
             return
-        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                       console=err_console, transient=True)  # fmt: skip
+        bar = _spinner()
         with _guard(), bar:
             task = bar.add_task(f"job {name}")
 
@@ -458,8 +462,7 @@ def pack_cmd(
 
     q = _query(source, keywords, users, label, since, until, 1, mode, None)
     st = _store(store)
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=err_console, transient=True)  # fmt: skip
+    bar = _spinner()
     with _guard(), bar:
         task = bar.add_task("packing")
 

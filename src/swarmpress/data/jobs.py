@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, select
 
 from swarmpress.data.collect import collect
+from swarmpress.data.records import first_error
 from swarmpress.data.store import Store, meta
 
 jobs = Table(
@@ -91,9 +92,7 @@ def parse_spec(raw: dict[str, Any]) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"]) or "job"
-        raise JobError(f"job {raw.get('name', '?')}: {where}: {e['msg']}") from None
+        raise JobError(f"job {raw.get('name', '?')}: {first_error(exc, 'job')}") from None
 
 
 def list_jobs(store: Store) -> list[dict[str, Any]]:

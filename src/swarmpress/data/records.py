@@ -137,6 +137,13 @@ def make_record(
     })  # fmt: skip
 
 
+def first_error(exc: ValidationError, what: str) -> str:
+    """A pydantic error as one line naming the field: `field: rule`."""
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or what
+    return f"{where}: {e['msg'].removeprefix('Value error, ')}"
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -173,7 +180,4 @@ def parse_record(raw: Any) -> Record:
     except RecordError:
         raise
     except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"]) or "record"
-        msg = e["msg"].removeprefix("Value error, ")
-        raise RecordError(f"{where}: {msg}") from None
+        raise RecordError(first_error(exc, "record")) from None
