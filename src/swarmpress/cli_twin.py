@@ -131,6 +131,9 @@ def run_cmd(
             f"{res.speedup:.0f}",
         )
         console.print(t)
+        if res.invalid_routes and res.ok:  # Apex: invalid paths fail activations, not tasks
+            console.print(f"[yellow]{res.invalid_routes} routes had invalid hops; their "
+                          f"activations failed[/] (first: {res.invalid_route})")  # fmt: skip
         if not res.ok:
             console.print(f"[red]task failed:[/] {res.reason}")
     if not res.ok:

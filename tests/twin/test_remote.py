@@ -1,6 +1,9 @@
-"""External routers over HTTP: a reference router written from the contract runs unchanged;
-every way of breaking the contract fails the task with a reason and never crashes the twin."""
+"""External routers: routers written from the published Apex contract (typed pydantic models,
+so any mismatch is a 422) run unchanged; what they send back is applied by the Apex rules;
+every way of breaking the call itself fails the task with a reason, never a crash. HTTP
+goes through a Transport, tested here both over real servers and in-process."""
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -8,8 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from swarmpress.twin.remote import RemotePolicy, wait_healthy
+from swarmpress.twin.policies import PolicyFailure
+from swarmpress.twin.remote import (
+    HttpTransport,
+    RemotePolicy,
+    TransportError,
+    TransportTimeout,
+    wait_healthy,
+)
 from swarmpress.twin.scenario import load_scenario
 from swarmpress.twin.sim import Simulation
 
@@ -48,11 +59,28 @@ def serve():
         p.wait()
 
 
-def _run(url, seed=0):
-    sc = load_scenario("apex-default", SMALL)
-    remote = RemotePolicy(url, sc.rules.route_call_limit_s)
+def _run(url_or_transport, seed=0, extra=(), limit=None):
+    sc = load_scenario("apex-default", [*SMALL, *extra])
+    remote = RemotePolicy(url_or_transport, limit or sc.rules.route_call_limit_s)
     remote.check()
     return Simulation(sc, seed, remote, remote, record=True).run()
+
+
+def _fixture_module(name):
+    spec = importlib.util.spec_from_file_location(f"twin_fixture_{name}", FIX / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------- routers run unchanged
+def test_conformance_router_with_the_published_types_runs_unchanged(serve):
+    res = _run(serve("conformance_router.py"))
+    assert res.ok, res.reason
+    assert res.completed == 120 and res.score > 0 and res.invalid_routes == 0
+    # It stays on a multi-layer miner for its next layer: hops with no transfer were used.
+    assert any(p[i] == p[i + 1] for p in (r["path"] for r in res.logs["routes"])
+               for i in range(len(p) - 1))  # fmt: skip
 
 
 def test_reference_router_from_the_contract_runs_unchanged(serve):
@@ -62,67 +90,195 @@ def test_reference_router_from_the_contract_runs_unchanged(serve):
     assert len(res.logs["routes"]) >= 120
 
 
-def test_baseline_server_matches_in_process_random_shape(serve):
+def test_baseline_server_runs(serve):
     proc, url = _serve(["-m", "swarmpress.twin.baseline_server"])
     try:
-        assert _run(url).ok
+        res = _run(url)
+        assert res.ok, res.reason
+        assert res.invalid_routes == 0
     finally:
         proc.kill()
         proc.wait()
 
 
+def _records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_requests_follow_the_contract_to_the_letter(serve, tmp_path):
+    rec = tmp_path / "calls.jsonl"
+    res = _run(serve("recording_router.py", "--record", str(rec)), seed=1)
+    assert res.ok, res.reason
+    calls = _records(rec)
+    routes = [c for c in calls if c["kind"] == "route"]
+    balances = [c for c in calls if c["kind"] == "balance"]
+    # Balancing once, between the two epochs, with the first epoch's (non-empty) buffer.
+    assert len(balances) == 1 and balances[0]["events"] > 0
+    first_balance = calls.index(balances[0])
+    assert 0 < first_balance < len(calls) - 1
+    assert balances[0]["keys_are_miner_ids"]
+    for c in calls:
+        assert c["event_problems"] == []
+        known = set(c["layers"])
+        assert set(c["event_miner_ids"]) <= known  # events join to MinerInfo.miner_id
+    ids = [c["activation_id"] for c in routes]
+    assert len(set(ids)) == len(ids)
+    for c in routes:
+        assert c["miner_id"] in c["lists"][0]  # the requesting miner serves layer 0
+        assert len(c["lists"]) == c["n_layers"]
+        for layer, members in enumerate(c["lists"]):
+            assert all(layer in c["layers"][m] for m in members)
+    # The first epoch starts from the layout with miners on several (consecutive) layers,
+    # listed under each of them; after balancing every miner serves exactly one.
+    before, after = routes[0], calls[first_balance + 1]
+    multi = {m: ls for m, ls in before["layers"].items() if len(ls) > 1}
+    assert multi and all(sum(m in g for g in before["lists"]) == len(ls) for m, ls in multi.items())
+    assert balances[0]["layers"] == before["layers"]
+    assert all(len(ls) == 1 for ls in after["layers"].values())
+    assert after["layers"] == {m: ls for m, ls in balances[0]["expect"].items()}
+
+
+def test_path0_not_naming_the_requesting_miner_is_corrected(serve, tmp_path):
+    rec = tmp_path / "calls.jsonl"
+    res = _run(serve("recording_router.py", "--record", str(rec), "--route-mode", "wrong-first"))
+    assert res.ok and res.invalid_routes == 0
+    routes = {c["activation_id"]: c for c in _records(rec) if c["kind"] == "route"}
+    for r in res.logs["routes"]:
+        c = routes[str(r["activation"])]
+        assert c["path"][0] != c["nodes"][c["miner_id"]]  # the router named someone else
+        assert r["path"][0] == c["nodes"][c["miner_id"]]  # the twin entered at the requester
+
+
+def test_invalid_balancing_entries_are_dropped(serve, tmp_path):
+    rec = tmp_path / "calls.jsonl"
+    res = _run(serve("recording_router.py", "--record", str(rec), "--balance-mode", "messy"))
+    assert res.ok, res.reason
+    calls = _records(rec)
+    i = next(k for k, c in enumerate(calls) if c["kind"] == "balance")
+    expect = calls[i]["expect"]
+    assert calls[i + 1]["layers"] == expect  # kept layers for the dropped entries
+    assert "miner-unknown" not in calls[i + 1]["layers"]
+
+
+# ---------------------------------------------------------------- the Apex rules over HTTP
+@pytest.mark.parametrize(
+    "mode,why",
+    [
+        ("sometimes-unknown", "unknown node 'node-99999'"),
+        ("sometimes-wrong-layer", "which serves layers"),
+    ],
+)
+def test_an_invalid_path_fails_that_activation_not_the_task(serve, mode, why):
+    res = _run(serve("bad_router.py", "--mode", mode))
+    assert res.ok, res.reason
+    assert res.completed == 120 and res.score > 0
+    assert res.invalid_routes > 0 and why in res.invalid_route
+    assert any(why in a.get("dropped", "") for a in res.logs["activations"])
+
+
+@pytest.mark.parametrize(
+    "mode,why",
+    [
+        ("short", "no hop for layer"),
+        ("unknown", "unknown node 'node-99999'"),
+        ("wrong-layer", "which serves layers"),
+    ],
+)
+def test_a_router_whose_every_path_is_invalid_scores_0_with_the_reason(serve, mode, why):
+    res = _run(serve("bad_router.py", "--mode", mode))
+    assert not res.ok and res.score == 0.0 and res.completed == 0
+    assert "stalled" in res.reason and why in res.reason
+
+
+def test_wrong_first_hop_alone_is_harmless(serve):
+    res = _run(serve("bad_router.py", "--mode", "wrong-first"))
+    assert res.ok and res.invalid_routes == 0 and res.completed == 120
+
+
 @pytest.mark.parametrize(
     "mode,reason",
     [
-        ("short", "hops for"),
-        ("unknown", "unknown node"),
-        ("wrong-layer", "layer"),
         ("slow", "longer than 0.5 s"),
         ("not-json", "not JSON"),
         ("http-500", "HTTP 500"),
+        ("no-path", "no RouteResponse"),
         ("empty-layer", "without miners"),
         ("two-layers", "exactly one layer"),
+        ("omit", "starting layers"),
     ],
 )
 def test_malformed_router_answers_fail_the_task_cleanly(serve, mode, reason):
     res = _run(serve("bad_router.py", "--mode", mode))
     assert not res.ok and res.score == 0.0
-    assert reason in res.reason
+    assert res.reason.startswith("policy failed the task:") and reason in res.reason
 
 
 def test_unreachable_router_is_a_clear_error():
-    from swarmpress.twin.policies import PolicyFailure
-
     with pytest.raises(PolicyFailure, match="unreachable"):
         RemotePolicy(f"http://127.0.0.1:{_port()}").check()
 
 
-def test_requests_follow_the_contract(serve):
-    # A recording router: check the request bodies' shape against the contract.
-    url = serve("reference_router.py")
+# ---------------------------------------------------------------- the transport
+class AppTransport:
+    """A Transport into an ASGI app in this process (what a relay pipe would do)."""
+
+    def __init__(self, app):
+        self.client = TestClient(app)
+        self.calls = 0
+
+    def request(self, method, path, body, timeout):
+        self.calls += 1
+        r = self.client.request(method, path, content=body,
+                                headers={"Content-Type": "application/json"})  # fmt: skip
+        return r.status_code, r.content
+
+
+def test_a_transport_object_replaces_http():
+    app = _fixture_module("conformance_router").create_app()
+    transport = AppTransport(app)
+    res = _run(transport, limit=30.0)  # in-process: no wall-clock limit under test
+    assert res.ok, res.reason
+    assert res.completed == 120 and transport.calls >= 122  # health, routes, one balance
+
+
+class Scripted:
+    """A Transport answering from a script: (status, body) or an exception to raise."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def request(self, method, path, body, timeout):
+        a = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+
+@pytest.mark.parametrize(
+    "answer,why",
+    [
+        (TransportTimeout("no answer"), "/route took longer than 0.5 s"),
+        (TransportError("the relay pipe closed"), "/route failed: the relay pipe closed"),
+        ((422, b'{"detail":"activation_id"}'), "/route answered HTTP 422"),
+        ((200, b"[1, 2]"), "not an object"),
+    ],
+)
+def test_transport_failures_fail_the_task(answer, why):
+    res = _run(Scripted((200, b'{"ok":true}'), answer))
+    assert not res.ok and res.score == 0.0 and why in res.reason
+
+
+def test_a_call_slower_than_the_limit_fails_by_the_injected_clock():
+    app = _fixture_module("conformance_router").create_app()
+    ticks = iter(range(10**6))
     sc = load_scenario("apex-default", SMALL)
-    remote = RemotePolicy(url)
-    bodies = []
-    post = remote._post
+    remote = RemotePolicy(AppTransport(app), 0.5, clock=lambda: 0.6 * next(ticks))
+    res = Simulation(sc, 0, remote, remote).run()
+    assert not res.ok and "/route took longer than 0.5 s" in res.reason
 
-    def spy(path, body):
-        bodies.append((path, json.loads(body)))
-        return post(path, body)
 
-    remote._post = spy
-    assert Simulation(sc, 1, remote, remote).run().ok
-    route = next(b for p, b in bodies if p == "/route" and b["activation_tracking_buffer"])
-    assert set(route) == {"activation_id", "miner_id", "miners", "n_layers",
-                          "activation_tracking_buffer"}  # fmt: skip
-    info = route["miners"][0][0]
-    assert set(info) == {"miner_id", "receiver_node_id", "active", "layers", "local_batch_size",
-                         "peer_latencies"}  # fmt: skip
-    ev = route["activation_tracking_buffer"][0]
-    assert set(ev) == {"activation_id", "direction", "action", "start_time", "end_time",
-                       "miner_id", "layer"}  # fmt: skip
-    assert ev["direction"] in ("forward", "backward")
-    assert ev["action"] in ("receive", "processing", "queuing", "notify_orchestrator")
-    assert ev["start_time"].endswith("Z")
-    balance = next(b for p, b in bodies if p == "/balance-orchestrator")
-    assert set(balance) == {"miners", "n_layers", "activation_tracking_buffer"}
-    assert len(balance["miners"]) == 24
+def test_a_url_builds_an_http_transport():
+    remote = RemotePolicy("http://127.0.0.1:1/")
+    assert isinstance(remote.transport, HttpTransport) and remote.url == "http://127.0.0.1:1"
+    with pytest.raises(TransportError):
+        remote.transport.request("GET", "/health", None, 0.5)

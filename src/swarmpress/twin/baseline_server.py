@@ -1,7 +1,8 @@
 """A random-routing reference server for the twin's HTTP contract (`twin serve-baseline`).
 
-Routes each activation to a uniformly random active miner of every layer and balances by
-dealing miners to layers in turn: the baseline any routing submission should beat.
+Enters at the requesting miner, then a uniformly random active miner of every later layer,
+and balances by dealing miners to layers in turn (one layer each): the baseline any routing
+submission should beat.
 Run: python -m swarmpress.twin.baseline_server --port 8000
 """
 
@@ -27,8 +28,9 @@ def create_app(seed: int = 0) -> FastAPI:
     @app.post("/route")
     async def route(request: Request) -> dict[str, list[str]]:
         req = json.loads(await request.body())
-        path = []
-        for layer in req["miners"]:
+        entry = next((m for m in req["miners"][0] if m["miner_id"] == req["miner_id"]), None)
+        path = [] if entry is None else [entry["receiver_node_id"]]
+        for layer in req["miners"][len(path) :]:
             alive = [m for m in layer if m["active"]] or layer
             path.append(rng.choice(alive)["receiver_node_id"])
         return {"path": path}

@@ -1,9 +1,11 @@
 """Routing and balancing policies, as Python classes the engine calls in-process.
 
-A policy sees only what the Apex contract shows a router: each miner's node id, layer,
+A policy sees only what the Apex contract shows a router: each miner's node id, layers
+(a miner may serve several consecutive layers and then sits in each of their lists),
 active flag, batch size and latencies to its peers, plus the activation tracking buffer
 (and statistics derived from that buffer's events, kept by tracker.Tracker). Speeds,
-bandwidths, queue lengths and cache use stay hidden.
+bandwidths, queue lengths and cache use stay hidden. Routers enter at the requesting
+layer-0 miner when one is given (the engine corrects path[0] to it anyway, as Apex does).
 
 Routing: random, round-robin, latency-greedy, least-loaded (open events in the buffer),
 capacity-aware (IOTA's free-cache weighting), and `pending` (this project's: join the
@@ -38,7 +40,13 @@ class RoutingPolicy:
         self.cache_size = cache_size
 
     def route(self, act_id: int, entry, layers: list[list], tracker: Tracker, now: float) -> list:
+        """One hop per layer for activation act_id requested by `entry` (a layer-0 miner, or
+        None); an invalid hop is not an error: the activation is lost there."""
         raise NotImplementedError
+
+    def _entry(self, entry, layers: list[list]):
+        """Layer 0's hop: the requesting miner, else a random active layer-0 miner."""
+        return entry if entry is not None else self.rng.choice(self._active(layers[0]))
 
     @staticmethod
     def _active(group) -> list:
@@ -54,7 +62,7 @@ class RandomRouter(RoutingPolicy):
     name = "random"
 
     def route(self, act_id, entry, layers, tracker, now):
-        return [self.rng.choice(self._active(g)) for g in layers]
+        return [self._entry(entry, layers)] + [self.rng.choice(self._active(g)) for g in layers[1:]]
 
 
 class RoundRobinRouter(RoutingPolicy):
@@ -65,8 +73,8 @@ class RoundRobinRouter(RoutingPolicy):
         self.turn: dict[int, int] = {}
 
     def route(self, act_id, entry, layers, tracker, now):
-        path = []
-        for layer, g in enumerate(layers):
+        path = [entry] if entry is not None else []
+        for layer, g in enumerate(layers[len(path) :], start=len(path)):
             alive = self._active(g)
             i = self.turn.get(layer, 0)
             self.turn[layer] = i + 1
@@ -80,11 +88,7 @@ class LatencyGreedyRouter(RoutingPolicy):
     name = "latency-greedy"
 
     def route(self, act_id, entry, layers, tracker, now):
-        path = [
-            entry
-            if entry is not None and entry.active
-            else self.rng.choice(self._active(layers[0]))
-        ]
+        path = [self._entry(entry, layers)]
         for g in layers[1:]:
             prev = path[-1]
             path.append(
@@ -100,9 +104,10 @@ class LeastLoadedRouter(RoutingPolicy):
 
     def route(self, act_id, entry, layers, tracker, now):
         load = tracker.open_by_miner
-        return [
+        path = [entry] if entry is not None else []
+        return path + [
             min(self._active(g), key=lambda m: (load.get(m.id, 0), self.rng.random()))
-            for g in layers
+            for g in layers[len(path) :]
         ]
 
 
@@ -114,8 +119,8 @@ class CapacityAwareRouter(RoutingPolicy):
 
     def route(self, act_id, entry, layers, tracker, now):
         fwd, bwd = tracker.done_by_dir
-        path = []
-        for g in layers:
+        path = [entry] if entry is not None else []
+        for g in layers[len(path) :]:
             alive = self._active(g)
             weights = [
                 max(0.0, self.cache_size - max(0, fwd.get(m.id, 0) - bwd.get(m.id, 0))) + 0.25
@@ -166,7 +171,7 @@ class PendingRouter(RoutingPolicy):
             # An activation holds a cache slot here until its gradient comes back: about the
             # round trip through the layers below.
             tau = 2.0 * (n_layers - layer) * default + 1.0
-            alive = self._active(g)
+            alive = [entry] if layer == 0 and entry is not None else self._active(g)
             n = len(alive)
             if n > SAMPLE:
                 alive = [alive[int(rnd() * n)] for _ in range(SAMPLE)]
@@ -188,14 +193,16 @@ class PendingRouter(RoutingPolicy):
 
 
 class BalancingPolicy:
-    """Assign every miner exactly one layer at the start of an epoch."""
+    """Assign every miner exactly one layer between epochs (the merge phase)."""
 
     name = "base"
 
     def reset(self, seed: int) -> None:
         self.rng = random.Random(seed ^ 0x5EED)
 
-    def assign(self, miners: list, n_layers: int, tracker: Tracker, now: float) -> list[int]:
+    def assign(self, miners: list, n_layers: int, tracker: Tracker, now: float) -> list:
+        """One entry per miner: its layer (or a list of layers, or None to keep its current
+        ones), applied by the Apex rules (sim.apply_assignments)."""
         raise NotImplementedError
 
 

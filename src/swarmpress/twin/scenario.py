@@ -57,6 +57,11 @@ class Swarm(_Strict):
     # clocks, caches. 0 = every pass of a miner takes the same time.
     pass_jitter: float = Field(0.0, ge=0, le=2)
     local_batch_size: int = Field(1, ge=1)
+    # The starting layout (Apex: "Miners may initially host multiple layers"): this share of
+    # the miners starts out serving 2..max_layers_per_miner consecutive layers; balancing
+    # then gives every miner exactly one.
+    multi_layer_share: float = Field(0.0, ge=0, le=1)
+    max_layers_per_miner: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _shares(self) -> Swarm:

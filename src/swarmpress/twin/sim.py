@@ -1,15 +1,21 @@
 """The discrete-event engine: activations through a pipeline of miners, epoch by epoch.
 
 One heap of (time, sequence, kind, a, b) events, so runs are deterministic for a seed
-(ties break by insertion order). Per activation: the router picks one miner per layer;
-forward work flows down the path and the gradient back up it. Each miner computes one
-thing at a time, backward before forward, and holds at most `cache_size` activations
-between their forward and backward passes (forward work stalls when full). Each transfer
-occupies the sender's uplink for overhead + encode + ratio x bytes / min(uplink,
-receiver downlink) + decode seconds, then travels for the pair's latency. An activation
-stuck `layer_timeout_s` at a layer, or caught on a miner that drops out, is dropped and
-the orchestrator starts another. An epoch ends at its N-th completed activation; the
-merge phase follows (its cost reported, not counted, as in the Apex scoring).
+(ties break by insertion order). Per activation: the router picks one hop per layer
+(path[0] is always the requesting layer-0 miner, as Apex corrects it); forward work flows
+down the path and the gradient back up it. Consecutive hops naming the same miner (one
+serving several consecutive layers) are one visit: it computes those layers back to back,
+with no transfer between them. Each miner computes one thing at a time, backward before
+forward, and holds at most `cache_size` activations between their forward and backward
+passes (forward work stalls when full). Each transfer occupies the sender's uplink for
+overhead + encode + ratio x bytes / min(uplink, receiver downlink) + decode seconds, then
+travels for the pair's latency. An activation sent to an invalid hop (an unknown node, a
+miner not serving that layer, a missing hop) is lost there and dropped at the layer
+timeout; one stuck `layer_timeout_s` at a layer, or caught on a miner that drops out, is
+dropped too, and the orchestrator starts another. The first epoch starts from the
+scenario's initial layout; the balancer is called between epochs (merge phases) with the
+completed epoch's buffer. An epoch ends at its N-th completed activation; the merge phase
+follows (its cost reported, not counted, as in the Apex scoring).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from swarmpress.twin.tracker import (
 from swarmpress.twin.world import Miner, World
 
 ARRIVE, DONE, TIMEOUT, DROPOUT, REJOIN = 0, 1, 2, 3, 4
+_MISSING = object()  # a hop the route did not give (the path was too short)
 
 
 class LayerView(list):
@@ -45,13 +52,18 @@ class LayerView(list):
 
 
 class Activation:
-    __slots__ = ("dir", "dropped", "holders", "id", "layer", "path", "queued_ev", "t0", "visit")
+    """One activation in flight. path[layer] is the Miner for that layer, or a string saying
+    why that hop is invalid (the activation is lost if it gets there)."""
 
-    def __init__(self, i: int, path: list[Miner], t0: float) -> None:
+    __slots__ = ("dir", "dropped", "holders", "id", "layer", "lost", "path", "queued_ev", "t0",
+                 "visit")  # fmt: skip
+
+    def __init__(self, i: int, path: list, t0: float) -> None:
         self.id, self.path, self.t0 = i, path, t0
         self.layer, self.dir, self.visit = 0, FORWARD, 0
         self.holders: list[Miner] = []
         self.dropped = False
+        self.lost: str | None = None  # why it was lost at an invalid hop
         self.queued_ev = None
 
 
@@ -86,6 +98,8 @@ class RunResult:
     utilisation: dict[str, float] = field(default_factory=dict)
     series: dict[str, list] = field(default_factory=dict)
     logs: dict[str, list] = field(default_factory=dict)
+    invalid_routes: int = 0  # routes with an invalid hop (their activations failed)
+    invalid_route: str = ""  # the first of them and why
 
     @property
     def speedup(self) -> float:
@@ -110,6 +124,8 @@ class RunResult:
             "speedup": self.speedup,
             "throughput": self.completed / self.total_epoch_time if self.ok else 0.0,
             "bytes_on_wire": self.bytes_on_wire,
+            "invalid_routes": self.invalid_routes,
+            "invalid_route": self.invalid_route,
             "epochs": [e.__dict__ for e in self.epochs],
         }
         if full:
@@ -200,6 +216,12 @@ class Simulation:
         elif self.layer_bwd is not None and self.layer_fwd is None:
             self.layer_fwd = [sc.swarm.forward_s.median] * self.L
         self._next_sample = 0.0
+        self.invalid_routes = 0  # routes with at least one invalid hop
+        self.invalid_example = ""  # the first of them, for the report
+        # An epoch with no completion for this long has pushed the total epoch time past
+        # max_epoch_time (score 0 whatever follows): the task stops there.
+        self.stall_s = max_epoch_time(sc, self.L)
+        self.deadline = math.inf
 
     # ------------------------------------------------------------------ scheduling
     def push(self, t: float, kind: int, a, b=None) -> None:
@@ -229,23 +251,42 @@ class Simulation:
         path = self.router.route(i, entry, self.by_layer, self.tracker, self.t)
         if time.perf_counter() - t0 > self.call_limit:
             raise PolicyFailure(f"a route call took longer than {self.call_limit:g} s")
-        self.check_path(path)
+        path = self.plan(path, entry, i)
         act = Activation(i, path, self.t)
         self.acts[i] = act
         self.in_flight += 1
         if self.record:
-            self.logs["routes"].append({"t": self.t, "activation": i,
-                                        "path": [m.node_id for m in path]})  # fmt: skip
+            self.logs["routes"].append({"t": self.t, "activation": i, "path": [
+                m.node_id if isinstance(m, Miner) else None for m in path]})  # fmt: skip
         self.push(self.t + self.sc.swarm.message_overhead_s, ARRIVE, path[0], act)
         return True
 
-    def check_path(self, path) -> None:
-        if not isinstance(path, list) or len(path) != self.L:
-            raise PolicyFailure(f"route has {len(path) if isinstance(path, list) else '?'} "
-                                f"hops for {self.L} layers")  # fmt: skip
-        for layer, m in enumerate(path):
-            if not isinstance(m, Miner) or m.layer != layer:
-                raise PolicyFailure(f"route sends layer {layer} to a miner of another layer")
+    def plan(self, path, entry: Miner, act_id: int) -> list:
+        """The route as the engine follows it (Apex: invalid paths are used as-is, never
+        rejected): path[0] becomes the requesting miner, extra hops are ignored, and each
+        invalid hop (missing, an unknown node, a miner not serving that layer) is replaced
+        by the reason, so the activation is lost when it gets there."""
+        hops = list(path[: self.L]) if isinstance(path, list | tuple) else []
+        hops += [_MISSING] * (self.L - len(hops))
+        hops[0] = entry
+        bad = None
+        for layer in range(1, self.L):
+            m = hops[layer]
+            if isinstance(m, Miner) and layer in m.layers:
+                continue
+            if m is _MISSING:
+                why = f"the route has no hop for layer {layer}"
+            elif isinstance(m, Miner):
+                why = f"layer {layer} routed to {m.node_id}, which serves layers {m.layers}"
+            else:
+                why = f"layer {layer} routed to unknown node {m!r}"
+            hops[layer] = why
+            bad = bad or why
+        if bad is not None:
+            self.invalid_routes += 1
+            if not self.invalid_example:
+                self.invalid_example = f"activation {act_id}: {bad}"
+        return hops
 
     # ------------------------------------------------------------------ miners
     def arrive(self, m: Miner, act: Activation) -> None:
@@ -255,8 +296,8 @@ class Simulation:
             self.drop(act, f"sent to {m.node_id}, which has dropped out")
             return
         tr = self.tracker
-        tr.instant(act.id, act.dir, RECEIVE, self.t, m.id, m.node_id, act.layer)
-        act.queued_ev = tr.open(act.id, act.dir, QUEUING, self.t, m.id, m.node_id, act.layer)
+        tr.instant(act.id, act.dir, RECEIVE, self.t, m.id, m.miner_id, act.layer)
+        act.queued_ev = tr.open(act.id, act.dir, QUEUING, self.t, m.id, m.miner_id, act.layer)
         (m.bq if act.dir == BACKWARD else m.fq).append(act)
         act.visit += 1
         self.push(self.t + self.sc.rules.layer_timeout_s, TIMEOUT, act, act.visit)
@@ -276,19 +317,22 @@ class Simulation:
                 return
             if not act.dropped:
                 break
-        tr = self.tracker
-        tr.close(act.queued_ev, self.t)
-        if act.dir == FORWARD:
+        self.tracker.close(act.queued_ev, self.t)
+        if act.dir == FORWARD:  # one cache slot per visit, however many layers it covers
             m.cache += 1
             act.holders.append(m)
-            m.held[act] = None
+            m.held[act] = m.held.get(act, 0) + 1
+        self.compute(m, act)
+
+    def compute(self, m: Miner, act: Activation) -> None:
+        """Miner m computes the activation's pass at its current layer."""
         dur = self.pass_seconds(m, act)
         if self.jitter:
             dur *= math.exp(self.jitter * self.rng.gauss(0.0, 1.0) - self.jitter**2 / 2)
         m.busy = True
         m.current = act
         m.busy_time += dur
-        ev = tr.open(act.id, act.dir, PROCESSING, self.t, m.id, m.node_id, act.layer)
+        ev = self.tracker.open(act.id, act.dir, PROCESSING, self.t, m.id, m.miner_id, act.layer)
         self.push(self.t + dur, DONE, m, (act, ev, dur))
 
     def pass_seconds(self, m: Miner, act: Activation) -> float:
@@ -313,21 +357,54 @@ class Simulation:
         self.tracker.close(ev, self.t)
         if not act.dropped and m.active:
             if act.dir == FORWARD:
-                if act.layer < self.L - 1:
-                    self.send(m, act.path[act.layer + 1], act, FORWARD)
-                else:  # the last layer turns the activation around on the spot
+                if act.layer == self.L - 1:  # the last layer turns it around on the spot
                     act.dir = BACKWARD  # still at this layer: its timeout keeps running
                     m.bq.append(act)
                     act.queued_ev = None
+                elif not self.onward(m, act, act.layer + 1):
+                    return  # m goes on computing the next layer
             else:
-                m.cache -= 1
-                act.holders.remove(m)
-                m.held.pop(act, None)
-                if act.layer > 0:
-                    self.send(m, act.path[act.layer - 1], act, BACKWARD)
-                else:
+                if act.layer == 0:
+                    self.release(m, act)
                     self.complete(act)
+                elif not self.onward(m, act, act.layer - 1):
+                    return
         self.try_start(m)
+
+    def onward(self, m: Miner, act: Activation, layer: int) -> bool:
+        """Move the activation from miner m to `layer`'s hop; False when m serves that layer
+        too (the same miner on consecutive hops): it computes it at once, no transfer."""
+        nxt = act.path[layer]
+        if nxt is m:
+            act.layer = layer
+            act.visit += 1  # progress: the layer timeout starts again
+            self.push(self.t + self.sc.rules.layer_timeout_s, TIMEOUT, act, act.visit)
+            self.compute(m, act)
+            return False
+        if act.dir == BACKWARD:
+            self.release(m, act)
+        if isinstance(nxt, Miner):
+            self.send(m, nxt, act, act.dir)
+        else:  # an invalid hop: lost on the way; the layer timeout drops it
+            act.visit += 1
+            act.layer = layer
+            act.lost = f"lost at an invalid hop: {nxt}"
+            self.push(self.t + self.sc.rules.layer_timeout_s, TIMEOUT, act, act.visit)
+        return True
+
+    def release(self, m: Miner, act: Activation) -> None:
+        """The activation's backward pass left miner m: the cache slot of its visit is free."""
+        m.cache -= 1
+        act.holders.remove(m)
+        self._unhold(m, act)
+
+    @staticmethod
+    def _unhold(m: Miner, act: Activation) -> None:
+        n = m.held.get(act, 0)
+        if n > 1:
+            m.held[act] = n - 1
+        else:
+            m.held.pop(act, None)
 
     def send(self, src: Miner, dst: Miner, act: Activation, direction: int) -> None:
         act.visit += 1  # leaving this layer: its timeout no longer applies
@@ -347,8 +424,9 @@ class Simulation:
         self.in_flight -= 1
         self.completed += 1
         self.epoch_done += 1
+        self.deadline = self.t + self.stall_s
         m = act.path[0]
-        self.tracker.instant(act.id, BACKWARD, NOTIFY, self.t, m.id, m.node_id, 0)
+        self.tracker.instant(act.id, BACKWARD, NOTIFY, self.t, m.id, m.miner_id, 0)
         if self.record:
             self.logs["activations"].append({"id": act.id, "start": act.t0, "end": self.t,
                                              "epoch": self.epoch})  # fmt: skip
@@ -365,7 +443,7 @@ class Simulation:
         self.epoch_dropped += 1
         for h in act.holders:  # upstream miners release the cache slot it held
             h.cache -= 1
-            h.held.pop(act, None)
+            self._unhold(h, act)
             if h.active and not h.busy:
                 self.try_start(h)
         act.holders.clear()
@@ -388,8 +466,8 @@ class Simulation:
         m.active = False
         m.dropouts += 1
         m.drop_token += 1  # any pending drop-out timer of this miner is now stale
-        if self.by_layer:  # before the drops below start new work: route around it
-            self.by_layer[m.layer].refresh()
+        for layer in m.layers if self.by_layer else ():  # before the drops below start new
+            self.by_layer[layer].refresh()  # work: route around it
         victims = [*m.held, *m.fq, *m.bq] + ([m.current] if m.current is not None else [])
         m.current, m.busy = None, False
         for act in victims:  # in transit to it: dropped on arrival
@@ -404,10 +482,10 @@ class Simulation:
     def rejoin(self, m: Miner) -> None:
         m.active, m.busy, m.cache = True, False, 0
         m.link_free = self.t
-        if self.by_layer:
-            self.by_layer[m.layer].refresh()
+        for layer in m.layers if self.by_layer else ():
+            self.by_layer[layer].refresh()
         self.schedule_dropout(m)
-        if m.layer == 0:
+        if self.by_layer and 0 in m.layers:
             self.fill()
 
     def storm(self) -> None:
@@ -419,29 +497,43 @@ class Simulation:
             self.push(self.t + st.start_s + self.rng.random() * st.window_s, DROPOUT, m, None)
 
     # ------------------------------------------------------------------ epochs
+    def layout(self) -> None:
+        """The first epoch's layout: the scenario's starting configuration (no balancing
+        call before the first epoch, as in Apex)."""
+        self.world.initial_layout()
+        self.build_layers("initial layout")
+
     def balance(self) -> None:
+        """The merge phase's balancing call, with the completed epoch's buffer, applied with
+        the Apex rules: invalid entries dropped, then one layer per miner, no empty layer."""
         miners = self.world.miners
         t0 = time.perf_counter()
-        layers = self.balancer.assign(miners, self.L, self.tracker, self.t)
+        answer = self.balancer.assign(miners, self.L, self.tracker, self.t)
         if time.perf_counter() - t0 > self.call_limit:
             raise PolicyFailure(f"a balance call took longer than {self.call_limit:g} s")
-        if not isinstance(layers, list) or len(layers) != len(miners):
-            raise PolicyFailure("balancing must assign exactly one layer to every miner")
-        counts = [0] * self.L
-        for m, layer in zip(miners, layers, strict=True):
-            if not isinstance(layer, int) or not 0 <= layer < self.L:
-                raise PolicyFailure(f"balancing gave {m.node_id} layer {layer!r}")
-            m.layer = layer
-            counts[layer] += 1
-        if 0 in counts:
-            raise PolicyFailure(f"balancing left layer {counts.index(0)} without miners")
+        for m, layers in zip(miners, apply_assignments(answer, miners, self.L), strict=True):
+            m.layers = layers
+        self.build_layers("balancing")
+
+    def build_layers(self, what: str) -> None:
+        """Index miners by layer after a layout or a balancing call (a miner serving several
+        layers is in each of their lists)."""
         self.by_layer = [LayerView() for _ in range(self.L)]
-        for m in miners:
-            self.by_layer[m.layer].append(m)
+        for m in self.world.miners:
+            for layer in m.layers:
+                self.by_layer[layer].append(m)
+        counts = [len(g) for g in self.by_layer]
+        if 0 in counts:
+            raise PolicyFailure(f"{what} left layer {counts.index(0)} without miners "
+                                "(every layer needs at least one)")  # fmt: skip
         for g in self.by_layer:
             g.refresh()
         if self.record:
-            self.logs["balance"].append({"t": self.t, "epoch": self.epoch, "counts": counts})
+            multi = sum(len(m.layers) > 1 for m in self.world.miners)
+            self.logs["balance"].append(
+                {"t": self.t, "epoch": self.epoch, "source": what, "counts": counts,
+                 "multi_layer_miners": multi}
+            )  # fmt: skip
 
     def merge_seconds(self) -> float:
         """Replicas of each layer exchange weight deltas (ring all-reduce: 2x the delta)."""
@@ -488,14 +580,17 @@ class Simulation:
         try:
             for e in range(self.sc.workload.epochs):
                 self.epoch = e
-                if e:
+                if e == 0:
+                    self.layout()
+                else:  # the merge phase: drift, then balancing with the epoch's buffer
                     self.world.drift()
-                self.balance()
+                    self.balance()
                 self.tracker.clear()
                 self.reset_epoch_state()
                 self.storm()
                 t_start = self.t
                 self.advance(self.t + self.sc.workload.step_s)
+                self.deadline = self.t + self.stall_s
                 self.fill()
                 self.loop(horizon)
                 merge = self.merge_seconds()
@@ -514,8 +609,8 @@ class Simulation:
         util = {m.node_id: m.busy_time / busy_span for m in self.world.miners}
         if self.record:
             self.logs["miners"] = [
-                {"miner_id": f"miner-{m.id:05d}", "receiver_node_id": m.node_id,
-                 "class": self.sc.swarm.classes[m.cls].name, "layer": m.layer,
+                {"miner_id": m.miner_id, "receiver_node_id": m.node_id,
+                 "class": self.sc.swarm.classes[m.cls].name, "layers": m.layers,
                  "utilisation": m.busy_time / busy_span, "processed": m.processed,
                  "dropouts": m.dropouts, "forward_s": m.fwd_s, "upload_mbit": m.up * 8 / 1e6}
                 for m in self.world.miners
@@ -524,6 +619,7 @@ class Simulation:
             self.sc.name, self.seed, f"{self.router.name}+{self.balancer.name}", self.codec.name,
             self.L, ok, reason, total if ok else math.inf, mx, score, self.completed,
             self.dropped, self.t, wall, epochs, self.bytes, util, self.series, self.logs,
+            self.invalid_routes, self.invalid_example,
         )  # fmt: skip
 
     def advance(self, until: float) -> None:
@@ -544,10 +640,18 @@ class Simulation:
         pop = heapq.heappop
         while self.epoch_done < target:
             if not heap:
-                raise _Stalled(f"the swarm stalled in epoch {epoch}: nothing left to do")
+                raise _Stalled(f"the swarm stalled in epoch {epoch}: nothing left to do"
+                               + self._invalid_note())  # fmt: skip
             t, _, kind, a, b, ev_epoch = pop(heap)
             if t > horizon:
-                raise _Stalled(f"epoch {epoch} did not finish within {horizon:.0f} simulated s")
+                raise _Stalled(f"epoch {epoch} did not finish within {horizon:.0f} simulated s"
+                               + self._invalid_note())  # fmt: skip
+            if t > self.deadline:
+                raise _Stalled(
+                    f"epoch {epoch} stalled: no activation completed for {self.stall_s:.0f} "
+                    "simulated s, so the total epoch time passed max_epoch_time (score 0)"
+                    + self._invalid_note()
+                )
             self.t = t
             if t >= self._next_sample:
                 self.sample()
@@ -564,11 +668,48 @@ class Simulation:
             elif kind == DONE:
                 self.done(a, *b)
             elif kind == TIMEOUT and b == a.visit and not a.dropped:
-                self.drop(a, f"stuck {self.sc.rules.layer_timeout_s:g} s at layer {a.layer}")
+                self.drop(a, a.lost or f"stuck {self.sc.rules.layer_timeout_s:g} s at layer "
+                          f"{a.layer}")  # fmt: skip
+
+    def _invalid_note(self) -> str:
+        if not self.invalid_routes:
+            return ""
+        return (f"; {self.invalid_routes} routes had invalid hops and their activations "
+                f"failed (first: {self.invalid_example})")  # fmt: skip
 
 
 class _Stalled(RuntimeError):
     pass
 
 
-__all__ = ["RunResult", "Simulation", "ideal_epoch_time", "max_epoch_time"]
+def apply_assignments(answer: object, miners: list, n_layers: int) -> list[list[int]]:
+    """Each miner's layers after a balancing answer (one entry per miner: a layer, a list of
+    layers, or None), by the Apex rules: invalid entries are dropped silently (layers out
+    of range or not integers, values that are not lists; a miner whose entry is dropped or
+    missing keeps its current layers), then every miner must serve exactly one layer, else
+    PolicyFailure (the task scores 0). Empty layers are checked when the layers are built."""
+    if not isinstance(answer, list | tuple) or len(answer) != len(miners):
+        raise PolicyFailure("balancing must answer one entry per miner")
+    out = []
+    for m, a in zip(miners, answer, strict=True):
+        if isinstance(a, int) and not isinstance(a, bool):
+            a = [a]
+        if not isinstance(a, list | tuple):
+            a = []  # not a list: the entry is dropped
+        layers = []
+        for v in a:  # [2, 2] names one layer
+            valid = isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n_layers
+            if valid and v not in layers:
+                layers.append(v)
+        if len(layers) > 1:
+            raise PolicyFailure(f"balancing mapped {m.miner_id} to layers {layers}: every miner "
+                                "must serve exactly one layer")  # fmt: skip
+        if not layers and len(m.layers) != 1:
+            raise PolicyFailure(f"balancing left {m.miner_id} on its starting layers {m.layers} "
+                                "(no valid entry: it keeps its layers), but every miner must "
+                                "serve exactly one layer after balancing")  # fmt: skip
+        out.append(layers or list(m.layers))
+    return out
+
+
+__all__ = ["RunResult", "Simulation", "apply_assignments", "ideal_epoch_time", "max_epoch_time"]

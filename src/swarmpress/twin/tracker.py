@@ -1,10 +1,11 @@
 """The activation tracking buffer: the recent events a routing or balancing policy may see.
 
-Contract (DESIGN.md "Twin contract"): an event is {activation_id, direction, action,
-start_time, end_time|null, miner_id, layer}; the buffer keeps about 1,920 recent events
-and is cleared between epochs. In-process policies read the records directly (plus a few
-statistics derived from them and kept up to date here, so a policy need not rescan the
-buffer on every call); the HTTP router gets the same events as JSON.
+Contract (DESIGN.md "Twin contract", Apex IOTA simulator): an event is {activation_id
+(str), direction, action, start_time, end_time|null, miner_id (str, the MinerInfo
+miner_id), layer (int)}; the buffer keeps about 1,920 recent events and is cleared between
+epochs. In-process policies read the records directly (plus a few statistics derived from
+them and kept up to date here, keyed by the caller's own miner key, so a policy need not
+rescan the buffer on every call); the HTTP router gets the same events as JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def iso(t: float) -> str:
 
 
 class Event:
-    """One tracked event; end is None while it lasts."""
+    """One tracked event; end is None while it lasts. `miner` keys the statistics (any
+    hashable), `label` is the miner_id the JSON names (the contract's MinerInfo.miner_id)."""
 
     __slots__ = (
         "_json",
@@ -37,16 +39,16 @@ class Event:
         "counted",
         "direction",
         "end",
+        "label",
         "layer",
         "miner",
-        "node",
         "start",
     )  # fmt: skip
 
-    def __init__(self, act, direction, action, start, miner, node, layer):
+    def __init__(self, act, direction, action, start, miner, label, layer):
         self.act, self.direction, self.action = act, direction, action
         self.start, self.end = start, None
-        self.miner, self.node, self.layer = miner, node, layer
+        self.miner, self.label, self.layer = miner, label, layer
         self._json = None
         self.counted = True  # open and still in the buffer: counted in open_by_miner
 
@@ -54,13 +56,13 @@ class Event:
         if self._json is None or self.end is None:
             s = json.dumps(
                 {
-                    "activation_id": self.act,
+                    "activation_id": str(self.act),
                     "direction": DIRECTIONS[self.direction],
                     "action": ACTIONS[self.action],
                     "start_time": iso(self.start),
                     "end_time": None if self.end is None else iso(self.end),
-                    "miner_id": self.node,
-                    "layer": self.layer,
+                    "miner_id": str(self.label),
+                    "layer": int(self.layer),
                 },
                 separators=(",", ":"),
             )
@@ -82,7 +84,8 @@ class Tracker:
         self.generation = 0  # bumped by clear(): policies reset per-epoch state
         self.seq = 0  # events ever added (policies use it to read only what is new)
 
-    def open(self, act, direction, action, t, miner, node, layer) -> Event | None:
+    def open(self, act, direction, action, t, miner, label, layer) -> Event | None:
+        """Start an event (None when the buffer is disabled); `label` is its JSON miner_id."""
         if self.capacity == 0:
             return None
         if len(self.events) >= self.capacity:
@@ -90,14 +93,15 @@ class Tracker:
             if old.counted:
                 self.open_by_miner[old.miner] -= 1
                 old.counted = False
-        ev = Event(act, direction, action, t, miner, node, layer)
+        ev = Event(act, direction, action, t, miner, label, layer)
         self.events.append(ev)
         self.open_by_miner[miner] = self.open_by_miner.get(miner, 0) + 1
         self.seq += 1
         return ev
 
-    def instant(self, act, direction, action, t, miner, node, layer) -> None:
-        ev = self.open(act, direction, action, t, miner, node, layer)
+    def instant(self, act, direction, action, t, miner, label, layer) -> None:
+        """An event that starts and ends at t (receive, notify_orchestrator)."""
+        ev = self.open(act, direction, action, t, miner, label, layer)
         if ev is not None:
             self.close(ev, t)
 

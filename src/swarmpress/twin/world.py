@@ -59,8 +59,9 @@ class Miner:
         "held",
         "id",
         "last_mile",
-        "layer",
+        "layers",
         "link_free",
+        "miner_id",
         "node_id",
         "processed",
         "region",
@@ -69,13 +70,14 @@ class Miner:
 
     def __init__(self, i: int, cls: int, region: int, last_mile: float) -> None:
         self.id = i
-        self.node_id = f"node-{i:05d}"
+        self.miner_id = f"miner-{i:05d}"  # the contract's MinerInfo.miner_id (events, balancing)
+        self.node_id = f"node-{i:05d}"  # its receiver_node_id (what a route names)
         self.cls = cls
         self.region = region
         self.last_mile = last_mile
         self.fwd_s = self.bwd_s = self.up = self.down = 0.0
         self.active = True
-        self.layer = 0
+        self.layers: list[int] = [0]  # consecutive layers it serves (one after balancing)
         self.cache = 0
         self.fq: deque = deque()  # forward work waiting
         self.bq: deque = deque()  # backward work waiting (served first)
@@ -84,8 +86,8 @@ class Miner:
         self.busy_time = 0.0
         self.processed = 0
         self.dropouts = 0
-        self.held: dict = {}  # activations between forward and backward here (ordered: a
-        # set of objects would iterate in memory order and break determinism)
+        self.held: dict = {}  # activation -> cache slots it holds here, between forward and
+        # backward (a dict, ordered: a set of objects would iterate in memory order)
         self.current = None  # the activation being computed
         self.drop_token = 0  # identifies the live drop-out timer
 
@@ -95,6 +97,7 @@ class World:
 
     def __init__(self, sc: Scenario, seed: int) -> None:
         self.sc = sc
+        self.seed = seed
         self.rng = random.Random(seed)
         sw = sc.swarm
         unknown = [r for r in sw.regions if r not in REGION_COORDS and not sw.latency]
@@ -168,6 +171,30 @@ class World:
                     out[i][j] = 0.002 + 1.5 * km / _FIBRE_KM_S
         return out
 
+    def initial_layout(self) -> None:
+        """The starting configuration (Apex: "Miners may initially host multiple layers"):
+        miners dealt evenly to layers in a random order, then a `multi_layer_share` of them
+        also serving the next layers (up to `max_layers_per_miner` consecutive ones).
+
+        Its own generator (seed-derived), so the layout does not shift the world's draws."""
+        sw, n = self.sc.swarm, self.n_layers
+        rng = random.Random(self.seed ^ 0x1A7007)
+        order = list(range(len(self.miners)))
+        rng.shuffle(order)
+        for k, i in enumerate(order):
+            self.miners[i].layers = [k % n]
+        if n < 2 or sw.multi_layer_share <= 0 or sw.max_layers_per_miner < 2:
+            return
+        chosen = rng.sample(order, round(sw.multi_layer_share * len(order)))
+        for i in sorted(chosen):
+            m = self.miners[i]
+            span = min(n, rng.randint(2, sw.max_layers_per_miner))
+            lo = min(m.layers[0], n - span)  # keeps its dealt layer, stays in range
+            m.layers = list(range(lo, lo + span))
+
     def latency(self, a: Miner, b: Miner) -> float:
-        """One-way latency in seconds between two miners."""
+        """One-way latency in seconds between two miners (0 within one miner: a miner
+        serving consecutive layers hands the activation to itself)."""
+        if a is b:
+            return 0.0
         return self.region_lat[a.region][b.region] + a.last_mile + b.last_mile
