@@ -3,16 +3,18 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-torch.txt src/swarmpress/arena/envs/*.txt | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint venv clean report system-deps swarm
 
-$(STAMP): pyproject.toml requirements-torch.txt
+$(STAMP): pyproject.toml requirements-torch.txt $(wildcard src/swarmpress/arena/envs/*.txt)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a CPU build; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -r requirements-torch.txt
 	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,swarm,data,dev]'
+	# the Apex solution environments the arena's sandbox runs entries in (one venv each)
+	$(BIN)/swarmpress arena env build
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed only when missing (one apt-get run):
-# bubblewrap + util-linux (the arena sandbox), chromium + chromium-driver (the dashboard's
+# runsc (gVisor, the arena's default sandbox), bubblewrap + util-linux + libseccomp2 (its
+# fallback), chromium + chromium-driver (the dashboard's
 # browser test), postgresql (the arena's PostgreSQL tests).
 set -euo pipefail
 need=()
+command -v runsc >/dev/null || need+=(runsc)
 command -v bwrap >/dev/null || need+=(bubblewrap)
+ldconfig -p | grep -q 'libseccomp\.so\.2' || need+=(libseccomp2)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -456,10 +456,12 @@ def _bench_apex(
 
 # ----------------------------------------------------------------------------- arena
 from swarmpress.cli_arena import arena_app  # noqa: E402
+from swarmpress.cli_arena_env import env_app  # noqa: E402
 from swarmpress.cli_data import data_app  # noqa: E402
 from swarmpress.cli_swarm import swarm_app  # noqa: E402
 from swarmpress.cli_twin import twin_app  # noqa: E402
 
+arena_app.add_typer(env_app, name="env")
 app.add_typer(arena_app, name="arena")
 app.add_typer(twin_app, name="twin")
 app.add_typer(swarm_app, name="swarm")

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from swarmpress.cli_common import EXIT_FAILED, JsonOpt, console, err_console, fail
@@ -79,14 +80,41 @@ def _open_arena(home: Path, db: str | None):
 def init_cmd(
     home: HomeOpt,
     corpus: Annotated[
-        Path | None, typer.Option("--corpus", help="Corpus for the pool (default: embedded).")
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="Cut the pool from this private corpus (made by `swarmpress corpus build`) "
+            "instead of drawing it; the embedded default corpus is refused.",
+        ),
     ] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            "--text",
+            help="Draw the sequences from your own text: a .txt/.md file, a folder of "
+            "them or a data pack (default: the standard library's pydoc_data.topics).",
+        ),
+    ] = None,
+    sequences: Annotated[
+        int, typer.Option("--sequences", min=1, help="Held-out sequences (4 pieces each).")
+    ] = 12,
+    seq_len: Annotated[int, typer.Option("--seq-len", min=8, help="Tokens per sequence.")] = 256,
 ) -> None:
-    """Create an arena home with the default lossless and lossy competitions."""
+    """Create an arena home with the default competitions and a secret held-out pool.
+
+    A random secret (pool/secret, mode 0600, never served) picks the text, the layers and
+    the rounds, so the pool differs in every home and nobody can rebuild it.
+    """
+    from swarmpress.arena.pool import PoolError
     from swarmpress.arena.service import init_home
 
-    with console.status("building the held-out pool from the corpus"):
-        made = init_home(home, corpus)
+    if corpus is not None and text is not None:
+        raise fail("give --corpus or --text, not both")
+    try:
+        with console.status("drawing the held-out pool (MiniLM on secret-chosen text)"):
+            made = init_home(home, corpus, text=text, sequences=sequences, seq_len=seq_len)
+    except PoolError as exc:
+        raise fail(str(exc)) from None
     console.print(f"{'created' if made else 'kept the existing'} arena in {home}")
 
 
@@ -204,7 +232,12 @@ def submit_cmd(
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a solution; prints its id (and with --wait, its result)."""
+    """Submit a solution; prints its id (and with --wait, its result).
+
+    Exit codes: 0 submitted (with --wait: done with a score above 0, so it is ranked);
+    1 (with --wait) it failed, or it scored 0 (not ranked); 2 refused by the server
+    (key, size, form, rate limit) or the server cannot be reached.
+    """
     client = _client(server, key)
     sid = _guard(client.submit, file, competition, fork)
     if not wait:
@@ -214,7 +247,7 @@ def submit_cmd(
         while (st := _guard(client.status, sid))["state"] in ("queued", "running"):
             time.sleep(1.0)
     _print_status(st, as_json)
-    if st["state"] == "failed":
+    if st["state"] != "done" or not (st["score"] or 0) > 0:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -227,15 +260,16 @@ def _print_status(st: dict, as_json: bool) -> None:
         f"#{st['id']} {st['filename']} by {st['author']} in {st['competition']}: "
         f"{st['state']}, score {score}" + (f" ({st['error']})" if st["error"] else ""),
         highlight=False,
+        markup=False,
     )
     if st["results"]:
         t = Table("tensor", "ok", "score", "ratio", "similarity", "compress s", "decompress s",
                   "reason")  # fmt: skip
         f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
         for r in st["results"]:
-            t.add_row(r["tensor"], "yes" if r["ok"] else "no", f(r["score"]), f(r["ratio"]),
-                      f(r["similarity"], 5), f(r["seconds_compress"], 3),
-                      f(r["seconds_decompress"], 3), r["reason"])  # fmt: skip
+            t.add_row(Text(r["tensor"]), "yes" if r["ok"] else "no", f(r["score"]),
+                      f(r["ratio"]), f(r["similarity"], 5), f(r["seconds_compress"], 3),
+                      f(r["seconds_decompress"], 3), Text(r["reason"]))  # fmt: skip
         console.print(t)
 
 
@@ -321,7 +355,12 @@ def keys_create_cmd(
 ) -> None:
     """Create an API key, through the server (admin key) or directly with --home."""
     if home is not None:
-        made = _open_arena(home, db).create_key(name, admin)
+        from swarmpress.arena.service import ArenaError
+
+        try:
+            made = _open_arena(home, db).create_key(name, admin)
+        except ArenaError as exc:
+            raise fail(str(exc)) from None
     else:
         made = _guard(_client(server, key).create_key, name, admin)
     if as_json:

@@ -1,4 +1,5 @@
-"""Arena fixtures: a small arena home built once per session from the embedded corpus."""
+"""Arena fixtures: a small arena home (a secret pool of small MiniLM pieces) built once per
+session."""
 
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ def small_config(reveal: int = 3600, per_day: int = 4) -> ArenaConfig:
 @pytest.fixture(scope="session")
 def pool_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("arena-template")
-    init_home(home, config=small_config())
+    init_home(home, config=small_config(), sequences=4, seq_len=64)  # 16 small pieces
     return home
 
 

@@ -83,3 +83,32 @@ def test_submit_in_the_browser_and_see_the_leader_change(server, browser, tmp_pa
     n = browser.execute_script("return document.querySelectorAll('#results tbody tr').length")
     assert n == 2
     assert f"#{first}" in browser.find_element(By.ID, "lineage").text
+
+
+FAILING = b"""
+def compress_data(data):
+    raise ValueError("nope")
+
+def decompress_data(data):
+    return data
+"""
+
+
+def test_a_failed_entry_shows_why_in_the_words_the_viewer_may_see(server, browser, tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(FAILING)
+    browser.get(server.url + "/?competition=lossless")
+    wait = WebDriverWait(browser, 120, poll_frequency=0.5)
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#tabs button.active")))
+    browser.find_element(By.ID, "key").send_keys(server.admin)
+    sid = _submit(browser, bad)
+    row = (By.CSS_SELECTOR, f"#recent tr[data-id='{sid}'] td.why")  # public: the category
+    wait.until(EC.text_to_be_present_in_element(row, "all tensors failed: compress failed"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#leaderboard tr[data-id='{sid}']")
+    browser.get(f"{server.url}/submissions/{sid}")  # its author (key in the page) sees why
+    wait.until(EC.text_to_be_present_in_element((By.ID, "why"), "nope"))
+    assert browser.find_element(By.ID, "why").text.startswith("Failed: all tensors failed")
+    browser.execute_script("localStorage.removeItem('arenaKey')")  # a stranger does not
+    browser.refresh()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "why"), "compress failed"))
+    assert "nope" not in browser.find_element(By.TAG_NAME, "body").text

@@ -42,12 +42,24 @@ def test_a_router_breaking_the_contract_scores_zero_with_the_reason(arena, tmp_p
     code = (ROUTERS / "bad_router.py").read_text().replace('default="ok"', 'default="unknown"')
     sid = arena.submit(key, "routing", "bad.py", code.encode())
     Worker(arena, slot=2).run_once()
-    st = arena.status(sid)
-    assert st["state"] == "done" and st["score"] == 0.0
+    st = arena.status(sid, viewer=key)
+    assert st["state"] == "failed" and st["score"] == 0.0
     assert all("unknown node" in r["reason"] for r in st["results"])
+    assert {r["reason"] for r in arena.status(sid)["results"]} == {"task failed"}
 
 
 def test_compression_files_are_refused_on_the_routing_track(arena):
     zstd = Path(__file__).resolve().parents[2] / "src/swarmpress/arena/solutions/zstd_solution.py"
     with pytest.raises(SolutionError, match="routing solution"):
         arena.submit(arena.create_key("tom"), "routing", "z.py", zstd.read_bytes())
+
+
+def test_a_slow_router_fails_every_task_on_the_time_measured_next_to_it(arena):
+    key = arena.create_key("slo")
+    code = (ROUTERS / "bad_router.py").read_text().replace('default="ok"', 'default="slow"')
+    sid = arena.submit(key, "routing", "slow.py", code.encode())
+    Worker(arena, slot=2).run_once()
+    st = arena.status(sid, viewer=key)
+    assert st["state"] == "failed" and st["score"] == 0.0
+    assert all("longer than 0.5 s" in r["reason"] for r in st["results"]), st["results"]
+    assert st["sandbox"] in ("gvisor", "bwrap")

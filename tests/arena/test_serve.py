@@ -3,6 +3,7 @@ and workers or the server killed in the middle of an evaluation."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,21 @@ def test_serve_submit_and_the_leader_changes(server, tmp_path):
     assert f"#{st['id']}" in lin.stdout
 
 
+def test_submit_wait_exits_1_when_every_tensor_failed(server, tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_bytes(b"def compress_data(data):\n    raise ValueError('nope')\n\n"
+                     b"def decompress_data(data):\n    return data\n")  # fmt: skip
+    r = cli("submit", str(path), "-c", "lossless", "--wait", "--json", server=server.url,
+            key=server.admin)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    st = json.loads(r.stdout)
+    assert st["state"] == "failed" and "nope" in st["error"]  # its author sees why
+    public = httpx.get(f"{server.url}/api/submissions/{st['id']}").json()
+    assert public["error"] == "all tensors failed: compress failed"
+    assert "nope" not in json.dumps(public)
+    assert httpx.get(f"{server.url}/api/competitions/lossless/leaderboard").json() == []
+
+
 def test_client_errors_are_one_line_with_exit_2(server, tmp_path):
     r = cli("status", "424242", server=server.url)
     assert r.returncode == 2 and "no submission 424242" in r.stderr
@@ -67,9 +83,10 @@ def test_client_errors_are_one_line_with_exit_2(server, tmp_path):
     assert r.returncode == 2 and "cannot reach" in r.stderr
 
 
-def _worker_pids():
-    out = subprocess.run(["pgrep", "-f", "swarmpress.cli arena worker"], capture_output=True,
-                         text=True).stdout  # fmt: skip
+def _worker_pids(home):
+    """The worker processes of the arena in home (only these: other arenas may be running)."""
+    pattern = re.escape(f"swarmpress.cli arena worker --home {home} ")
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -79,7 +96,7 @@ def test_killing_a_worker_or_the_server_mid_evaluation_loses_nothing(server, tmp
     sid = json.loads(cli("submit", str(path), "-c", "lossy", "--json", server=server.url,
                          key=server.admin).stdout)["id"]  # fmt: skip
     wait_state(server.url, sid, states=("running",))
-    for pid in _worker_pids():
+    for pid in _worker_pids(server.home):
         os.kill(pid, signal.SIGKILL)  # every worker dies mid-call; serve restarts them
     st = wait_state(server.url, sid)
     assert st["state"] == "done" and st["attempts"] >= 2 and st["score"] > 0
@@ -89,7 +106,7 @@ def test_killing_a_worker_or_the_server_mid_evaluation_loses_nothing(server, tmp
     wait_state(server.url, sid2, states=("running",))
     server.kill()  # the server and (by their death signal) its workers
     time.sleep(0.5)
-    assert _worker_pids() == []
+    assert _worker_pids(server.home) == []
     server.start()
     st2 = wait_state(server.url, sid2)
     assert st2["state"] == "done" and st2["attempts"] >= 2

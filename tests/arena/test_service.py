@@ -44,15 +44,18 @@ def test_submissions_are_scored_and_the_leader_changes_only_by_the_margin(arena)
     assert arena.lineage(better)["ancestors"] == [{"id": first, "score": st["score"]}]
 
 
-def test_a_failing_solution_scores_zero_with_reasons(arena):
+def test_a_failing_solution_fails_with_reasons_for_its_author_only(arena):
     key = arena.create_key("bob")
     sid = arena.submit(key, "lossy", "bad.py", FAILING)
     Worker(arena, slot=2).run_once()
     st = arena.status(sid, viewer=key)
-    assert st["state"] == "done" and st["score"] == 0.0
+    assert st["state"] == "failed" and st["score"] == 0.0
     assert all("nope" in r["reason"] for r in st["results"])
-    assert "nope" in st["log"]
-    assert arena.staircase("lossy") == []  # a zero never leads
+    assert "nope" in st["log"] and "nope" in st["error"]
+    public = arena.status(sid)
+    assert [r["reason"] for r in public["results"]] == ["compress failed"] * 2
+    assert public["error"] == "all tensors failed: compress failed" and public["log"] is None
+    assert arena.staircase("lossy") == [] and arena.leaderboard("lossy") == []
 
 
 def test_bad_requests_are_refused_clearly(arena):
@@ -64,7 +67,7 @@ def test_bad_requests_are_refused_clearly(arena):
     with pytest.raises(SolutionError, match="neither"):
         arena.submit(key, "lossless", "x.py", b"print('hi')\n")
     with pytest.raises(SolutionError, match="limit"):
-        arena.submit(key, "lossless", "x.py", b"#" * 30_000)
+        arena.submit(key, "lossless", "x.py", b"#" * 70_000)
     with pytest.raises(NotFound, match="fork"):
         arena.submit(key, "lossless", "x.py", solution("zstd"), fork=999)
 

@@ -42,11 +42,19 @@ class ArenaClient:
         return r
 
     def submit(self, path: str | Path, competition: str, fork: int | None = None) -> int:
+        """Upload a solution file; its id. A file over the competition's cap is refused here,
+        before it is sent."""
         path = Path(path)
         try:
             code = path.read_bytes()
         except OSError as exc:
             raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+        cap = next((c["max_file_bytes"] for c in self.competitions() if c["name"] == competition),
+                   None)  # fmt: skip
+        if cap is not None and len(code) > cap:  # the server would refuse it unread
+            raise ClientError(
+                f"{path} is {len(code)} bytes; competition {competition} takes at most {cap}"
+            )
         data = {"competition": competition}
         if fork is not None:
             data["fork"] = str(fork)

@@ -59,14 +59,25 @@ class Competition(BaseModel):
     reveal_delay_seconds: int = Field(86_400, ge=0)
     margin: float = Field(0.01, ge=0.0, le=1.0)
     similarity: float = Field(0.99, gt=0.0, lt=1.0)
-    max_file_bytes: int = Field(20_000, ge=100, le=1 << 20)
+    max_file_bytes: int = Field(65_536, ge=100, le=1 << 20)  # community entries run to ~29 KB
     submissions_per_day: int = Field(4, ge=1)
     max_attempts: int = Field(3, ge=1, le=20)
     # routing track: a twin scenario (built-in name) with overrides, scored over seeds
     scenario: str = "apex-default"
     scenario_overrides: list[str] = Field(default_factory=list)
     seeds: int = Field(5, ge=1, le=101)
+    # the packages an entry sees (envs.py; empty: the Apex environment of the track) and
+    # the sandbox engine (auto: gVisor where it runs, else bubblewrap)
+    environment: str = Field("", pattern=r"^[a-z0-9-]{0,64}$")
+    sandbox: Literal["auto", "gvisor", "bwrap"] = "auto"
     limits: LimitsModel = LimitsModel()
+
+    @property
+    def env_name(self) -> str:
+        """The solution environment entries of this competition run in."""
+        if self.environment:
+            return self.environment
+        return "apex-iota-simulator" if self.track == "routing" else "apex-matrix-compression"
 
 
 class ArenaConfig(BaseModel):

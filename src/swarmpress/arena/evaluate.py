@@ -9,6 +9,7 @@ scores that tensor 0 and records why. The round score is the mean.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from swarmpress.arena.config import Competition
 from swarmpress.arena.pool import Pool, PoolEntry
-from swarmpress.arena.sandbox import run_call
+from swarmpress.arena.sandbox import CallResult, Session, run_call
 from swarmpress.codecs import metrics as M
 
 
@@ -38,6 +39,7 @@ class TensorResult:
 class RoundResult:
     score: float
     tensors: list[TensorResult] = field(default_factory=list)
+    engine: str = ""  # the sandbox engine that ran the calls (gvisor or bwrap)
 
 
 def bf16_to_f64(data: bytes) -> np.ndarray:
@@ -80,36 +82,51 @@ def score_tensor(comp: Competition, name: str, original: bytes, c, d) -> TensorR
 def evaluate_routing(
     solution: str | Path, comp: Competition, slot: int = 0, cpu: int | None = None
 ) -> RoundResult:
-    """Routing track: the twin's seeded tasks against the submission's server, in the
-    sandbox; the round score is the median task score (a failed task scores 0)."""
-    import json
-
+    """Routing track: the twin's seeded tasks, run here, against the submission's server in
+    a fresh sandbox per task (reached through the harness); the round score is the median
+    task score (a failed task scores 0)."""
     from swarmpress.twin.scenario import ScenarioError, load_scenario
 
     try:
         sc = load_scenario(comp.scenario, comp.scenario_overrides)
     except ScenarioError as exc:
         raise ValueError(f"competition {comp.name}: {exc}") from None
-    task = json.dumps({"scenario": sc.model_dump(), "seeds": list(range(comp.seeds))}).encode()
-    call = run_call(solution, "router", "route", task, comp.limits.to_limits(), slot, cpu)
-    if not call.ok:
-        r = [TensorResult(f"{sc.name}/seed{s}", False, 0.0, reason=f"router {call.reason}",
-                          log=call.log) for s in range(comp.seeds)]  # fmt: skip
-        return RoundResult(0.0, r)
-    tasks = json.loads(call.output)
-    results = [
-        TensorResult(
-            f"{sc.name}/seed{t['seed']}",
-            bool(t["ok"]),
-            float(t["score"]),
-            seconds_compress=t.get("wall_seconds"),
-            reason=t.get("reason", ""),
-        )
-        for t in tasks
-    ]
-    if results:
-        results[0].log = call.log  # one sandbox ran every task: its log once
-    return RoundResult(float(np.median([r.score for r in results])), results)
+    limits = comp.limits.to_limits()
+    results, engine = [], ""
+    for seed in range(comp.seeds):
+        r = _routing_task(solution, comp, sc, seed, limits, slot, cpu)
+        engine = r.pop("engine", engine)
+        results.append(TensorResult(**r))
+    return RoundResult(float(np.median([r.score for r in results])), results, engine)
+
+
+def _routing_task(solution, comp: Competition, sc, seed: int, limits, slot, cpu) -> dict:
+    from swarmpress.arena.relay import SandboxTransport
+    from swarmpress.twin.policies import PolicyFailure
+    from swarmpress.twin.remote import RemotePolicy
+    from swarmpress.twin.sim import Simulation
+
+    name = f"{sc.name}/seed{seed}"
+    # Apex's task budget: 30 s plus 120 s per epoch of wall-clock time, within the limit.
+    budget = min(limits.wall_s, 30.0 + 120.0 * sc.workload.epochs)
+    with Session(solution, ["relay", "/sub/solution.py"], comp.env_name, limits, slot, cpu,
+                 comp.sandbox) as s:  # fmt: skip
+        why = s.wait_ready()
+        if why:
+            out = {"tensor": name, "ok": False, "score": 0.0, "reason": f"router {why}"}
+        else:
+            transport = SandboxTransport(s, time.monotonic() + budget)
+            policy = RemotePolicy(transport, sc.rules.route_call_limit_s)
+            try:
+                res = Simulation(sc, seed, policy, policy).run().to_json()
+            except PolicyFailure as exc:  # raised outside the engine's own handling
+                res = {"ok": False, "score": 0.0, "reason": str(exc), "wall_seconds": None}
+            out = {"tensor": name, "ok": bool(res["ok"]), "score": float(res["score"]),
+                   "seconds_compress": res.get("wall_seconds"),
+                   "reason": res.get("reason", "") or ""}  # fmt: skip
+    out["log"] = s.log
+    out["engine"] = s.details["engine"]
+    return out
 
 
 def evaluate(
@@ -124,17 +141,22 @@ def evaluate(
 ) -> RoundResult:
     """Run the submission on every sampled tensor; never raises for a bad submission."""
     limits = comp.limits.to_limits()
-    results = []
+    results, engine = [], ""
+
+    def call(kind: str, data: bytes) -> CallResult:
+        nonlocal engine
+        r = run_call(solution, form, kind, data, limits, slot, cpu, comp.env_name, comp.sandbox)
+        engine = r.details.get("engine", engine)
+        return r
+
     for i, entry in enumerate(sample):
         original = pool.read(entry)
-        c = run_call(solution, form, "compress", original, limits, slot, cpu)
-        d = None
-        if c.ok:
-            d = run_call(solution, form, "decompress", c.output, limits, slot, cpu)
+        c = call("compress", original)
+        d = call("decompress", c.output) if c.ok else None
         r = score_tensor(comp, entry.name, original, c, d)
         r.log = (c.log + (d.log if d is not None else ""))[-limits.log_bytes :]
         results.append(r)
         if progress is not None:
             progress(i + 1, len(sample))
     score = float(np.mean([r.score for r in results])) if results else 0.0
-    return RoundResult(score, results)
+    return RoundResult(score, results, engine)

@@ -252,6 +252,96 @@ def _load(spec: ModelSpec) -> tuple[Any, Any]:
     return tok, model
 
 
+_LOADED: dict[Path, tuple[Any, Any]] = {}
+
+
+def load_model(spec: ModelSpec) -> tuple[Any, Any]:
+    """(tokenizer, model) for spec, loaded once per process and shared (frozen, eval mode).
+
+    Loading takes seconds; a caller that captures several batches (the arena's pool) or
+    several pools in one process (tests) pays it once.
+    """
+    key = spec.path.resolve()
+    if key not in _LOADED:
+        _LOADED[key] = _load(spec)
+    return _LOADED[key]
+
+
+def tokenize(tok: Any, text: str, max_len: int) -> list[int]:
+    """Token ids of text with the model's special tokens, truncated to max_len."""
+    enc = tok(text, add_special_tokens=True, truncation=True, max_length=max_len)
+    return list(enc["input_ids"])
+
+
+def capture_rows(
+    spec: ModelSpec,
+    rows: list[list[int]],
+    layers: list[int],
+    positives: list[list[int]] | None = None,
+    seed: int = 0,
+) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Activations and loss gradients at layers for token rows of one length (fp32 torch).
+
+    The caller chooses the tokens (capture() picks text chunks; the arena draws its own).
+    The loss is the model's training loss, as in capture(); for a contrastive model
+    positives[i] (token ids, at most the model's positions) is row i's positive and runs
+    forward only: attention stays within a sequence, so the gradient with respect to a
+    row's hidden states is the same whether the positives' embeddings are held fixed or not.
+    Shapes are (len(rows), len(rows[0]), hidden); CorpusError on bad rows or layers.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    layers = check_layers(layers, spec)
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise CorpusError("capture_rows needs one or more token rows of one length")
+    tok, net = load_model(spec)
+    ids = torch.tensor(rows, dtype=torch.long)
+    vocab = net.get_input_embeddings().weight.shape[0]
+    if int(ids.max()) >= vocab or int(ids.min()) < 0:
+        raise CorpusError(f"token ids out of range for {spec.name}'s vocabulary of {vocab}")
+    mask = torch.ones_like(ids)
+    labels = anchors_to = None
+    if spec.kind == KIND_MASKED:
+        ids, labels = _mlm_mask(tok, ids, vocab, seed)
+    if spec.kind == KIND_CONTRASTIVE:
+        if positives is None or len(positives) != len(rows) or len(rows) < 2:
+            raise CorpusError("a contrastive model needs two or more rows, one positive each")
+        width = max(len(p) for p in positives)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        pos = torch.full((len(positives), width), pad, dtype=torch.long)
+        pmask = torch.zeros_like(pos)
+        for i, p in enumerate(positives):
+            pos[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+            pmask[i, : len(p)] = 1
+        with torch.no_grad():
+            ph = net(input_ids=pos, attention_mask=pmask, output_hidden_states=True)
+            pm = pmask.unsqueeze(-1).float()
+            pooled = (ph.hidden_states[-1].float() * pm).sum(1) / pm.sum(1).clamp_min(1.0)
+            anchors_to = F.normalize(pooled, dim=-1)
+    with torch.enable_grad():
+        emb = net.get_input_embeddings()(ids).detach().float().requires_grad_(True)
+        try:
+            out = net(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
+        except Exception as exc:
+            raise CorpusError(f"model {spec.name} failed on the rows: {_first_line(exc)}") from None
+        hs = out.hidden_states
+        if anchors_to is not None:
+            h = hs[-1].float()
+            anchors = F.normalize(h.mean(1), dim=-1)  # every anchor token is real (mask of ones)
+            scores = anchors @ anchors_to.T * CONTRASTIVE_SCALE
+            loss = F.cross_entropy(scores, torch.arange(len(rows)))
+        else:
+            loss = _loss(spec.kind, out, ids, labels, mask, len(rows))
+        grads = torch.autograd.grad(loss, [hs[i] for i in layers], allow_unused=True)
+    acts, grs = {}, {}
+    for layer, g in zip(layers, grads, strict=True):
+        a = hs[layer].detach().float().contiguous().clone()
+        acts[layer] = a
+        grs[layer] = torch.zeros_like(a) if g is None else g.detach().float().contiguous().clone()
+    return acts, grs
+
+
 def _select_sequences(
     tok: Any, chunks: list[str], n: int, seq_len: int, seed: int, label: str
 ) -> tuple[list[int], list[list[int]]]:

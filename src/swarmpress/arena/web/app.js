@@ -11,6 +11,9 @@ const Arena = (() => {
     return r.json();
   }
   let current = null;
+  // Why an entry is not ranked, in the words the API gives this viewer (a category to
+  // others until the reveal, the detailed reason to its author).
+  const why = (s) => (s.state === "failed" ? s.error || "failed" : s.state === "done" && !(s.score > 0) ? "scored 0" : "");
 
   function drawStaircase(steps) {
     const svg = $("#staircase");
@@ -31,13 +34,15 @@ const Arena = (() => {
 
   async function refresh() {
     if (!current) return;
-    const [board, steps] = await Promise.all([
+    const [board, steps, recent] = await Promise.all([
       get(`/api/competitions/${current.name}/leaderboard`),
       get(`/api/competitions/${current.name}/staircase`),
+      get(`/api/competitions/${current.name}/submissions?limit=20`),
     ]);
     const rows = board.map((e) => `<tr class="${e.leader ? "leader" : ""}" data-id="${e.id}"><td>${e.rank}</td><td><a href="/submissions/${e.id}">#${e.id}</a></td><td>${esc(e.author)}</td><td>${fmt(e.score)}</td><td>${e.parent ? `<a href="/submissions/${e.parent}">#${e.parent}</a>` : ""}</td><td>${when(e.created)}</td></tr>`);
     $("#leaderboard tbody").innerHTML = rows.join("");
     $("#empty").hidden = board.length > 0;
+    $("#recent tbody").innerHTML = recent.map((e) => `<tr class="${esc(e.state)}" data-id="${e.id}"><td><a href="/submissions/${e.id}">#${e.id}</a></td><td>${esc(e.author)}</td><td>${esc(e.filename)}</td><td>${esc(e.state)}</td><td>${fmt(e.score)}</td><td class="why">${esc(why(e))}</td><td>${when(e.created)}</td></tr>`).join("");
     drawStaircase(steps);
   }
 
@@ -82,7 +87,10 @@ const Arena = (() => {
     const key = localStorage.getItem("arenaKey");
     async function load() {
       const s = await get(`/api/submissions/${id}`, key);
-      $("#summary").innerHTML = `<h2>Submission #${s.id}</h2><p>${esc(s.filename)} by ${esc(s.author)} in <a href="/?competition=${esc(s.competition)}">${esc(s.competition)}</a>; state <b id="state">${esc(s.state)}</b>, score <b>${fmt(s.score)}</b>${s.error ? `; <span class="bad">${esc(s.error)}</span>` : ""}. ${s.parent ? `Fork of <a href="/submissions/${s.parent}">#${s.parent}</a>. ` : ""}${s.children.length ? `Forks: ${s.children.map((c) => `<a href="/submissions/${c}">#${c}</a>`).join(", ")}. ` : ""}${s.revealed ? `<a href="/api/submissions/${s.id}/code">Download code</a>.` : `Code revealed at ${when(s.reveal_at)}.`}</p>`;
+      $("#summary").innerHTML = `<h2>Submission #${s.id}</h2><p>${esc(s.filename)} by ${esc(s.author)} in <a href="/?competition=${esc(s.competition)}">${esc(s.competition)}</a>; state <b id="state">${esc(s.state)}</b>, score <b>${fmt(s.score)}</b>${s.sandbox ? ` (sandbox: ${esc(s.sandbox)})` : ""}. ${s.parent ? `Fork of <a href="/submissions/${s.parent}">#${s.parent}</a>. ` : ""}${s.children.length ? `Forks: ${s.children.map((c) => `<a href="/submissions/${c}">#${c}</a>`).join(", ")}. ` : ""}${s.revealed ? `<a href="/api/submissions/${s.id}/code">Download code</a>.` : `Code revealed at ${when(s.reveal_at)}.`}</p>`;
+      const reason = why(s);
+      $("#why").hidden = !reason;
+      $("#why").textContent = reason ? `${s.state === "failed" ? "Failed" : "Not ranked"}: ${reason}${s.detailed || s.state !== "failed" ? "" : " (the details open with the code)"}` : "";
       $("#results tbody").innerHTML = s.results.map((r) => `<tr><td>${esc(r.tensor)}</td><td>${r.ok ? "yes" : '<span class="bad">no</span>'}</td><td>${fmt(r.score)}</td><td>${fmt(r.ratio)}</td><td>${fmt(r.similarity, 5)}</td><td>${fmt(r.seconds_compress, 3)}</td><td>${fmt(r.seconds_decompress, 3)}</td><td>${esc(r.reason)}</td></tr>`).join("");
       $("#log").textContent = s.log ?? "(the log is revealed with the code)";
       const lin = await get(`/api/submissions/${id}/lineage`);

@@ -1,0 +1,83 @@
+"""What every sandbox engine shares: the limits of a call, its result, the job folder and
+the file system view (which host paths an entry may read)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HARNESS = Path(__file__).with_name("harness.py")
+UID_BASE = 61000  # sandbox uids are UID_BASE + slot; nothing on the host owns them
+
+
+class SandboxUnavailable(RuntimeError):
+    """No engine can run a sandbox here; the message says what to install or change."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-call limits (DESIGN.md defaults: 1 CPU, 1 GiB, no network, 60 s)."""
+
+    wall_s: float = 60.0
+    startup_s: float = 60.0
+    cpu_s: int = 60
+    memory_bytes: int = 1 << 30
+    nproc: int = 64
+    tmp_bytes: int = 64 << 20
+    log_bytes: int = 64 << 10
+    max_output_bytes: int = 256 << 20
+
+
+@dataclass
+class CallResult:
+    """What one call produced: output or the reason it failed, its time, its log."""
+
+    ok: bool
+    output: bytes | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    log: str = ""
+    log_truncated: bool = False
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class View:
+    """The host paths a sandbox sees, all read-only: the solution environment, the base
+    interpreter it was made from (with its own site-packages and pydoc_data hidden: the
+    pool's text comes from there) and the job folder at /sub."""
+
+    env: Path
+    job: Path
+
+    @property
+    def base(self) -> Path:
+        return Path(sys.base_prefix).resolve()
+
+    @property
+    def python(self) -> str:
+        return str(self.env / "bin" / "python")
+
+    def hidden(self) -> list[str]:
+        """Folders under the bound trees that are covered with an empty tmpfs."""
+        lib = self.base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        return [str(p) for p in (lib / "site-packages", lib / "pydoc_data") if p.is_dir()]
+
+
+def make_job(root: Path, solution: str | Path) -> Path:
+    """A job folder holding the solution and the harness (mounted read-only at /sub)."""
+    sub = root / "sub"
+    sub.mkdir(mode=0o755)
+    root.chmod(0o755)
+    shutil.copyfile(solution, sub / "solution.py")
+    shutil.copyfile(HARNESS, sub / "harness.py")
+    for f in sub.iterdir():
+        f.chmod(0o644)
+    return sub
+
+
+def ancestors(path: Path) -> list[str]:
+    """Every folder above path, outermost first, without /."""
+    return [str(p) for p in reversed(path.parents) if str(p) != "/"]

@@ -1,0 +1,106 @@
+"""`swarmpress arena env ...`: the solution environments entries run in (list, build, show)
+and the sandbox engines this machine can use."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from swarmpress.cli_common import JsonOpt, console, fail
+
+env_app = typer.Typer(
+    help="Solution environments (the Apex requirements lists, one venv each) and sandboxes.",
+    no_args_is_help=True,
+)
+
+
+def _describe(name: str) -> dict:
+    from swarmpress.arena import envs
+
+    env = envs.get(name)
+    return {
+        "name": name,
+        "matches": env.matches(),
+        "built": env.is_built(),
+        "path": str(env.path),
+        "modules": len(env.modules()),
+    }
+
+
+@env_app.command("list")
+def list_cmd(as_json: JsonOpt = False) -> None:
+    """Every environment, whether it is built here, and which sandbox engines can run.
+
+    Exit 0; the engines line says why an engine cannot run (gVisor needs runsc, root and
+    a memory cgroup; the bubblewrap fallback needs bwrap, setpriv and libseccomp)."""
+    from swarmpress.arena import envs
+    from swarmpress.arena.sandbox import ENGINES, engine_unavailable
+
+    rows = [_describe(n) for n in envs.names()]
+    engines = {e: engine_unavailable(e) or "ok" for e in ENGINES}
+    if as_json:
+        print(json.dumps({"environments": rows, "engines": engines}, indent=1))
+        return
+    table = Table("environment", "built", "matches", "path")
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["built"] else "no", r["matches"], r["path"])
+    console.print(table)
+    for e, why in engines.items():
+        console.print(f"sandbox engine {e}: {why}")
+
+
+@env_app.command("build")
+def build_cmd(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Environments to build (default: all).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create each environment's venv from its requirements (a no-op when built).
+
+    Exit 0 when all are built, 2 for an unknown name, 1 when pip fails."""
+    from swarmpress.arena import envs
+
+    todo = names or envs.names()
+    for n in todo:
+        try:
+            envs.get(n)
+        except envs.EnvError as exc:
+            raise fail(str(exc)) from None
+    done = []
+    for n in todo:
+        try:
+            with console.status(f"building the {n} environment (pip install)"):
+                path = envs.build(n)
+        except envs.EnvError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        done.append({"name": n, "path": str(path)})
+        if not as_json:
+            console.print(f"{n}: {path}")
+    if as_json:
+        print(json.dumps(done, indent=1))
+
+
+@env_app.command("show")
+def show_cmd(name: str, as_json: JsonOpt = False) -> None:
+    """One environment: the published file it matches and the modules entries may import."""
+    from swarmpress.arena import envs
+
+    try:
+        info = _describe(name)
+        modules = sorted(envs.get(name).modules())
+    except envs.EnvError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({**info, "modules": modules}, indent=1))
+        return
+    console.print(f"{name}: {info['matches']}")
+    console.print(f"built: {'yes, ' + info['path'] if info['built'] else 'no'}")
+    import sys
+
+    extra = [m for m in modules if m not in sys.stdlib_module_names]
+    console.print("modules beyond the standard library: " + ", ".join(extra))
