@@ -11,7 +11,12 @@ ptrace all live inside the sandbox's kernel and die with it. The container gets:
   MEMORY_ALLOWANCE is its overhead), so tmpfs, memfd and every process count;
 * the host CPU it is pinned to (affinity set on runsc before it starts, inherited by the
   sandbox's threads; what the entry sets inside changes only gVisor's view);
-* rlimits for CPU seconds, file size, open files; an unprivileged uid; no capabilities.
+* rlimits for file size, open files and processes (gVisor does not enforce RLIMIT_CPU:
+  the wall clock ends a call, and the one pinned CPU bounds what it can use meanwhile);
+* the harness starts as the container's root holding only CAP_SETUID/SETGID, runs the
+  entry as one unprivileged uid and drops itself to another before any input arrives
+  (gVisor lets a process list a same-uid process's /proc/PID/fd, so same-uid isolation
+  via PR_SET_DUMPABLE is not enough there).
 
 The ptrace platform is used: it needs no /dev/kvm and runs compute at native speed; the
 system calls themselves are slower (start-up about 0.5 s, `import torch` ~3 s vs ~2 s).
@@ -75,7 +80,8 @@ def _mount(dest: str, source: str | None = None, tmpfs_bytes: int | None = None)
             "options": ["rbind", "ro", "nosuid", "nodev"]}  # fmt: skip
 
 
-def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slot: int) -> Path:
+def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slot: int,
+            harness_uids: bool = False) -> Path:  # fmt: skip
     """Write an OCI bundle (config.json and an empty read-only rootfs) under root."""
     bundle = root / "bundle"
     rootfs = bundle / "rootfs"
@@ -85,7 +91,8 @@ def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slo
     for link in ("bin", "lib", "lib64", "sbin"):  # Debian's merged /usr
         if Path(f"/{link}").is_symlink():
             (rootfs / link).symlink_to(f"usr/{link}")
-    uid = UID_BASE + slot
+    uid = 0 if harness_uids else UID_BASE + slot  # root of the container only
+    caps = ["CAP_SETUID", "CAP_SETGID"] if harness_uids else []
     spec = {
         "ociVersion": "1.0.2",
         "process": {
@@ -94,8 +101,8 @@ def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slo
             "args": args,
             "env": _ENV,
             "cwd": "/tmp",
-            "capabilities": {k: [] for k in
-                             ("bounding", "effective", "inheritable", "permitted", "ambient")},
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                             "inheritable": [], "ambient": []},
             "rlimits": [
                 {"type": "RLIMIT_CPU", "hard": limits.cpu_s + 1, "soft": limits.cpu_s},
                 {"type": "RLIMIT_FSIZE", "hard": limits.max_output_bytes + limits.tmp_bytes,
@@ -136,8 +143,15 @@ def command(root: Path, view: View, args: list[str], limits: Limits, slot: int) 
     mounts += [{"destination": p, "type": "tmpfs", "source": "tmpfs",
                 "options": ["ro", "size=4096"]} for p in view.hidden()]  # fmt: skip
     cid = root.name
-    bundle = _bundle(root, [view.python, *args], mounts, limits, slot)
+    entry, harness = entry_uids(slot)
+    argv = [view.python, args[0], args[1], "--uids", f"{entry},{harness}", *args[2:]]
+    bundle = _bundle(root, argv, mounts, limits, slot, harness_uids=True)
     return ["runsc", "--root", str(root / "state"), *FLAGS, "run", "--bundle", str(bundle), cid]
+
+
+def entry_uids(slot: int) -> tuple[int, int]:
+    """(the entry's uid, the harness's uid) inside a gVisor sandbox."""
+    return UID_BASE + 2 * slot, UID_BASE + 2 * slot + 1
 
 
 def new_root(parent: Path) -> Path:

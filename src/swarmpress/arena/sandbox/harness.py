@@ -6,8 +6,13 @@ of its standard output (replies), in the binary frames of channel.py; the submis
 stdout and stderr both go to the log. The worker times every call from outside, so nothing
 the submission does to clocks in here changes its score.
 
-    harness.py call functions|server compress|decompress SOLUTION
-    harness.py relay SOLUTION          (a routing server: forward the worker's requests)
+    harness.py [--uids ENTRY,HARNESS] call functions|server compress|decompress SOLUTION
+    harness.py [--uids ENTRY,HARNESS] relay SOLUTION   (a routing server: forward requests)
+
+With --uids (the harness starts as the sandbox's root, holding only CAP_SETUID/SETGID),
+the submission runs as uid ENTRY and the harness drops to uid HARNESS before it reads any
+input, so a submission's server cannot open the harness's pipes through /proc, whatever
+the kernel's view of PR_SET_DUMPABLE (gVisor lets a same-uid process list them).
 
 The server form is started the Apex way, `python SOLUTION --port N`, the host left to the
 file (Apex's files bind 0.0.0.0); the sandbox has no network beyond its own loopback.
@@ -107,15 +112,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _drop(uid: int) -> None:
+    """Become uid (and its group) for good: no supplementary groups, no capabilities."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
 class Server:
     """The submission run as `python SOLUTION --port N`, and a keep-alive client to it."""
 
-    def __init__(self, solution: str) -> None:
+    def __init__(self, solution: str, uid: int | None = None) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
             [sys.executable, solution, "--port", str(self.port)],
             stdin=subprocess.DEVNULL,
             cwd="/tmp",
+            preexec_fn=None if uid is None else (lambda: _drop(uid)),
         )
         self.conn: http.client.HTTPConnection | None = None
 
@@ -169,13 +182,17 @@ class Server:
         return out
 
 
-def call(pipe: Pipe, form: str, kind: str, solution: str) -> int:
+def call(pipe: Pipe, form: str, kind: str, solution: str, uids=None) -> int:
     try:
         if form == "server":
-            server = Server(solution)
+            server = Server(solution, uids and uids[0])
+            if uids:
+                _drop(uids[1])
             server.wait_healthy()
             run = lambda data: server.upload(kind, data)  # noqa: E731
         else:
+            if uids:  # the submission runs in this process: as its own uid
+                _drop(uids[0])
             run = getattr(_load_functions(solution), f"{kind}_data")
     except BaseException as exc:  # the submission failed to load: report, never crash
         pipe.error("failed to load: " + _describe(exc))
@@ -196,10 +213,12 @@ def call(pipe: Pipe, form: str, kind: str, solution: str) -> int:
     return 0
 
 
-def relay(pipe: Pipe, solution: str) -> int:
+def relay(pipe: Pipe, solution: str, uids=None) -> int:
     """Routing track: start the server, then forward each request the worker sends."""
     try:
-        server = Server(solution)
+        server = Server(solution, uids and uids[0])
+        if uids:
+            _drop(uids[1])
         server.wait_healthy()
     except BaseException as exc:
         pipe.error("failed to load: " + _describe(exc))
@@ -230,11 +249,15 @@ def relay(pipe: Pipe, solution: str) -> int:
 
 def main(argv: list[str]) -> int:
     _undumpable()
+    uids = None
+    if argv[0] == "--uids":
+        uids = tuple(int(u) for u in argv[1].split(","))
+        argv = argv[2:]
     pipe = Pipe()
     if argv[0] == "relay":
-        return relay(pipe, argv[1])
+        return relay(pipe, argv[1], uids)
     _, form, kind, solution = argv
-    return call(pipe, form, kind, solution)
+    return call(pipe, form, kind, solution, uids)
 
 
 if __name__ == "__main__":

@@ -251,6 +251,7 @@ def run_call(solution: str | Path, form: str, kind: str, data: bytes,
                  engine) as s:  # fmt: skip
         why = s.wait_ready()
         result = CallResult(False, reason=why) if why else s.call(data)
+    result.reason = channel.clean_text(result.reason.encode())  # prefix included: 500 chars
     result.log = s.log
     result.log_truncated = s.logs.total > len(s.logs.buf)
     result.details.update(s.details, log_bytes=s.logs.total)

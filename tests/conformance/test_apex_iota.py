@@ -1,0 +1,48 @@
+"""Apex conformance, IOTA simulator: a router in the shape of Apex's published baseline
+(tests/conformance/fixtures/iota_style_router.py, written for these tests; its models carry
+the published fields exactly) is accepted at upload as a router and scores on a short
+twin task in the sandbox, on both engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swarmpress.arena import envs, sandbox
+from swarmpress.arena.config import routing_competition
+from swarmpress.arena.evaluate import evaluate_routing
+from swarmpress.arena.validate import inspect_solution
+
+ROUTER = Path(__file__).with_name("fixtures") / "iota_style_router.py"
+ENV = "apex-iota-simulator"
+
+
+@pytest.fixture(params=sandbox.ENGINES)
+def engine(request) -> str:
+    why = sandbox.engine_unavailable(request.param)
+    if why:
+        pytest.skip(f"{request.param} cannot run here: {why}")
+    return request.param
+
+
+def test_the_router_is_accepted_at_upload():
+    code = ROUTER.read_bytes()
+    assert inspect_solution(code, 65536, "routing", envs.get(ENV).modules(), ENV) == "router"
+
+
+def test_the_router_scores_on_a_short_task(engine):
+    comp = routing_competition().model_copy(
+        update={
+            "seeds": 1,
+            "scenario_overrides": ["workload.activations_per_epoch=40", "workload.epochs=2"],
+            "sandbox": engine,
+        }
+    )
+    assert comp.env_name == ENV
+    result = evaluate_routing(ROUTER, comp, slot=0, cpu=None)
+    assert result.engine == engine
+    assert len(result.tensors) == 1
+    for task in result.tensors:
+        assert task.ok and task.score > 0, (task.reason, task.log[-2000:])
+    assert result.score > 0
