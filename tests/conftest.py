@@ -1,5 +1,6 @@
-"""Shared test settings: a hypothesis profile sized for 2-core CI, and a throwaway
-PostgreSQL database for the layers that run on both SQLite and PostgreSQL."""
+"""Shared test settings: a hypothesis profile sized for 2-core CI, a throwaway PostgreSQL
+database for the layers that run on both SQLite and PostgreSQL, and the arena's sandbox
+engines."""
 
 import os
 import uuid
@@ -38,3 +39,14 @@ def pg_url():
     yield admin.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=("gvisor", "bwrap"))
+def engine(request) -> str:
+    """Each arena sandbox engine in turn (skipped, with the reason, where it cannot run)."""
+    from swarmpress.arena.sandbox import engine_unavailable
+
+    why = engine_unavailable(request.param)
+    if why:
+        pytest.skip(f"{request.param} cannot run here: {why}")
+    return request.param

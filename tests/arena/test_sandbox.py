@@ -73,14 +73,6 @@ def decompress_data(data):
 """
 
 
-@pytest.fixture(params=sandbox.ENGINES)
-def engine(request) -> str:
-    why = sandbox.engine_unavailable(request.param)
-    if why:
-        pytest.skip(f"{request.param} cannot run here: {why}")
-    return request.param
-
-
 @pytest.fixture
 def roots(monkeypatch) -> list[Path]:
     """The job roots of the sandboxes started during the test (their names are the

@@ -14,6 +14,7 @@ from swarmpress.arena.worker import Worker
 from tests.arena.conftest import arena_home, pool_home, small_config, solution  # noqa: F401
 
 FIXTURES = Path(__file__).with_name("fixtures")
+ROUTER = Path(__file__).parents[1] / "twin" / "fixtures" / "conformance_router.py"
 
 
 @pytest.fixture
@@ -55,6 +56,6 @@ def test_apex_shaped_entries_score_in_a_live_arena(arena):
     assert arena.leaderboard("lossy")[0]["id"] == lossy["id"]
 
     routed = _run(arena, key, "routing", "router.py",
-                  (FIXTURES / "iota_style_router.py").read_bytes())  # fmt: skip
+                  ROUTER.read_bytes())  # fmt: skip
     assert routed["form"] == "router" and routed["state"] == "done", routed
     assert routed["score"] > 0

@@ -1,29 +1,19 @@
 """Apex conformance, IOTA simulator: a router in the shape of Apex's published baseline
-(tests/conformance/fixtures/iota_style_router.py, written for these tests; its models carry
-the published fields exactly) is accepted at upload as a router and scores on a short
-twin task in the sandbox, on both engines."""
+(tests/twin/fixtures/conformance_router.py, written for these tests; its models carry the
+published fields exactly, so anything else gets a 422) is accepted at upload as a router
+and scores on a short twin task in the sandbox, on both engines."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from swarmpress.arena import envs, sandbox
+from swarmpress.arena import envs
 from swarmpress.arena.config import routing_competition
 from swarmpress.arena.evaluate import evaluate_routing
 from swarmpress.arena.validate import inspect_solution
 
-ROUTER = Path(__file__).with_name("fixtures") / "iota_style_router.py"
+ROUTER = Path(__file__).parents[1] / "twin" / "fixtures" / "conformance_router.py"
 ENV = "apex-iota-simulator"
-
-
-@pytest.fixture(params=sandbox.ENGINES)
-def engine(request) -> str:
-    why = sandbox.engine_unavailable(request.param)
-    if why:
-        pytest.skip(f"{request.param} cannot run here: {why}")
-    return request.param
 
 
 def test_the_router_is_accepted_at_upload():

@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from swarmpress.arena import envs, sandbox
+from swarmpress.arena import envs
 from swarmpress.arena.evaluate import bf16_to_f64, score_tensor
 from swarmpress.arena.sandbox import Limits, run_call
 from swarmpress.arena.validate import inspect_solution
@@ -24,14 +24,6 @@ ENV = "apex-matrix-compression"
 SLOT = 8  # this folder's sandbox uid slot (tests/arena/test_sandbox.py uses 7)
 # importing torch and starting uvicorn takes a few seconds under gVisor
 LIMITS = Limits(wall_s=60, startup_s=120, cpu_s=120, nproc=64)
-
-
-@pytest.fixture(params=sandbox.ENGINES)
-def engine(request) -> str:
-    why = sandbox.engine_unavailable(request.param)
-    if why:
-        pytest.skip(f"{request.param} cannot run here: {why}")
-    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -122,26 +122,13 @@ def _write_secret(path: Path, secret: bytes) -> None:
 # ----------------------------------------------------------------------------- text
 def _read_texts(path: Path) -> tuple[str, ...]:
     """UTF-8 documents of a file, or of every .txt and .md file below a folder."""
-    from swarmpress.corpus.text import MAX_TEXT_BYTES
+    from swarmpress.corpus.store import CorpusError
+    from swarmpress.corpus.text import read_documents
 
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".md"))
-        if not files:
-            raise PoolError(f"text folder {path} holds no .txt or .md files")
-    else:
-        files = [path]
-    total = sum(f.stat().st_size for f in files)
-    if total > MAX_TEXT_BYTES:
-        raise PoolError(f"text source {path} is {total} bytes; the limit is {MAX_TEXT_BYTES}")
-    docs = []
-    for f in files:
-        try:
-            docs.append(f.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise PoolError(f"text file {f} is not UTF-8") from None
-        except OSError as exc:
-            raise PoolError(f"cannot read text file {f}: {exc.strerror or exc}") from None
-    return tuple(docs)
+    try:
+        return tuple(read_documents(path, (".txt", ".md")))
+    except CorpusError as exc:
+        raise PoolError(str(exc)) from None
 
 
 def _read_pack(path: Path, secret: bytes) -> tuple[str, ...]:

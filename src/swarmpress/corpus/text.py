@@ -30,21 +30,14 @@ class TextSource:
         return sum(len(d) for d in self.documents)
 
 
-def load_text(source: str | Path | None = None) -> TextSource:
-    """The default stdlib text (None or "pydoc_data.topics"), a .txt file, or a directory.
-
-    A directory contributes every `*.txt` file below it, sorted by relative path. Raises
-    CorpusError when the path is missing, holds no text, or is not UTF-8.
-    """
-    if source is None or str(source) == DEFAULT_TEXT:
-        return _pydoc_topics()
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise CorpusError(f"text source {path} does not exist (a .txt file or a directory)")
+def read_documents(path: Path, suffixes: tuple[str, ...] = (".txt",)) -> list[str]:
+    """UTF-8 documents of a file, or of every file with one of suffixes below a folder
+    (sorted by path); CorpusError for an empty folder, too much text, or unreadable files."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
         if not files:
-            raise CorpusError(f"text directory {path} holds no .txt files")
+            kinds = " or ".join(suffixes)
+            raise CorpusError(f"text directory {path} holds no {kinds} files")
     else:
         files = [path]
     total = sum(f.stat().st_size for f in files)
@@ -58,6 +51,21 @@ def load_text(source: str | Path | None = None) -> TextSource:
             raise CorpusError(f"text file {f} is not UTF-8") from None
         except OSError as exc:
             raise CorpusError(f"cannot read text file {f}: {exc.strerror or exc}") from None
+    return docs
+
+
+def load_text(source: str | Path | None = None) -> TextSource:
+    """The default stdlib text (None or "pydoc_data.topics"), a .txt file, or a directory.
+
+    A directory contributes every `*.txt` file below it, sorted by relative path. Raises
+    CorpusError when the path is missing, holds no text, or is not UTF-8.
+    """
+    if source is None or str(source) == DEFAULT_TEXT:
+        return _pydoc_topics()
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise CorpusError(f"text source {path} does not exist (a .txt file or a directory)")
+    docs = read_documents(path, (".txt",))
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise CorpusError(f"text source {path} is empty")
