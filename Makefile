@@ -34,7 +34,7 @@ system-deps:
 # The suite runs every arena test on SQLite and on a throwaway local PostgreSQL.
 test: $(STAMP) system-deps
 	SWARMPRESS_REQUIRE_PG=1 SWARMPRESS_TEST_PG_URL=$$(scripts/pg-test-server.sh) \
-	  $(BIN)/python -m pytest -q
+	  $(BIN)/python -m pytest -q --durations=15
 
 # The committed report (docs/results/embedded) and the README headline quoted from it.
 report: $(STAMP)

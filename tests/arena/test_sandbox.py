@@ -1098,3 +1098,51 @@ def test_optional_imports_and_the_environments_packages_are_allowed():
     )
     modules = envs.get(ENV).modules()
     assert inspect_solution(src.encode(), 65536, "lossy", modules, ENV) == "functions"
+
+
+# ---------------------------------------------------------------- red team: page cache
+
+PAGECACHE = Path(__file__).with_name("hostile") / "rt_pagecache.py.in"
+
+
+def _matching_bits(a: bytes, b: bytes, n: int = 64) -> int:
+    return sum(((a[i // 8] ^ b[i // 8]) >> (i % 8)) & 1 == 0 for i in range(n))
+
+
+def _evict(path: Path) -> None:
+    """Drop the attack's blocks from the host page cache (what global reclaim may do)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pagecache", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    env = envs.get(ENV).path
+    mod.sys = type("S", (), {"prefix": str(env)})  # the environment's files, seen from here
+    for file, _ in mod._slots():
+        fd = os.open(file, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
+def test_no_bits_cross_from_compress_to_decompress_through_the_page_cache(
+    engine, tmp_path, monkeypatch
+):
+    # The red team's channel: compress reads chosen blocks of a big shared file, decompress
+    # times the same reads. With the blocks evicted and no warming, it carries the bits
+    # (bwrap: ~63 of 64; the control below); with cache.py's warming before decompress it
+    # is at chance, even when the blocks were evicted before compress.
+    path = _entry(tmp_path, PAGECACHE.read_text())
+    secret = os.urandom(4096)
+
+    def carried() -> int:
+        _evict(path)
+        c = _call(engine, path, data=secret, limits=_limits(wall_s=30.0))
+        assert c.ok, c.reason
+        d = _call(engine, path, "decompress", data=c.output, limits=_limits(wall_s=30.0))
+        assert d.ok, d.reason
+        return _matching_bits(d.output, secret)
+
+    assert carried() <= 46  # 64 coin flips reach 47 with p ~ 1e-4
+    if engine == "bwrap":  # the control: the attack is real where nothing warms the cache
+        monkeypatch.setattr(sandbox.session.cache, "warm", lambda *a, **k: False)
+        assert carried() >= 52

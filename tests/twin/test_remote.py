@@ -59,9 +59,15 @@ def serve():
         p.wait()
 
 
-def _run(url_or_transport, seed=0, extra=(), limit=None):
+# A real router on a loaded 2-core CI machine can take longer than the contract's 0.5 s
+# now and then; the limit itself is tested with an injected clock and with the slow router
+# (0.8 s a call, against the real 0.5 s).
+GENEROUS_S = 30.0
+
+
+def _run(url_or_transport, seed=0, extra=(), limit=GENEROUS_S):
     sc = load_scenario("apex-default", [*SMALL, *extra])
-    remote = RemotePolicy(url_or_transport, limit or sc.rules.route_call_limit_s)
+    remote = RemotePolicy(url_or_transport, limit)
     remote.check()
     return Simulation(sc, seed, remote, remote, record=True).run()
 
@@ -208,7 +214,8 @@ def test_wrong_first_hop_alone_is_harmless(serve):
     ],
 )
 def test_malformed_router_answers_fail_the_task_cleanly(serve, mode, reason):
-    res = _run(serve("bad_router.py", "--mode", mode))
+    limit = 0.5 if mode == "slow" else GENEROUS_S  # the slow router sleeps 0.8 s a call
+    res = _run(serve("bad_router.py", "--mode", mode), limit=limit)
     assert not res.ok and res.score == 0.0
     assert res.reason.startswith("policy failed the task:") and reason in res.reason
 
@@ -236,7 +243,7 @@ class AppTransport:
 def test_a_transport_object_replaces_http():
     app = _fixture_module("conformance_router").create_app()
     transport = AppTransport(app)
-    res = _run(transport, limit=30.0)  # in-process: no wall-clock limit under test
+    res = _run(transport)  # in-process
     assert res.ok, res.reason
     assert res.completed == 120 and transport.calls >= 122  # health, routes, one balance
 
@@ -264,7 +271,7 @@ class Scripted:
     ],
 )
 def test_transport_failures_fail_the_task(answer, why):
-    res = _run(Scripted((200, b'{"ok":true}'), answer))
+    res = _run(Scripted((200, b'{"ok":true}'), answer), limit=0.5)  # scripted: no waiting
     assert not res.ok and res.score == 0.0 and why in res.reason
 
 

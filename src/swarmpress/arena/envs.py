@@ -79,6 +79,10 @@ class Environment:
     def is_built(self) -> bool:
         return (self.path / READY).is_file() and self.python.exists()
 
+    @property
+    def sysroot(self) -> Path:
+        return self.path / "sysroot"
+
     def modules(self) -> frozenset[str]:
         """Importable top-level modules: from the built environment, else the snapshot."""
         if self.is_built():
@@ -122,6 +126,8 @@ def build(name: str, log: Callable[[str], None] | None = None) -> Path:
     with open(env.path.parent / f".{env.path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if env.is_built():
+            if not (env.sysroot / READY).is_file():  # built before sysroots existed
+                make_sysroot(env.path, env.sysroot)
             return env.path
         shutil.rmtree(env.path, ignore_errors=True)
         steps = [
@@ -141,9 +147,59 @@ def build(name: str, log: Callable[[str], None] | None = None) -> Path:
         )
         if listed.returncode != 0:
             raise EnvError(f"{name}: the new environment's python failed: {listed.stderr[-300:]}")
+        make_sysroot(env.path, env.sysroot)
         record = {"name": name, "matches": env.matches(), "modules": json.loads(listed.stdout)}
         (env.path / READY).write_text(json.dumps(record, indent=1))
         return env.path
+
+
+# Host programs the sandbox needs besides the interpreter: setpriv (bubblewrap drops to
+# the sandbox uid with it) and a POSIX shell (for entries that call os.system).
+SYSROOT_PROGRAMS = ("/usr/bin/setpriv", "/usr/bin/sh")
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+
+
+def _elf_files(roots: list[Path]) -> list[Path]:
+    out = []
+    for root in roots:
+        for p in [root] if root.is_file() else root.rglob("*"):
+            if p.is_file() and not p.is_symlink() and (".so" in p.name or p.parent.name == "bin"):
+                with open(p, "rb") as f:
+                    if f.read(4) == b"\x7fELF":
+                        out.append(p)
+    return out
+
+
+def make_sysroot(env_path: Path, sysroot: Path) -> None:
+    """Copy the system libraries the interpreter, the environment's extension modules and
+    SYSROOT_PROGRAMS link to (as ldd resolves them) into sysroot/usr, which the sandbox
+    mounts as its /usr instead of the host's: the host's other gigabytes of /usr (its own
+    Python packages among them) stay out, and so does their page cache."""
+    base = Path(sys.base_prefix).resolve()
+    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    roots = [env_path, base / "bin" / ver, base / "lib" / f"lib{ver}.so.1.0",
+             base / "lib" / ver / "lib-dynload", *map(Path, SYSROOT_PROGRAMS)]  # fmt: skip
+    elves = _elf_files([r for r in roots if r.exists() and r != env_path / "sysroot"])
+    libs: dict[str, Path] = {}
+    for i in range(0, len(elves), 200):
+        out = subprocess.run(["ldd", *map(str, elves[i : i + 200])], capture_output=True,
+                             text=True).stdout  # fmt: skip
+        for m in re.finditer(r"^\s+(\S+) => (/\S+) \(", out, re.M):
+            name, where = m.group(1), Path(m.group(2))
+            if not str(where).startswith((str(env_path), str(base))):
+                libs[name] = where.resolve()
+    shutil.rmtree(sysroot, ignore_errors=True)
+    (sysroot / LIBDIR).mkdir(parents=True)
+    (sysroot / "usr" / "lib64").mkdir()
+    (sysroot / "usr" / "bin").mkdir()
+    for name, src in sorted(libs.items()):
+        shutil.copy2(src, sysroot / LIBDIR / name)
+    loader = Path("/lib64/ld-linux-x86-64.so.2").resolve()
+    shutil.copy2(loader, sysroot / "usr" / "lib64" / "ld-linux-x86-64.so.2")
+    shutil.copy2(loader, sysroot / LIBDIR / "ld-linux-x86-64.so.2")
+    for prog in SYSROOT_PROGRAMS:
+        shutil.copy2(Path(prog).resolve(), sysroot / "usr" / "bin" / Path(prog).name)
+    (sysroot / READY).write_text(json.dumps(sorted(libs), indent=1))
 
 
 def _base_python() -> str:

@@ -42,6 +42,12 @@ class RoundResult:
     engine: str = ""  # the sandbox engine that ran the calls (gvisor or bwrap)
 
 
+# An entry that cannot load or keeps running out of time is not run on the rest of the
+# round (each try costs the worker up to startup_s + wall_s): those tensors score 0.
+GIVE_UP_AFTER = 2
+_STUCK = ("did not load", "failed to load", "crashed while loading", "timed out")
+
+
 def bf16_to_f64(data: bytes) -> np.ndarray:
     u = np.frombuffer(data, dtype="<u2", count=len(data) // 2)
     return (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
@@ -149,9 +155,18 @@ def evaluate(
         engine = r.details.get("engine", engine)
         return r
 
+    stuck = 0  # tensors in a row whose compress did not load or ran out of time
     for i, entry in enumerate(sample):
+        if stuck >= GIVE_UP_AFTER:
+            r = TensorResult(entry.name, False, 0.0, reason=f"compress not run: the entry did "
+                             f"not load or timed out on {stuck} tensors in a row")  # fmt: skip
+            results.append(r)
+            if progress is not None:
+                progress(i + 1, len(sample))
+            continue
         original = pool.read(entry)
         c = call("compress", original)
+        stuck = stuck + 1 if not c.ok and c.reason.startswith(_STUCK) else 0
         d = call("decompress", c.output) if c.ok else None
         r = score_tensor(comp, entry.name, original, c, d)
         r.log = (c.log + (d.log if d is not None else ""))[-limits.log_bytes :]

@@ -39,6 +39,10 @@ CONFIG, POOL, DB = "arena.toml", "pool", "arena.db"
 DAY = 86_400.0
 REASON_CHARS = 500  # a stored failure reason or error keeps at most this many characters
 LOG_CHARS = 64 << 10  # a stored log keeps its last 64 Ki characters
+# Before the reveal an author sees only the last lines of their own log: every entry of a
+# round gets the same held-out tensors, so a full log would let an author dump them with
+# one entry and tune the next; after the reveal the whole log is public.
+AUTHOR_LOG_CHARS = 2000
 MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32-bit on PostgreSQL
 KEY_NAME_CHARS = 64
 
@@ -310,7 +314,8 @@ class Arena:
             ).all()
             job = s.scalar(select(Job).where(Job.submission_id == sid))
             children = s.scalars(select(Submission.id).where(Submission.parent_id == sid)).all()
-        detailed = self.revealed(sub, comp) or self._may_see(viewer, sub)
+        revealed = self.revealed(sub, comp)
+        detailed = revealed or self._may_see(viewer, sub)
         category = _error_category(sub)
         return {
             "id": sub.id,
@@ -337,7 +342,7 @@ class Arena:
             "reveal_at": sub.created + comp.reveal_delay_seconds,
             "detailed": detailed,
             "results": [_result_view(r, crow.track, detailed) for r in results],
-            "log": sub.log if detailed else None,
+            "log": (sub.log if revealed else sub.log[-AUTHOR_LOG_CHARS:]) if detailed else None,
         }
 
     def _may_see(self, viewer: str | None, sub: Submission) -> bool:

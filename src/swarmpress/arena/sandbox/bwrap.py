@@ -2,9 +2,9 @@
 cgroup, an unprivileged uid. Used where gVisor cannot run (no runsc, no ptrace).
 
 * bubblewrap: new network (loopback only), pid, ipc, uts and cgroup namespaces; a
-  read-only view of /usr, the base interpreter (its site-packages and pydoc_data covered)
-  and the solution environment; the job at /sub; a size-capped private /tmp; a cleared
-  environment; it dies with its parent.
+  read-only view of core.View's files only (the environment with its sysroot as /usr,
+  the base interpreter's binary and standard library, the job at /sub); a size-capped
+  private /tmp; a cleared environment; it dies with its parent.
 * seccomp.py's filter: other ABIs killed, namespaces, keyrings, ptrace, io_uring,
   re-pinning and more refused.
 * setpriv drops to a per-slot unprivileged uid with no capabilities and no_new_privs, so
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+from pathlib import Path
 
 from swarmpress.arena.sandbox import cgroups, seccomp
 from swarmpress.arena.sandbox.core import UID_BASE, Limits, View, ancestors
@@ -43,34 +44,34 @@ def unavailable() -> str:
 
 
 def _binds(view: View) -> list[str]:
-    """Read-only binds for the interpreter, the environment and the job."""
+    """Read-only binds of core.View's paths (parents made traversable) and its covers."""
     args: list[str] = []
-    made: set[str] = set()
-    for root in (view.base, view.env):
-        for d in ancestors(root):
-            if d not in made and not d.startswith(("/usr", "/lib", "/bin", "/tmp")):
+    made: set[str] = {"/usr", "/tmp"}
+    for src, dest in view.binds():
+        for d in ancestors(Path(dest)):
+            if d not in made and not d.startswith(("/usr/", "/tmp/")):
                 args += ["--perms", "0755", "--dir", d]
                 made.add(d)
-        args += ["--ro-bind", str(root), str(root)]
+        args += ["--ro-bind", src, dest]
     for hidden in view.hidden():
         args += ["--perms", "0555", "--size", "4096", "--tmpfs", hidden]
-    return [*args, "--ro-bind", str(view.job), "/sub"]
+    return args
 
 
 def command(view: View, args: list[str], limits: Limits, slot: int, seccomp_fd: int) -> list[str]:
     """The bwrap command line for one sandbox."""
     argv = ["bwrap", "--seccomp", str(seccomp_fd)]
-    for sysdir in ("/usr", "/bin", "/lib", "/lib64", "/sbin"):
-        if os.path.isdir(sysdir):
-            argv += ["--ro-bind", sysdir, sysdir]
     # /tmp first: an environment that lives under /tmp is bound on top of it.
     argv += ["--perms", "01777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     argv += _binds(view)
+    for link in ("bin", "lib", "lib64", "sbin"):  # a merged /usr, as Debian's
+        argv += ["--symlink", f"usr/{link}", f"/{link}"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
     env = {
         "HOME": "/tmp", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+        "LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:/usr/lib",
         "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
     }  # fmt: skip

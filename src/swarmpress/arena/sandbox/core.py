@@ -45,9 +45,17 @@ class CallResult:
 
 @dataclass(frozen=True)
 class View:
-    """The host paths a sandbox sees, all read-only: the solution environment, the base
-    interpreter it was made from (with its own site-packages and pydoc_data hidden: the
-    pool's text comes from there) and the job folder at /sub."""
+    """The host paths a sandbox sees, all read-only, and nothing else of the host:
+
+    * the solution environment's venv, and its sysroot (envs.py: copies of the system
+      libraries the interpreter and the environment's extensions link to) as /usr;
+    * of the base interpreter the venv was made from: its binary, libpython and standard
+      library, with site-packages, test and pydoc_data (the pool's default text) covered;
+    * the job folder at /sub.
+
+    Keeping to these files also keeps the page-cache surface small: every page of them is
+    made resident before a call (cache.py), so a call cannot signal the next one through
+    which pages of a shared file are cached."""
 
     env: Path
     job: Path
@@ -60,10 +68,29 @@ class View:
     def python(self) -> str:
         return str(self.env / "bin" / "python")
 
+    @property
+    def stdlib(self) -> Path:
+        return self.base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+    def binds(self) -> list[tuple[str, str]]:
+        """(host path, sandbox path) pairs to mount read-only, files and folders."""
+        ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+        out = [(str(self.env / "sysroot" / "usr"), "/usr"), (str(self.env), str(self.env))]
+        for p in (self.base / "bin" / f"python{ver}", self.base / "lib" / f"libpython{ver}.so.1.0",
+                  self.stdlib):  # fmt: skip
+            if p.exists():
+                out.append((str(p), str(p)))
+        return [*out, (str(self.job), "/sub")]
+
     def hidden(self) -> list[str]:
         """Folders under the bound trees that are covered with an empty tmpfs."""
-        lib = self.base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-        return [str(p) for p in (lib / "site-packages", lib / "pydoc_data") if p.is_dir()]
+        lib = self.stdlib
+        return [str(p) for p in (lib / "site-packages", lib / "test", lib / "pydoc_data")
+                if p.is_dir()]  # fmt: skip
+
+    def shared(self) -> list[str]:
+        """The bound host paths every sandbox shares (the job is private to one call)."""
+        return [src for src, dest in self.binds() if dest != "/sub"]
 
 
 def make_job(root: Path, solution: str | Path) -> Path:

@@ -4,9 +4,9 @@ gVisor puts its own user-space kernel between the entry and the host: the entry'
 calls (any ABI: 32-bit calls are not served at all), namespaces, keyrings, memfds and
 ptrace all live inside the sandbox's kernel and die with it. The container gets:
 
-* a read-only root holding only /usr, the base interpreter (its site-packages and
-  pydoc_data covered), the solution environment, and the job at /sub; a size-capped
-  private /tmp; no network (`--network=none`: loopback only);
+* a read-only root holding only core.View's files (the solution environment with its
+  sysroot as /usr, the base interpreter's binary and standard library, the job at /sub);
+  a size-capped private /tmp; no network (`--network=none`: loopback only);
 * a memory cgroup on the host around the whole sandbox (gVisor's kernel included:
   MEMORY_ALLOWANCE is its overhead), so tmpfs, memfd and every process count;
 * the host CPU it is pinned to (affinity set on runsc before it starts, inherited by the
@@ -37,7 +37,7 @@ from swarmpress.arena.sandbox.core import UID_BASE, Limits, View
 
 NAME = "gvisor"
 MEMORY_ALLOWANCE = 128 << 20  # gVisor's own kernel, on top of the entry's memory limit
-FLAGS = ["--network=none", "--platform=ptrace", "--ignore-cgroups"]  # the cgroup is ours
+FLAGS = ["--network=none", "--platform=ptrace"]
 
 
 def unavailable() -> str:
@@ -81,16 +81,16 @@ def _mount(dest: str, source: str | None = None, tmpfs_bytes: int | None = None)
 
 
 def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slot: int,
-            harness_uids: bool = False) -> Path:  # fmt: skip
+            harness_uids: bool = False, usr: str = "/usr",
+            memory_cgroup: str | None = None) -> Path:  # fmt: skip
     """Write an OCI bundle (config.json and an empty read-only rootfs) under root."""
     bundle = root / "bundle"
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True)
     for d in ("usr", "tmp", "proc", "dev", "sub"):
         (rootfs / d).mkdir()
-    for link in ("bin", "lib", "lib64", "sbin"):  # Debian's merged /usr
-        if Path(f"/{link}").is_symlink():
-            (rootfs / link).symlink_to(f"usr/{link}")
+    for link in ("bin", "lib", "lib64", "sbin"):  # a merged /usr, as Debian's
+        (rootfs / link).symlink_to(f"usr/{link}")
     uid = 0 if harness_uids else UID_BASE + slot  # root of the container only
     caps = ["CAP_SETUID", "CAP_SETGID"] if harness_uids else []
     spec = {
@@ -118,7 +118,7 @@ def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slo
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
-            _mount("/usr"),
+            _mount("/usr", usr),
             _mount("/tmp", tmpfs_bytes=limits.tmp_bytes),
             *mounts,
         ],
@@ -126,27 +126,47 @@ def _bundle(root: Path, args: list[str], mounts: list[dict], limits: Limits, slo
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
         },
     }  # fmt: skip
+    if memory_cgroup is not None:
+        # The memory cgroup exists already (the session made it, so it outlives runsc and
+        # its OOM count can be read): runsc joins it without owning it, and sizes gVisor's
+        # memory to its limit, so a big allocation fails inside at once instead of faulting
+        # pages in until the OOM killer comes.
+        spec["linux"]["cgroupsPath"] = memory_cgroup
+        spec["linux"]["resources"] = {"memory": {"limit": limits.memory_bytes + MEMORY_ALLOWANCE}}
     (bundle / "config.json").write_text(json.dumps(spec, indent=1))
     return bundle
 
 
 _ENV = [
     "HOME=/tmp", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1",
+    "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/usr/lib",
     "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
 ]  # fmt: skip
 
 
 def command(root: Path, view: View, args: list[str], limits: Limits, slot: int) -> list[str]:
     """The runsc command line for one sandbox whose job lives in root."""
-    mounts = [_mount(str(view.base)), _mount(str(view.env)), _mount("/sub", str(view.job))]
+    binds = [(src, dest) for src, dest in view.binds() if dest != "/usr"]
+    mounts = [_mount(dest, src) for src, dest in binds]
     # an empty read-only tmpfs over folders the entry must not read
     mounts += [{"destination": p, "type": "tmpfs", "source": "tmpfs",
                 "options": ["ro", "size=4096"]} for p in view.hidden()]  # fmt: skip
     cid = root.name
     entry, harness = entry_uids(slot)
     argv = [view.python, args[0], args[1], "--uids", f"{entry},{harness}", *args[2:]]
-    bundle = _bundle(root, argv, mounts, limits, slot, harness_uids=True)
+    usr = dict((dest, src) for src, dest in view.binds())["/usr"]
+    bundle = _bundle(root, argv, mounts, limits, slot, harness_uids=True, usr=usr,
+                     memory_cgroup=f"/{cgroups.PARENT}/{cid}")  # fmt: skip
     return ["runsc", "--root", str(root / "state"), *FLAGS, "run", "--bundle", str(bundle), cid]
+
+
+def cleanup(root: Path) -> None:
+    """Remove the cgroups runsc made for the container in every controller (it would on a
+    clean exit, but the worker kills runsc at the end of a call) and kill what is left."""
+    for base in sorted(cgroups.ROOT.iterdir()) if cgroups.ROOT.is_dir() else []:
+        d = base / cgroups.PARENT / root.name
+        if d.is_dir():
+            cgroups.remove(d)
 
 
 def entry_uids(slot: int) -> tuple[int, int]:

@@ -11,7 +11,12 @@ filter for the native architecture only and kills any call made through another 
   ENOSYS, so libc falls back to clone, whose flags a filter can read);
 * kernel attack surface with no use in a codec: bpf, perf_event_open, userfaultfd,
   io_uring, keyring, mount and module calls, kexec, reboot, swap, quotas, acct;
-* sched_setaffinity, so an entry cannot leave the CPU it was pinned to.
+* sched_setaffinity, so an entry cannot leave the CPU it was pinned to;
+* the page-cache controls a call could use to signal the next one through shared files
+  (cache.py keeps them resident): fadvise, readahead, mincore, cachestat,
+  process_madvise, madvise COLD/PAGEOUT, preadv2/pwritev2 with RWF_NOWAIT;
+* socket families beyond UNIX, IPv4, IPv6 and netlink (vsock, which network namespaces do
+  not scope, among them): EAFNOSUPPORT.
 
 gVisor, the default engine, needs none of this: its own kernel serves the sandbox.
 """
@@ -29,7 +34,10 @@ DENY = (
     "fsconfig", "fspick", "init_module", "finit_module", "delete_module", "kexec_load",
     "kexec_file_load", "reboot", "swapon", "swapoff", "quotactl", "acct", "sched_setaffinity",
     "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "syslog", "vhangup",
+    "fadvise64", "readahead", "mincore", "cachestat", "process_madvise",
 )  # fmt: skip
+MADV_COLD, MADV_PAGEOUT, RWF_NOWAIT = 20, 21, 0x8
+AF_ALLOWED = {1, 2, 10, 16}  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
 
 # Every CLONE_NEW* flag (and CLONE_NEWTIME): one of them set in clone's flags -> EPERM.
 CLONE_NS_FLAGS = {
@@ -62,6 +70,13 @@ def program() -> bytes:
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in CLONE_NS_FLAGS.values():
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    for advice in (MADV_COLD, MADV_PAGEOUT):
+        f.add_rule(sc.ERRNO(errno.EPERM), "madvise", sc.Arg(2, sc.EQ, advice))
+    for call in ("preadv2", "pwritev2"):
+        f.add_rule(sc.ERRNO(errno.EPERM), call, sc.Arg(5, sc.MASKED_EQ, RWF_NOWAIT, RWF_NOWAIT))
+    for family in sorted(set(range(17)) - AF_ALLOWED):
+        f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
+    f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, 16))
     with tempfile.TemporaryFile() as out:
         f.export_bpf(out)
         out.seek(0)
