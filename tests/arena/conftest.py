@@ -13,9 +13,14 @@ SOLUTIONS = Path(__file__).resolve().parents[2] / "src" / "swarmpress" / "arena"
 FAST_LIMITS = LimitsModel(wall_s=20, startup_s=30, cpu_s=20)
 
 
-def small_config(reveal: int = 3600, per_day: int = 4) -> ArenaConfig:
-    common = dict(tensors_per_round=2, reveal_delay_seconds=reveal, submissions_per_day=per_day,
-                  limits=FAST_LIMITS)  # fmt: skip
+def small_config(
+    reveal: int = 3600, per_day: int = 4, sandbox: str = "bwrap", tensors: int = 2
+) -> ArenaConfig:
+    """Two small competitions. Tests of the arena's rules, API and workers run their entries
+    under bubblewrap (a call starts in ~0.1 s, not gVisor's ~0.5 s); the hostile, sandbox and
+    conformance tests run the default engine (sandbox="auto": gVisor) and both engines."""
+    common = dict(tensors_per_round=tensors, reveal_delay_seconds=reveal,
+                  submissions_per_day=per_day, limits=FAST_LIMITS, sandbox=sandbox)  # fmt: skip
     return ArenaConfig(
         competition=[
             Competition(name="lossless", track="lossless", **common),

@@ -19,7 +19,7 @@ ROUTER = Path(__file__).parents[1] / "twin" / "fixtures" / "conformance_router.p
 
 @pytest.fixture
 def arena(arena_home):  # noqa: F811
-    cfg = small_config()
+    cfg = small_config(sandbox="auto", tensors=1)  # the default engine: gVisor
     router = routing_competition()
     router.seeds = 1
     router.scenario_overrides = ["workload.activations_per_epoch=40", "workload.epochs=2"]
