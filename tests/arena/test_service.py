@@ -108,17 +108,6 @@ def test_a_dead_workers_job_is_retried_and_finishes(arena):
     assert arena.status(sid)["state"] == "done"
 
 
-def test_the_apex_reference_server_form_is_scored_unchanged(arena):
-    from pathlib import Path
-
-    code = (Path(__file__).with_name("fixtures") / "apex_baseline_server.py").read_bytes()
-    sid = arena.submit(arena.create_key("srv"), "lossless", "server.py", code)
-    Worker(arena, slot=2).run_once()
-    st = arena.status(sid)
-    assert st["form"] == "server" and st["state"] == "done"
-    assert st["score"] > 0 and all(r["ok"] for r in st["results"])
-
-
 def test_filenames_are_made_safe():
     from swarmpress.arena.service import safe_filename
 

@@ -85,6 +85,16 @@ class Capture:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _forward(net: Any, spec: ModelSpec, ids: Any, mask: Any, what: str) -> Any:
+    """The model's output with hidden states for a batch, from input embeddings that take
+    gradients; CorpusError naming the model when its forward pass fails."""
+    emb = net.get_input_embeddings()(ids).detach().float().requires_grad_(True)
+    try:
+        return net(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
+    except Exception as exc:
+        raise CorpusError(f"model {spec.name} failed on {what}: {_first_line(exc)}") from None
+
+
 def _first_line(exc: BaseException) -> str:
     """The exception's message on one line (whitespace collapsed), at most 240 characters."""
     msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -320,11 +330,7 @@ def capture_rows(
             pooled = (ph.hidden_states[-1].float() * pm).sum(1) / pm.sum(1).clamp_min(1.0)
             anchors_to = F.normalize(pooled, dim=-1)
     with torch.enable_grad():
-        emb = net.get_input_embeddings()(ids).detach().float().requires_grad_(True)
-        try:
-            out = net(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
-        except Exception as exc:
-            raise CorpusError(f"model {spec.name} failed on the rows: {_first_line(exc)}") from None
+        out = _forward(net, spec, ids, mask, "the rows")
         hs = out.hidden_states
         if anchors_to is not None:
             h = hs[-1].float()
@@ -437,11 +443,7 @@ def capture(
 
     stage(f"forward + backward through {spec.name}")
     with torch.enable_grad():
-        emb = net.get_input_embeddings()(batch_ids).detach().float().requires_grad_(True)
-        try:
-            out = net(inputs_embeds=emb, attention_mask=batch_mask, output_hidden_states=True)
-        except Exception as exc:
-            raise CorpusError(f"model {spec.name} failed on the text: {_first_line(exc)}") from None
+        out = _forward(net, spec, batch_ids, batch_mask, "the text")
         hs = out.hidden_states
         if hs is None or len(hs) != spec.num_layers + 1:
             raise CorpusError(
