@@ -37,12 +37,17 @@ def test_a_contract_router_is_scored_by_the_median_of_seeded_tasks(arena):
     assert arena.leaderboard("routing")[0]["id"] == sid
 
 
-def test_a_router_breaking_the_contract_scores_zero_with_the_reason(arena, tmp_path):
-    key = arena.create_key("sam")
-    code = (ROUTERS / "bad_router.py").read_text().replace('default="ok"', 'default="unknown"')
-    sid = arena.submit(key, "routing", "bad.py", code.encode())
+def _run_bad_router(arena, author: str, mode: str) -> tuple[int, dict]:
+    """Submit bad_router.py in one of its --mode settings, evaluate it: (id, author's view)."""
+    key = arena.create_key(author)
+    code = (ROUTERS / "bad_router.py").read_text().replace('default="ok"', f'default="{mode}"')
+    sid = arena.submit(key, "routing", f"{mode}.py", code.encode())
     Worker(arena, slot=2).run_once()
-    st = arena.status(sid, viewer=key)
+    return sid, arena.status(sid, viewer=key)
+
+
+def test_a_router_breaking_the_contract_scores_zero_with_the_reason(arena, tmp_path):
+    sid, st = _run_bad_router(arena, "sam", "unknown")
     assert st["state"] == "failed" and st["score"] == 0.0
     assert all("unknown node" in r["reason"] for r in st["results"])
     assert {r["reason"] for r in arena.status(sid)["results"]} == {"task failed"}
@@ -55,11 +60,7 @@ def test_compression_files_are_refused_on_the_routing_track(arena):
 
 
 def test_a_slow_router_fails_every_task_on_the_time_measured_next_to_it(arena):
-    key = arena.create_key("slo")
-    code = (ROUTERS / "bad_router.py").read_text().replace('default="ok"', 'default="slow"')
-    sid = arena.submit(key, "routing", "slow.py", code.encode())
-    Worker(arena, slot=2).run_once()
-    st = arena.status(sid, viewer=key)
+    _, st = _run_bad_router(arena, "slo", "slow")
     assert st["state"] == "failed" and st["score"] == 0.0
     assert all("longer than 0.5 s" in r["reason"] for r in st["results"]), st["results"]
     assert st["sandbox"] in ("gvisor", "bwrap")

@@ -146,15 +146,15 @@ _ENV = [
 
 def command(root: Path, view: View, args: list[str], limits: Limits, slot: int) -> list[str]:
     """The runsc command line for one sandbox whose job lives in root."""
-    binds = [(src, dest) for src, dest in view.binds() if dest != "/usr"]
-    mounts = [_mount(dest, src) for src, dest in binds]
+    by_dest = {dest: src for src, dest in view.binds()}
+    usr = by_dest.pop("/usr")
+    mounts = [_mount(dest, src) for dest, src in by_dest.items()]
     # an empty read-only tmpfs over folders the entry must not read
     mounts += [{"destination": p, "type": "tmpfs", "source": "tmpfs",
                 "options": ["ro", "size=4096"]} for p in view.hidden()]  # fmt: skip
     cid = root.name
     entry, harness = entry_uids(slot)
     argv = [view.python, args[0], args[1], "--uids", f"{entry},{harness}", *args[2:]]
-    usr = dict((dest, src) for src, dest in view.binds())["/usr"]
     bundle = _bundle(root, argv, mounts, limits, slot, harness_uids=True, usr=usr,
                      memory_cgroup=f"/{cgroups.PARENT}/{cid}")  # fmt: skip
     return ["runsc", "--root", str(root / "state"), *FLAGS, "run", "--bundle", str(bundle), cid]

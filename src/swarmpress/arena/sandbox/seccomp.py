@@ -24,6 +24,7 @@ gVisor, the default engine, needs none of this: its own kernel serves the sandbo
 from __future__ import annotations
 
 import errno
+import functools
 import tempfile
 
 DENY = (
@@ -51,8 +52,10 @@ class SeccompUnavailable(RuntimeError):
     """libseccomp (or its Python binding) is missing."""
 
 
+@functools.cache
 def program() -> bytes:
-    """The filter as classic BPF, ready for `bwrap --seccomp FD`."""
+    """The filter as classic BPF, ready for `bwrap --seccomp FD` (built once per process:
+    every bubblewrap call and the availability check use the same bytes)."""
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as exc:  # OSError: libseccomp.so.2 itself is missing
