@@ -33,7 +33,11 @@ def test_report_directory(quick_result: BenchResult, tmp_path: Path):
         "## Headline",
         "bound: field entropy",
         "bound: Gaussian RD",
-        "zipnn-style",
+        "zipnn",
+        "apex-style-int8",
+        "## Physical references",
+        "| ref: memcpy | reference |",
+        "| ref: zstd-1 | reference |",
         "![ratio vs similarity](ratio_vs_similarity.png)",
         "![transfer time](transfer_time.png)",
     ):
@@ -52,6 +56,30 @@ def test_headline_rows_bf16_first_and_bounds_per_group(quick_result: BenchResult
     assert len(bounds) == 2 * len(groups)
     zstd = next(r for r in rows if r["codec"] == "zstd")
     assert zstd["check"] == "bit-exact" and zstd["lossless score"] != "-"
+    # every codec, anchor and reference row shows its break-even bandwidth
+    measured = [r for r in rows if not r["codec"].startswith("bound:") and r["ratio"] != "-"]
+    assert all(r["break-even"] not in ("", "-") for r in measured)
+    refs = [r for r in rows if r["kind"] == "reference"]
+    assert len(refs) == 2 * len(groups)
+    for r in refs:
+        assert r["codec"] in ("ref: memcpy", "ref: zstd-1")
+        assert "not a codec" in r["check"] and r["lossless score"] == r["lossy score"] == "-"
+        assert r["comp MB/s"] not in ("", "-") and r["dec MB/s"] not in ("", "-")
+    assert all(r["break-even"] == "never" for r in refs if r["codec"] == "ref: memcpy")
+
+
+def test_console_table_shows_references_and_break_even(quick_result: BenchResult):
+    import io
+
+    from rich.console import Console
+
+    from swarmpress.bench.console import headline_table, print_table
+
+    out = io.StringIO()
+    print_table(headline_table(quick_result), Console(file=out, width=100))
+    text = out.getvalue()
+    assert "break-even" in text and "ref: memcpy" in text and "ref: zstd-1" in text
+    assert "zipnn" in text and "apex-style-int8" in text
 
 
 def test_failures_are_loud_in_the_report(quick_result: BenchResult):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from swarmpress.bench import runner as R
-from swarmpress.bench.anchors import ANCHOR_NAMES
+from swarmpress.bench.anchors import ANCHOR_NAMES, LOSSY_ANCHOR_NAMES
+from swarmpress.bench.references import REFERENCE_NAMES
 from swarmpress.bench.results import BenchResult
 from swarmpress.codecs import Codec, Role
 from swarmpress.codecs.tensors import DType
@@ -39,7 +40,8 @@ def test_every_pair_has_every_field(quick_result: BenchResult, tiny_corpus: Path
     specs = R.default_codec_specs()
     anchors = [n for n in ANCHOR_NAMES if n not in r.meta["anchors_skipped"]]
     assert len(r.tensors) == len(corpus.entries)
-    assert len(r.measurements) == len(corpus.entries) * (len(specs) + len(anchors))
+    n_each = len(specs) + len(anchors) + len(REFERENCE_NAMES)
+    assert len(r.measurements) == len(corpus.entries) * n_each
     for m in r.measurements:
         assert m.ok, m.error
         for f in NUMERIC:
@@ -53,13 +55,15 @@ def test_every_pair_has_every_field(quick_result: BenchResult, tiny_corpus: Path
             assert m.meets_target is None
         else:
             assert m.bit_exact is None and m.meets_target is not None
-        if m.codec in ("sz3", "zfp"):
+        if m.codec in LOSSY_ANCHOR_NAMES:
             assert m.meets_target and m.tuning_evals >= 1
             assert any(ch.isdigit() for ch in m.setting)
     assert r.ok and not r.lossless_failures
     assert len(r.bounds) == len(corpus.entries)
     assert all(b.rd is not None and b.rd.bits_per_value > 0 for b in r.bounds)
     assert {p.method for p in r.sweep} >= {"blockq", "gaussian-rd-bound"}
+    lossy_anchors = {n for n in LOSSY_ANCHOR_NAMES if n in anchors}
+    assert {p.method for p in r.sweep} >= lossy_anchors
     assert set(r.meta["sweep_tensors"]) == {"activation", "gradient"}
     assert r.meta["machine"]["cpu"] and r.meta["machine"]["cores_usable"] >= 1
 
@@ -167,3 +171,33 @@ def test_selection_helpers(tiny_corpus: Path):
     assert R.repeats_for(1000, quick=True) == 1
     out, best, n = R.best_time(lambda: 7, 3)
     assert out == 7 and best >= 0 and n == 3
+
+
+def test_references_run_on_every_tensor(quick_result: BenchResult):
+    r = quick_result
+    refs = [m for m in r.measurements if m.kind == "reference"]
+    assert {m.codec for m in refs} == set(REFERENCE_NAMES) == {"memcpy", "zstd-1"}
+    assert len(refs) == len(REFERENCE_NAMES) * len(r.tensors)
+    for m in refs:
+        assert m.ok and m.bit_exact and m.setting and m.compress_mbps > 0
+        assert m.decompress_mbps > 0
+    memcpy = [m for m in refs if m.codec == "memcpy"]
+    assert all(m.ratio == 1.0 and m.break_even_bps == 0.0 for m in memcpy)
+    assert set(r.meta["references"]) == set(REFERENCE_NAMES)
+    kinds = {a.codec: a.kind for a in r.aggregates}
+    assert kinds["memcpy"] == kinds["zstd-1"] == "reference"
+    # references come after every codec and anchor in each group
+    first = r.aggregates[: len({a.codec for a in r.aggregates})]
+    assert [a.kind for a in first][-2:] == ["reference", "reference"]
+
+
+def test_break_even_is_the_documented_formula(quick_result: BenchResult):
+    for m in quick_result.measurements:
+        if not m.ok:  # a failing codec is another test's business
+            continue
+        t = m.compress_s + m.decompress_s
+        want = max(0.0, (1.0 - m.ratio) * m.original_bytes / t)
+        assert m.break_even_bps == pytest.approx(want, rel=1e-9), m.codec
+    for a in quick_result.aggregates:
+        if a.n_errors < a.n_tensors:
+            assert not math.isnan(a.break_even_bps), a.codec

@@ -27,8 +27,9 @@ def headline_table(result: BenchResult) -> Table:
     table = Table(
         title=f"swarmpress bench (similarity target {target})",
         caption="ratio = compressed/original (lower is better); MB/s = compress/decompress "
-        "of original data; break-even: bandwidth below which the codec beats raw transfer; "
-        "Apex = lossless/lossy track score",
+        "of original data, one core; break-even: (1 - ratio) * size / (t_c + t_d), the "
+        "bandwidth below which the codec beats raw transfer; Apex = lossless/lossy track "
+        "score; ref: = physical reference (memcpy, zstd-1 on the same tensors), not a codec",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -46,11 +47,13 @@ def headline_table(result: BenchResult) -> Table:
             table.add_row(f"[bold]{' · '.join(group)}[/]")
             current = group
         bound = r["codec"].startswith("bound:")
-        style = "dim" if bound else None
+        style = "dim" if bound else "italic" if r["kind"] == "reference" else None
         if "NOT BIT-EXACT" in r["check"] or "errors" in r["check"]:
             style = "bold red"
         speeds = "" if bound else f"{r['comp MB/s']}/{r['dec MB/s']}"
-        apex = "" if bound else f"{r['lossless score']}/{r['lossy score']}"
+        apex = (
+            "" if bound or r["kind"] == "reference" else f"{r['lossless score']}/{r['lossy score']}"
+        )
         table.add_row(
             r["codec"].removeprefix("bound: "),
             r["kind"].replace("lossless", "LL").replace("lossy", "LY"),

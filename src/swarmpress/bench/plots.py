@@ -2,12 +2,15 @@
 
 - `ratio_vs_similarity.png`: one panel per role, on that role's typical tensor: every codec
   and anchor as a point (lossless ones at similarity 1), the lossy methods swept over their
-  quality settings as curves (blockq bits 2..8, SZ3/ZFP error bounds), the Gaussian RD
-  bound as a dashed curve and the field-entropy bound as a star at similarity 1.
+  quality settings as curves (blockq bits 2..8, SZ3/ZFP error bounds, apex-style-int8
+  levels), the Gaussian RD bound as a dashed curve and the field-entropy bound as a star
+  at similarity 1.
 - `transfer_time.png`: end-to-end time to ship the typical tensor (codec time + latency +
   compressed bytes / bandwidth) against link speed from 1 MB/s to 10 GB/s with 50 ms
   latency, one line per codec and anchor plus "raw"; a dot marks each one's break-even
   bandwidth, below which it beats sending raw bytes.
+
+The physical references (memcpy, zstd-1) are in the tables only.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ def plot_ratio_vs_similarity(result: BenchResult, path: str | Path) -> Path | No
         for m in result.measurements:
             if m.tensor != tensor or not m.ok or not math.isfinite(m.similarity):
                 continue
+            if m.kind == "reference":  # memcpy/zstd-1 are in the tables, not the plots
+                continue
             ax.plot(
                 [m.similarity], [max(m.ratio, 1e-4)], color=color[m.codec],
                 label=m.codec, **_style(m, m.lossless),
@@ -115,7 +120,7 @@ def plot_transfer_time(
 ) -> Path | None:
     """Transfer time of the typical tensor vs link speed; None when there is no typical tensor."""
     tensor = result.meta.get("typical_tensor")
-    ms = [m for m in result.measurements if m.tensor == tensor and m.ok]
+    ms = [m for m in result.measurements if m.tensor == tensor and m.ok and m.kind != "reference"]
     if not tensor or not ms:
         return None
     size = ms[0].original_bytes

@@ -3,8 +3,10 @@
 `headline_rows` is the one table everybody reads (the CLI prints it, report.md embeds it):
 per family x role x dtype group (bf16 groups first), every codec and anchor with its mean
 ratio, bits per value, minimum similarity, speeds, break-even bandwidth and Apex scores,
-followed by the two limits for the same tensors. `write_report` writes `report.md`,
-`bench.json` (every figure) and the PNG plots into one directory.
+then the physical references (`ref: memcpy`, `ref: zstd-1`: speed and ratio of a plain
+copy and of zstd level 1 on the same tensors, not codecs and not scored), followed by the
+two limits for the same tensors. `write_report` writes `report.md`, `bench.json` (every
+figure) and the PNG plots into one directory.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
             if (a.dtype, a.role, a.family) != (dtype, role, family):
                 continue
             notes = []
+            ref = a.kind == "reference"
+            if ref:
+                notes.append("physical reference, not a codec")
             if a.lossless:
                 notes.append("bit-exact" if a.bit_exact else "NOT BIT-EXACT")
             elif a.n_tensors > a.n_errors:
@@ -92,8 +97,10 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
                     "dtype": dtype,
                     "role": role,
                     "family": family,
-                    "codec": a.codec,
-                    "kind": f"{'lossless' if a.lossless else 'lossy'} {a.kind}",
+                    "codec": f"ref: {a.codec}" if ref else a.codec,
+                    "kind": "reference"
+                    if ref
+                    else f"{'lossless' if a.lossless else 'lossy'} {a.kind}",
                     "n": str(a.n_tensors),
                     "ratio": fmt_float(a.mean_ratio, 3),
                     "bits/val": fmt_float(a.mean_bits_per_value, 2),
@@ -101,8 +108,10 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
                     "comp MB/s": fmt_speed(a.compress_mbps),
                     "dec MB/s": fmt_speed(a.decompress_mbps),
                     "break-even": fmt_bandwidth(a.break_even_bps),
-                    "lossless score": fmt_float(a.mean_lossless_score, 3) if a.lossless else "-",
-                    "lossy score": fmt_float(a.mean_lossy_score, 3),
+                    "lossless score": (
+                        fmt_float(a.mean_lossless_score, 3) if a.lossless and not ref else "-"
+                    ),
+                    "lossy score": "-" if ref else fmt_float(a.mean_lossy_score, 3),
                     "check": ", ".join(notes),
                 }
             )
@@ -179,9 +188,12 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
         "## Headline",
         "",
         "Means over the tensors of each group (bf16 first). ratio = compressed / original, "
-        "min sim = lowest Apex similarity, MB/s of original data, break-even = bandwidth below "
-        "which the codec beats raw transfer (DESIGN.md, Metrics). The two `bound:` rows are the "
-        "limits for the same tensors (see Bounds).",
+        "min sim = lowest Apex similarity, MB/s of original data on one core, break-even = "
+        "B* = (1 - ratio) * S / (t_compress + t_decompress), the bandwidth below which the "
+        "codec beats raw transfer (DESIGN.md, Metrics). The `ref:` rows are physical "
+        "references measured on the same tensors in the same run, not codecs: `memcpy` (a "
+        "plain copy of the bytes, the speed of memory) and `zstd-1` (zstd level 1). The two "
+        "`bound:` rows are the limits for the same tensors (see Bounds).",
         "",
     ]
     rows = headline_rows(result)
@@ -234,24 +246,47 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
         "",
     ]
 
-    out += ["## Anchors", ""]
+    versions = {**(mach.get("libraries") or {}), "numpy": mach.get("numpy", "?")}
+
+    def lib(name: str) -> str:
+        return f"{name} {versions[name]}" if name in versions else name
+
+    out += [
+        "## Anchors",
+        "",
+        "The real libraries, each on one core, on the raw tensor (no swarmpress frame).",
+        "",
+    ]
     for name, a in (meta.get("anchors") or {}).items():
-        kind = "lossless" if a["lossless"] else "lossy, error bound tuned per tensor"
-        out.append(f"- `{name}` ({a['library']}, {kind}): {a['setting']}")
+        kind = "lossless" if a["lossless"] else "lossy, tuned per tensor"
+        out.append(f"- `{name}` ({lib(a['library'])}, {kind}): {a['setting']}")
     for name, why in (meta.get("anchors_skipped") or {}).items():
         out.append(f"- `{name}` skipped: {why}")
     out.append("")
     tuned = [m for m in result.measurements if m.tuning_evals]
     if tuned:
         out += [
-            "Lossy anchors: the loosest error bound whose similarity is above the target, by "
-            f"bisection with at most {meta.get('max_tune_evals')} tries per tensor (tuning "
-            "time not counted in MB/s). Bounds found:",
+            "Lossy anchors: the loosest setting whose similarity (on the output in the "
+            "tensor's own dtype) is above the target, at most "
+            f"{meta.get('max_tune_evals')} tries per tensor (tuning time not counted in MB/s; "
+            "the float32 conversion is). Settings found:",
             "",
         ]
         out += [f"- `{m.codec}` on {m.tensor}: {m.setting} ({m.tuning_evals} tries)" for m in tuned]
         out.append("")
 
+    if meta.get("references"):
+        out += ["## Physical references", ""]
+        out += [
+            f"- `{name}` ({lib(r['library'])}): {r['setting']}"
+            for name, r in meta["references"].items()
+        ]
+        out += [
+            "",
+            "Not codecs: they show what this machine's core does with the same bytes in the "
+            "same run (memcpy: ratio 1, so its break-even is `never`).",
+            "",
+        ]
     errors = [m for m in result.measurements if m.error]
     if errors:
         out += ["## Errors", ""]

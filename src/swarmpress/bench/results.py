@@ -43,8 +43,8 @@ class Measurement:
     """One codec or anchor on one tensor: size, quality, speed and the Apex scores."""
 
     tensor: str
-    codec: str  # codec spec ("blockq:bits=4") or anchor name ("zstd-3")
-    kind: str  # "codec" | "anchor"
+    codec: str  # codec spec ("blockq:bits=4"), anchor ("zstd-3") or reference ("memcpy")
+    kind: str  # "codec" | "anchor" | "reference" (a physical reference, not a codec)
     lossless: bool
     family: str
     role: str

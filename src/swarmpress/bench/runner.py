@@ -1,17 +1,20 @@
 """Run every codec and anchor on every corpus tensor and measure it the Apex way.
 
 For each tensor x codec/anchor: ratio, bits/value, similarity, cosine, rel L2, max abs
-error, PSNR (DESIGN.md "Metrics"), compress and decompress MB/s, break-even bandwidth,
-the Apex lossless and lossy scores, and a bit-exactness check for everything that claims
-to be lossless (a failure is recorded in `BenchResult.lossless_failures`, never dropped).
-Per tensor it also computes the limits of `bounds`, and on one typical tensor per role a
-quality sweep for the ratio-vs-similarity plot.
+error, PSNR (DESIGN.md "Metrics"), compress and decompress MB/s, break-even bandwidth
+B* = (1 - ratio) * S / (t_compress + t_decompress), the Apex lossless and lossy scores, and
+a bit-exactness check for everything that claims to be lossless (a failure is recorded in
+`BenchResult.lossless_failures`, never dropped). Per tensor it also runs the physical
+references of `references` (memcpy and zstd-1 on the same bytes, kind "reference"),
+computes the limits of `bounds`, and on one typical tensor per role a quality sweep for
+the ratio-vs-similarity plot.
 
 Timing: time.perf_counter around one call, best of a few repeats for small tensors (one
-for large ones), single-threaded (codecs run inline, blosc2 with one thread, SZ3 without
-OpenMP). Lossy anchors are tuned first (bounded bisection, see `anchors.LossyAnchor.tune`)
-and then timed at the tuned bound; the tuning time is not counted. Stateful codecs get a
-fresh encoder and decoder per tensor and one repeat.
+for large ones), one core (codecs run inline; anchors pinned to one thread: blosc2
+nthreads=1, zipnn threads=1, SZ3 without OpenMP, ZFP serial). Lossy anchors are tuned
+first (bounded search, see `anchors.LossyAnchor.tune`) and then timed at the tuned
+setting; the tuning time is not counted, the float32 conversion of bf16/fp16 inputs is.
+Stateful codecs get a fresh encoder and decoder per tensor and one repeat.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from swarmpress.bench import bounds as _bounds
 from swarmpress.bench.anchors import Anchor, LossyAnchor, load_anchors
 from swarmpress.bench.machine import machine_info
+from swarmpress.bench.references import Reference, load_references
 from swarmpress.bench.results import (
     BenchResult,
     Measurement,
@@ -47,10 +51,6 @@ ProgressFn = Callable[[int, int, str], None]
 
 BLOCKQ_BITS = (2, 3, 4, 5, 6, 7, 8)
 BLOCKQ_BITS_QUICK = (2, 4, 6, 8)
-#: SZ3/ZFP sweep bounds, as multiples of rms(x) * sqrt(3) (a uniform error of that
-#: half-width has rel L2 error = the multiple)
-ERROR_BOUND_FACTORS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
-ERROR_BOUND_FACTORS_QUICK = (0.005, 0.01, 0.05, 0.2)
 RD_SWEEP_TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 QUICK_TENSORS_PER_GROUP = 2
 
@@ -197,6 +197,22 @@ def _measure_anchor(
     return m
 
 
+def _measure_reference(
+    ref: Reference, entry: Entry, x: np.ndarray, x64: np.ndarray, repeats: int, target: float
+) -> Measurement:
+    m = _new_measurement(entry, ref.name, "reference", True, x)
+    m.setting = ref.setting
+    try:
+        run = ref.run(x, best_time, repeats)
+        m.repeats = run.calls
+        _fill_quality(
+            m, x, x64, run.decoded, run.compressed_bytes, run.compress_s, run.decompress_s, target
+        )
+    except Exception as exc:  # recorded like any other failure
+        m.error = f"{type(exc).__name__}: {exc}"
+    return m
+
+
 def _new_measurement(
     entry: Entry, label: str, kind: str, lossless: bool, x: np.ndarray
 ) -> Measurement:
@@ -275,18 +291,15 @@ def _sweep_tensor(
                 add("blockq", f"bits={bits}", len(blob) / x.nbytes, M.similarity(x, c.decode(blob)))
             except Exception:  # e.g. non-finite values: no point
                 continue
-    x32 = np.asarray(x, dtype=np.float32)
-    finite = bool(np.isfinite(x32).all())
-    rms = float(np.sqrt(np.mean(np.square(x32, dtype=np.float64)))) if finite and x.size else 0.0
+    finite = bool(np.isfinite(np.asarray(x, dtype=np.float32)).all())
     for anchor in anchors:
-        if not isinstance(anchor, LossyAnchor) or rms == 0.0:
+        if not isinstance(anchor, LossyAnchor) or not finite or x.size == 0:
             continue
-        for k in ERROR_BOUND_FACTORS_QUICK if quick else ERROR_BOUND_FACTORS:
+        for label, a in anchor.sweep(x, quick):
             try:
-                a = anchor.with_bound(k * rms * math.sqrt(3.0))
                 blob = a.compress(x)
                 y = a.decompress(blob, x.dtype, x.shape)
-                add(anchor.name, f"eb={k:g}*rms*sqrt3", len(blob) / x.nbytes, M.similarity(x, y))
+                add(anchor.name, label, len(blob) / x.nbytes, M.similarity(x, y))
             except Exception:
                 continue
     if spectrum is not None:
@@ -308,8 +321,9 @@ def run_bench(
     max_tune_evals: int | None = None,
     command: str = "",
 ) -> BenchResult:
-    """Measure every codec spec (default: all registered + blockq:bits=4) and every anchor
-    on every tensor of the corpus, plus the bounds; see the module docstring.
+    """Measure every codec spec (default: all registered + blockq:bits=4), every anchor
+    and the physical references on every tensor of the corpus, plus the bounds; see the
+    module docstring. The references run with or without anchors.
 
     Raises CodecError for an unknown codec or bad spec and CorpusError for a bad corpus,
     before any measurement starts.
@@ -325,12 +339,13 @@ def run_bench(
         _warm_up(codec)
     aset = load_anchors() if anchors else None
     anchor_list = aset.available if aset else []
+    refs = load_references()
     evals = max_tune_evals if max_tune_evals is not None else (8 if quick else 12)
     entries = select_entries(corpus, quick)
     sweepers = sweep_entries(entries) if sweep else {}
     sweep_names = {e.name for e in sweepers.values()}
 
-    total = len(entries) * (len(built) + len(anchor_list) + 1) + len(sweepers)
+    total = len(entries) * (len(built) + len(anchor_list) + len(refs) + 1) + len(sweepers)
     done = 0
 
     def tick(label: str) -> None:
@@ -364,6 +379,9 @@ def run_bench(
                 _measure_anchor(anchor, entry, x, x64, reps, target_similarity, evals)
             )
             tick(f"{entry.name} · {anchor.name}")
+        for ref in refs:
+            measurements.append(_measure_reference(ref, entry, x, x64, reps, target_similarity))
+            tick(f"{entry.name} · {ref.name} (reference)")
         spec: _bounds.Spectrum | None
         try:
             spec = _bounds.channel_spectrum(x)
@@ -387,7 +405,7 @@ def run_bench(
         tick(f"{entry.name} · sweep ({role})")
 
     failures = [f for m in measurements if (f := _lossless_failure(m)) is not None]
-    order = specs + [a.name for a in anchor_list]
+    order = specs + [a.name for a in anchor_list] + [r.name for r in refs]
     typical = sweepers.get("activation") or next(iter(sweepers.values()), None)
     meta: dict[str, Any] = {
         "command": command,
@@ -399,11 +417,13 @@ def run_bench(
         "anchors": {a.name: {"lossless": a.lossless, "library": a.library, "setting": a.setting}
                     for a in anchor_list},
         "anchors_skipped": dict(aset.skipped) if aset else {"all": "disabled (--no-anchors)"},
+        "references": {r.name: {"library": r.library, "setting": r.setting} for r in refs},
         "quick": quick,
         "max_tune_evals": evals,
         "sweep_tensors": {r: e.name for r, e in sweepers.items()},
         "typical_tensor": typical.name if typical else None,
-        "timing": "time.perf_counter, best of repeats, single-threaded; tuning not counted",
+        "timing": "time.perf_counter, best of repeats, one core (anchors pinned to one "
+                  "thread); lossy-anchor tuning not counted, bf16/fp16 -> f32 conversion counted",
     }  # fmt: skip
     result = BenchResult(
         meta=meta,
