@@ -94,7 +94,12 @@ def _human_bytes(n: float) -> str:
 def corpus_build_cmd(
     out: Annotated[str, typer.Option("--out", help="Corpus directory to write.")],
     model: Annotated[
-        str, typer.Option("--model", help="'minilm' (all-MiniLM-L6-v2) or a local model directory.")
+        str,
+        typer.Option(
+            "--model",
+            help="'minilm' (all-MiniLM-L6-v2), 'smollm2' (SmolLM2-135M-Instruct), "
+            "a local .gguf file or a model directory.",
+        ),
     ] = "minilm",
     layers: Annotated[
         str | None, typer.Option("--layers", help="Boundaries, e.g. 0,2,4,6 (0 = embeddings).")
@@ -107,14 +112,15 @@ def corpus_build_cmd(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed for text choice and generators.")] = 0,
     no_synthetic: Annotated[
-        bool, typer.Option("--no-synthetic", help="Skip the Llama-like synthetic family.")
+        bool,
+        typer.Option("--no-synthetic", help="Skip the synthetic Llama-like stress-case family."),
     ] = False,
     apex: Annotated[
         str | None, typer.Option("--apex", help="Also export the corpus in the Apex layout here.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Capture activations and gradients from a real model (plus a synthetic family)."""
+    """Capture activations and gradients from a real model (plus the synthetic stress case)."""
     import time
 
     from rich import box
@@ -233,6 +239,7 @@ def _bench_command(
     corpus: str | None,
     codecs: str | None,
     no_anchors: bool,
+    no_references: bool,
     target: float,
     json_out: str | None,
     report: str | None,
@@ -249,6 +256,8 @@ def _bench_command(
         parts += ["--report", report]
     if no_anchors:
         parts.append("--no-anchors")
+    if no_references:
+        parts.append("--no-references")
     if target != 0.99:
         parts += ["--target-similarity", repr(target)]
     if quick:
@@ -274,11 +283,28 @@ def bench_cmd(
         ),
     ] = None,
     no_anchors: Annotated[
-        bool, typer.Option("--no-anchors", help="Skip the external anchor compressors.")
+        bool,
+        typer.Option(
+            "--no-anchors",
+            help="Skip the external anchor compressors (zstd-3, lz4, brotli, blosc2, zipnn, "
+            "SZ3, ZFP, ...). The memcpy/zstd-1 references still run: see --no-references.",
+        ),
+    ] = False,
+    no_references: Annotated[
+        bool,
+        typer.Option(
+            "--no-references",
+            help="Skip the physical references (memcpy and zstd-1 on the same bytes, which "
+            "show this machine's memory and fast-compressor speed).",
+        ),
     ] = False,
     target_similarity: Annotated[
         float,
-        typer.Option("--target-similarity", help="Apex similarity lossy methods must exceed."),
+        typer.Option(
+            "--target-similarity",
+            help="Apex similarity every lossy method must exceed on each tensor; lossy anchors "
+            "are tuned to just clear it (0 < T < 1).",
+        ),
     ] = 0.99,
     json_out: Annotated[
         str | None,
@@ -296,7 +322,8 @@ def bench_cmd(
         bool,
         typer.Option(
             "--quick",
-            help="Smoke run: at most 2 tensors per group, one timing repeat, shorter sweeps.",
+            help="Smoke run: at most 2 tensors per model x role x dtype, one timing repeat, "
+            "fewer lossy-anchor tuning tries, shorter sweeps.",
         ),
     ] = False,
     apex: Annotated[
@@ -318,11 +345,20 @@ def bench_cmd(
 ) -> None:
     """Every codec next to the anchors and the theoretical limits, on a corpus.
 
+    Measures ratio, bits/value, Apex similarity, compress/decompress MB/s on one core,
+    break-even bandwidth and the Apex scores of every codec, anchor and physical reference
+    on every tensor, with the field-entropy and Gaussian RD limits beside them; results are
+    grouped per dtype x role x model (the synthetic family is a stress case). Prints the
+    table; exit code 1 when anything claiming to be lossless was not bit-exact.
+
     With --apex DIR: every --solution file next to the zstd-3 baseline on the flat bf16
     files of an Apex-layout directory, with the Apex lossless and lossy scores.
     """
     if apex is not None or solution:
-        _bench_apex(apex, solution or [], corpus, codecs, no_anchors, json_out, report, quick)
+        _bench_apex(
+            apex, solution or [], corpus, codecs, no_anchors, json_out, report, quick,
+            no_references=no_references,
+        )  # fmt: skip
         return
     from swarmpress.bench.console import (
         headline_table,
@@ -361,13 +397,16 @@ def bench_cmd(
         loaded = load_corpus(root)
     except CorpusError as exc:
         raise fail(str(exc)) from None
-    command = _bench_command(corpus, codecs, no_anchors, target_similarity, json_out, report, quick)
+    command = _bench_command(
+        corpus, codecs, no_anchors, no_references, target_similarity, json_out, report, quick
+    )
     try:
         with progress_bar(err_console) as progress:
             result = run_bench(
                 loaded,
                 specs,
                 anchors=not no_anchors,
+                references=not no_references,
                 target_similarity=target_similarity,
                 progress=progress,
                 quick=quick,
@@ -415,6 +454,8 @@ def _bench_apex(
     json_out: str | None,
     report: str | None,
     quick: bool,
+    *,
+    no_references: bool = False,
 ) -> None:
     """`swarmpress bench --apex DIR [--solution FILE ...]` (see swarmpress.bench.apex)."""
     import shlex
@@ -424,7 +465,12 @@ def _bench_apex(
 
     if apex is None:
         raise fail("--solution needs --apex DIR (an Apex-layout directory of bf16 .bin files)")
-    for flag, given in (("--corpus", corpus), ("--codecs", codecs), ("--no-anchors", no_anchors)):
+    for flag, given in (
+        ("--corpus", corpus),
+        ("--codecs", codecs),
+        ("--no-anchors", no_anchors),
+        ("--no-references", no_references),
+    ):
         if given:
             raise fail(f"{flag} does not apply to --apex runs (they run solution files)")
     parts = ["swarmpress", "bench", "--apex", apex]

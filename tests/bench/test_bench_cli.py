@@ -46,6 +46,40 @@ def test_json_to_stdout_and_no_anchors(tiny_corpus: Path):
     }
 
 
+def test_no_references_skips_memcpy_and_zstd1(tiny_corpus: Path):
+    args = ["bench", "--corpus", str(tiny_corpus), "--codecs", "zstd", "--no-anchors"]
+    res = runner.invoke(app, [*args, "--no-references", "--quick", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert {m["kind"] for m in data["measurements"]} == {"codec"}
+    assert data["meta"]["command"].endswith("--no-anchors --no-references --quick")
+
+
+def test_help_explains_every_option():
+    import re
+
+    res = runner.invoke(app, ["bench", "--help"])
+    assert res.exit_code == 0, res.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", res.output)
+    for opt in (
+        "--corpus",
+        "--codecs",
+        "--no-anchors",
+        "--no-references",
+        "--target-similarity",
+        "--json",
+        "--report",
+        "--quick",
+        "--apex",
+        "--solution",
+    ):
+        assert opt in text, opt
+    assert "memcpy" in text and "zstd-1" in text
+    res = runner.invoke(app, ["corpus", "build", "--help"])
+    text = re.sub(r"\x1b\[[0-9;]*m", "", res.output)
+    assert "smollm2" in text and ".gguf" in text and "stress-case" in text
+
+
 def test_report_directory(tiny_corpus: Path, tmp_path: Path):
     rdir = tmp_path / "rep"
     args = ["bench", "--corpus", str(tiny_corpus), "--codecs", "zstd,blockq:bits=4"]

@@ -68,9 +68,9 @@ def test_every_pair_has_every_field(quick_result: BenchResult, tiny_corpus: Path
     assert r.meta["machine"]["cpu"] and r.meta["machine"]["cores_usable"] >= 1
 
 
-def test_aggregates_group_codec_family_role_dtype(quick_result: BenchResult):
+def test_aggregates_group_codec_family_model_role_dtype(quick_result: BenchResult):
     r = quick_result
-    keys = {(a.codec, a.family, a.role, a.dtype) for a in r.aggregates}
+    keys = {(a.codec, a.family, a.model, a.role, a.dtype) for a in r.aggregates}
     assert len(keys) == len(r.aggregates)
     assert r.aggregates[0].dtype == "bfloat16"  # bf16 groups first
     zstd = [a for a in r.aggregates if a.codec == "zstd"]
@@ -201,3 +201,24 @@ def test_break_even_is_the_documented_formula(quick_result: BenchResult):
     for a in quick_result.aggregates:
         if a.n_errors < a.n_tensors:
             assert not math.isnan(a.break_even_bps), a.codec
+
+
+def test_timed_sections_run_with_one_blas_thread(monkeypatch: pytest.MonkeyPatch, tiny_corpus):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from swarmpress.bench import threads
+
+    with threads.one_thread():
+        pools = threadpoolctl.threadpool_info()
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    assert "threadpoolctl" in threads.describe()
+    seen: list[int] = []
+    real = R._measure_codec
+
+    def spy(*args, **kwargs):
+        seen.append(max(p["num_threads"] for p in threadpoolctl.threadpool_info()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(R, "_measure_codec", spy)
+    r = R.run_bench(tiny_corpus, ["zstd"], anchors=False, quick=True, sweep=False)
+    assert seen and set(seen) == {1}
+    assert "1 thread" in r.meta["threads"]

@@ -77,8 +77,8 @@ def test_codec_routes_accelerator_tensors_through_the_device_path(monkeypatch):
     y = codec.decode(blob, device="cpu")
     assert y.dtype == torch.bfloat16 and sp.similarity(x, y) > 0.99
     # max mode and non-finite tensors keep their host behaviour
-    assert sp.similarity(x, sp.decode(sp.get_codec("lossy").encode(x))) > 0.99
+    assert sp.similarity(x, sp.decode(sp.get_codec("lossy", mode="max").encode(x))) > 0.99
     bad = x.clone()
     bad[0, 0] = float("nan")
-    with pytest.raises(sp.CodecError, match="NaN"):
-        codec.encode(bad)
+    back = codec.decode(codec.encode(bad))  # the host path carries it bit-exact
+    assert torch.equal(back.view(torch.int16), bad.view(torch.int16))

@@ -3,7 +3,8 @@
 `run_bench` measures codecs and anchors on a corpus, `write_report` turns the result into
 report.md + bench.json + plots; `bounds` holds the entropy and rate-distortion limits,
 `anchors` the external compressors every codec is compared with and `references` the
-physical references (memcpy, zstd-1) measured beside them.
+physical references (memcpy, zstd-1) measured beside them; `threads` holds numpy's BLAS and
+any OpenMP pool to one thread while the bench times.
 """
 
 from swarmpress.bench.anchors import Anchor, AnchorSet, LossyAnchor, load_anchors

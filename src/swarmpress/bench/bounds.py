@@ -255,6 +255,7 @@ class TensorBounds:
     entropy: EntropyBound
     rd: RDBound | None
     rd_error: str | None = None
+    model: str = ""  # the corpus entry's model, so bounds group per model like the codecs
 
 
 def tensor_bounds(
@@ -264,6 +265,7 @@ def tensor_bounds(
     tensor: str = "",
     family: str = "",
     role: str = "",
+    model: str = "",
     spectrum: Spectrum | None = None,
 ) -> TensorBounds:
     """Entropy bound and Gaussian RD bound of one tensor."""
@@ -275,4 +277,4 @@ def tensor_bounds(
         rd = gaussian_rd_bound(spec, target_similarity, arr.dtype.itemsize)
     except (ValueError, np.linalg.LinAlgError) as exc:
         err = str(exc)
-    return TensorBounds(tensor, family, role, ent.dtype, ent, rd, err)
+    return TensorBounds(tensor, family, role, ent.dtype, ent, rd, err, model)

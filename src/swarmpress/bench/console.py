@@ -1,7 +1,9 @@
 """The headline table and the lossless-failure banner for a terminal (rich), and a progress bar.
 
 Kept out of cli.py so the command stays a thin shell: the same rows as report.md, one
-section per dtype x role x family group, with failures printed loudly in red.
+section per dtype x role x model group (headed "bfloat16 · activation" over the model, e.g.
+"SmolLM2-135M-Instruct"; the synthetic family's header says "(synthetic stress case)"), with
+failures printed loudly in red.
 """
 
 from __future__ import annotations
@@ -13,23 +15,32 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from swarmpress.bench.report import headline_rows
 from swarmpress.bench.results import BenchResult
 from swarmpress.bench.runner import ProgressFn
 
-_GROUP = ("dtype", "role", "family")
+_GROUP = ("dtype", "role", "family", "model")  # what starts a new section
+
+
+def _header(row: dict[str, str]) -> Text:
+    """A section's header: "dtype · role" over the model (the group label, its parenthesised
+    note on a line of its own), so a long label does not widen the codec column."""
+    model = row["model"].replace(" (", "\n(")
+    return Text.assemble((f"{row['dtype']} · {row['role']}\n", "bold"), (model, "bold cyan"))
 
 
 def headline_table(result: BenchResult) -> Table:
-    """A compact rich Table of the headline rows, one section per dtype x role x family."""
+    """A compact rich Table of the headline rows, one section per dtype x role x model."""
     target = result.meta.get("target_similarity", 0.99)
     table = Table(
         title=f"swarmpress bench (similarity target {target})",
         caption="ratio = compressed/original (lower is better); MB/s = compress/decompress "
         "of original data, one core; break-even: (1 - ratio) * size / (t_c + t_d), the "
         "bandwidth below which the codec beats raw transfer; Apex = lossless/lossy track "
-        "score; ref: = physical reference (memcpy, zstd-1 on the same tensors), not a codec",
+        "score; ref: = physical reference (memcpy, zstd-1 on the same tensors), not a codec; "
+        "one section per model; the synthetic family is a stress case, not a real model",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -44,7 +55,7 @@ def headline_table(result: BenchResult) -> Table:
         if group != current:
             if current is not None:
                 table.add_section()
-            table.add_row(f"[bold]{' · '.join(group)}[/]")
+            table.add_row(_header(r))
             current = group
         bound = r["codec"].startswith("bound:")
         style = "dim" if bound else "italic" if r["kind"] == "reference" else None

@@ -1,12 +1,15 @@
 """Turn a BenchResult into the headline table and a report directory.
 
 `headline_rows` is the one table everybody reads (the CLI prints it, report.md embeds it):
-per family x role x dtype group (bf16 groups first), every codec and anchor with its mean
+per dtype x role x model group (bf16 groups first; within a dtype and role the real models
+side by side in corpus order, e.g. all-MiniLM-L6-v2 then SmolLM2-135M-Instruct, then the
+synthetic family labelled "(synthetic stress case)"), every codec and anchor with its mean
 ratio, bits per value, minimum similarity, speeds, break-even bandwidth and Apex scores,
 then the physical references (`ref: memcpy`, `ref: zstd-1`: speed and ratio of a plain
 copy and of zstd level 1 on the same tensors, not codecs and not scored), followed by the
-two limits for the same tensors. `write_report` writes `report.md`, `bench.json` (every
-figure) and the PNG plots into one directory.
+two limits for the same tensors. `model_rows` is the compact comparison (ratio and Apex
+score per model, one row per codec). `write_report` writes `report.md`, `bench.json`
+(every figure) and the PNG plots into one directory.
 """
 
 from __future__ import annotations
@@ -15,12 +18,19 @@ import math
 from pathlib import Path
 
 from swarmpress.bench.plots import write_plots
-from swarmpress.bench.results import BenchResult, group_key
+from swarmpress.bench.results import (
+    STRESS_FAMILY,
+    BenchResult,
+    group_key,
+    group_label,
+    model_order,
+)
 
 HEADLINE_COLUMNS = (
     "dtype",
     "role",
     "family",
+    "model",
     "codec",
     "kind",
     "n",
@@ -68,18 +78,29 @@ def fmt_bandwidth(bps: float) -> str:
     return f"{bps:.3g} B/s"
 
 
+def _models(result: BenchResult) -> list[str]:
+    """The result's models in corpus order (tensors first, then anything else seen)."""
+    return list(dict.fromkeys(model_order(result.tensors) + model_order(result.aggregates)))
+
+
 def headline_rows(result: BenchResult) -> list[dict[str, str]]:
-    """The headline table as rows of formatted strings keyed by HEADLINE_COLUMNS."""
+    """The headline table as rows of formatted strings keyed by HEADLINE_COLUMNS.
+
+    "model" holds `group_label(family, model)`: the model name, or for the synthetic family
+    its generator name marked "(synthetic stress case)".
+    """
     rows: list[dict[str, str]] = []
+    models = _models(result)
     groups = sorted(
-        {(a.dtype, a.role, a.family) for a in result.aggregates}
-        | {(b.dtype, b.role, b.family) for b in result.bound_aggregates},
-        key=lambda g: group_key(*g),
+        {(a.dtype, a.role, a.family, a.model) for a in result.aggregates}
+        | {(b.dtype, b.role, b.family, b.model) for b in result.bound_aggregates},
+        key=lambda g: group_key(*g, models),
     )
     target = float(result.meta.get("target_similarity", 0.99))
-    for dtype, role, family in groups:
+    for dtype, role, family, model in groups:
+        label = group_label(family, model)
         for a in result.aggregates:
-            if (a.dtype, a.role, a.family) != (dtype, role, family):
+            if (a.dtype, a.role, a.family, a.model) != (dtype, role, family, model):
                 continue
             notes = []
             ref = a.kind == "reference"
@@ -97,6 +118,7 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
                     "dtype": dtype,
                     "role": role,
                     "family": family,
+                    "model": label,
                     "codec": f"ref: {a.codec}" if ref else a.codec,
                     "kind": "reference"
                     if ref
@@ -116,10 +138,16 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
                 }
             )
         for b in result.bound_aggregates:
-            if (b.dtype, b.role, b.family) != (dtype, role, family):
+            if (b.dtype, b.role, b.family, b.model) != (dtype, role, family, model):
                 continue
-            blank = dict.fromkeys(HEADLINE_COLUMNS[7:], "")
-            base = {"dtype": dtype, "role": role, "family": family, "n": str(b.n_tensors)}
+            blank = dict.fromkeys(HEADLINE_COLUMNS[HEADLINE_COLUMNS.index("ratio") :], "")
+            base = {
+                "dtype": dtype,
+                "role": role,
+                "family": family,
+                "model": label,
+                "n": str(b.n_tensors),
+            }
             rows.append(
                 {
                     **blank,
@@ -149,6 +177,89 @@ def headline_rows(result: BenchResult) -> list[dict[str, str]]:
     return rows
 
 
+def _short_label(family: str, model: str) -> str:
+    """A model's name in column headers: the synthetic family marked "(stress)"."""
+    return f"{model or family} (stress)" if family == STRESS_FAMILY else model or family
+
+
+def model_rows(result: BenchResult, dtype: str = "bfloat16") -> tuple[list[str], list[list[str]]]:
+    """The models side by side for one dtype: (columns, rows), one row per codec, anchor and
+    reference and role, with each model's mean ratio and Apex score (the lossless score for
+    lossless methods, the lossy one otherwise). Empty rows when the dtype has fewer than two
+    models. Every other figure of each model is in its headline group."""
+    aggs = [a for a in result.aggregates if a.dtype == dtype]
+    labels = list(dict.fromkeys(_short_label(a.family, a.model) for a in aggs))
+    if len(labels) < 2:
+        return [], []
+    columns = ["role", "codec", "kind"]
+    columns += [f"{lab} ratio" for lab in labels] + [f"{lab} Apex" for lab in labels]
+    cells: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    kinds: dict[tuple[str, str], str] = {}
+    for a in aggs:  # already in report order: role, model, codec
+        key = (a.role, a.codec)
+        ref = a.kind == "reference"
+        kinds[key] = "reference" if ref else f"{'lossless' if a.lossless else 'lossy'} {a.kind}"
+        score = "-" if ref else a.mean_lossless_score if a.lossless else a.mean_lossy_score
+        cells.setdefault(key, {})[_short_label(a.family, a.model)] = (
+            fmt_float(a.mean_ratio, 3),
+            score if isinstance(score, str) else fmt_float(score, 3),
+        )
+    roles = list(dict.fromkeys(a.role for a in aggs))
+    rows = []
+    for role in roles:
+        for (r, codec), per in cells.items():
+            if r != role:
+                continue
+            name = f"ref: {codec}" if kinds[(r, codec)] == "reference" else codec
+            rows.append(
+                [role, name, kinds[(r, codec)]]
+                + [per.get(lab, ("", ""))[0] for lab in labels]
+                + [per.get(lab, ("", ""))[1] for lab in labels]
+            )
+        bounds = {
+            _short_label(b.family, b.model): b
+            for b in result.bound_aggregates
+            if b.dtype == dtype and b.role == role
+        }
+        if bounds:
+            target = next(iter(bounds.values())).target_similarity
+            for name, kind, attr in (
+                ("bound: field entropy", "lossless limit", "entropy_ratio"),
+                (f"bound: Gaussian RD @{fmt_float(target, 3)}", "lossy limit", "rd_ratio"),
+            ):
+                rows.append(
+                    [role, name, kind]
+                    + [fmt_float(getattr(bounds[lab], attr), 3) if lab in bounds else ""
+                       for lab in labels]
+                    + [""] * len(labels)
+                )  # fmt: skip
+    return columns, rows
+
+
+def _corpus_lines(result: BenchResult) -> list[str]:
+    """One bullet per model of the run: tensors, shapes, dtypes, layers; the synthetic family
+    marked as the stress case it is (with the purpose the corpus builder recorded)."""
+    source = (result.meta.get("corpus") or {}).get("source") or {}
+    purpose = (source.get("synthetic") or {}).get("purpose") if isinstance(source, dict) else None
+    lines = []
+    for model in _models(result):
+        ts = [t for t in result.tensors if t.model == model]
+        if not ts:
+            continue
+        family = ts[0].family
+        shapes = ", ".join(dict.fromkeys("x".join(map(str, t.shape)) for t in ts))
+        dtypes = "/".join(dict.fromkeys(t.dtype for t in ts))
+        layers = ", ".join(str(v) for v in sorted({t.layer for t in ts}))
+        what = f"family `{family}`"
+        if family == "synthetic":
+            what = f"synthetic family, **{purpose or 'stress case'}**"
+        lines.append(
+            f"  - `{model}` ({what}): {len(ts)} tensors, shape {shapes}, {dtypes}, "
+            f"layer(s) {layers}"
+        )
+    return lines
+
+
 def _md_table(columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
     def esc(s: str) -> str:
         return str(s).replace("|", "\\|")
@@ -175,10 +286,13 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
         f"- load average at start (1/5/15 min): {mach.get('load_average')}",
         f"- corpus: `{meta.get('corpus', {}).get('root', '?')}`, "
         f"{meta.get('corpus', {}).get('tensors', '?')} tensors"
-        + (" (quick: at most 2 per group)" if meta.get("quick") else ""),
+        + (" (quick: at most 2 per model x role x dtype)" if meta.get("quick") else "")
+        + ":",
+        *_corpus_lines(result),
         f"- similarity target: {meta.get('target_similarity')}; bench wall time "
         f"{fmt_float(float(meta.get('wall_seconds', math.nan)), 1)} s",
-        f"- timing: {meta.get('timing', '')}",
+        f"- timing: {meta.get('timing', '')}"
+        + (f"; {meta['threads']}" if meta.get("threads") else ""),
         "",
     ]
     if result.lossless_failures:
@@ -187,21 +301,45 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
     out += [
         "## Headline",
         "",
-        "Means over the tensors of each group (bf16 first). ratio = compressed / original, "
-        "min sim = lowest Apex similarity, MB/s of original data on one core, break-even = "
-        "B* = (1 - ratio) * S / (t_compress + t_decompress), the bandwidth below which the "
-        "codec beats raw transfer (DESIGN.md, Metrics). The `ref:` rows are physical "
-        "references measured on the same tensors in the same run, not codecs: `memcpy` (a "
-        "plain copy of the bytes, the speed of memory) and `zstd-1` (zstd level 1). The two "
-        "`bound:` rows are the limits for the same tensors (see Bounds).",
+        "Means over the tensors of each group: one group per dtype x role x model (bf16 "
+        "first; the models of a dtype and role side by side, so a real model's means never "
+        "mix with another's). The synthetic family is a stress case (exaggerated Llama-like "
+        "statistics), not a reference for real Llama tensors; SmolLM2-135M-Instruct, where "
+        "present, is the real Llama-architecture model, what a pipeline ships. ratio = "
+        "compressed / original, min sim = lowest Apex similarity, MB/s of original data on "
+        "one core, break-even = B* = (1 - ratio) * S / (t_compress + t_decompress), the "
+        "bandwidth below which the codec beats raw transfer (DESIGN.md, Metrics). The `ref:` "
+        "rows are physical references measured on the same tensors in the same run, not "
+        "codecs: `memcpy` (a plain copy of the bytes, the speed of memory) and `zstd-1` "
+        "(zstd level 1). The two `bound:` rows are the limits for the same tensors (see "
+        "Bounds).",
         "",
     ]
     rows = headline_rows(result)
     out += [_md_table(HEADLINE_COLUMNS, [[r[c] for c in HEADLINE_COLUMNS] for r in rows]), ""]
+    for dtype in dict.fromkeys(a.dtype for a in result.aggregates):
+        mcols, mrows = model_rows(result, dtype)
+        if not mrows:
+            continue
+        out += [
+            f"## Models side by side ({dtype})",
+            "",
+            f"Mean ratio and Apex score per model on the {dtype} tensors (the lossless "
+            "track score for lossless methods, the lossy one otherwise), and the two limits; "
+            "speeds, minimum similarity, bits per value and break-even of each model are in "
+            "its Headline group. (stress) marks the synthetic stress-case family.",
+            "",
+            _md_table(mcols, mrows),
+            "",
+        ]
 
     out += ["## Bounds per tensor", ""]
     brows = []
-    for b in sorted(result.bounds, key=lambda b: (*group_key(b.dtype, b.role, b.family), b.tensor)):
+    models = _models(result)
+    for b in sorted(
+        result.bounds,
+        key=lambda b: (*group_key(b.dtype, b.role, b.family, b.model, models), b.tensor),
+    ):
         fields = " / ".join(fmt_float(f.bits, 2) for f in b.entropy.fields)
         rd = b.rd
         brows.append(
@@ -275,6 +413,8 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
         out += [f"- `{m.codec}` on {m.tensor}: {m.setting} ({m.tuning_evals} tries)" for m in tuned]
         out.append("")
 
+    if meta.get("references_skipped"):
+        out += ["## Physical references", "", f"Skipped: {meta['references_skipped']}.", ""]
     if meta.get("references"):
         out += ["## Physical references", ""]
         out += [
@@ -298,6 +438,14 @@ def render_markdown(result: BenchResult, plots: dict[str, str], plot_note: str |
     out += ["## Plots", ""]
     if plot_note:
         out += [f"Plots skipped: {plot_note}", ""]
+    sweep_tensors = meta.get("sweep_tensors") or {}
+    if sweep_tensors:
+        named = "; ".join(f"{role}: `{t}`" for role, t in sweep_tensors.items())
+        out += [
+            "Sweep tensors (one typical tensor per role, the median-size bf16 tensor over "
+            f"every model): {named}. The transfer-time plot uses `{meta.get('typical_tensor')}`.",
+            "",
+        ]
     if "ratio_vs_similarity" in plots:
         out += [
             "Ratio vs similarity on each role's typical tensor: points are the bench's codecs "

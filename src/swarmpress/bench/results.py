@@ -2,8 +2,14 @@
 
 Everything a report or a later analysis needs is here and nothing is computed twice: the
 runner fills `Measurement`s and `TensorBounds`, `aggregate` groups them per codec x family
-x role x dtype, and `BenchResult.to_json` writes every figure. JSON has no infinities, so
-non-finite floats are written as the strings "inf", "-inf" and "nan" (float() reads them).
+x model x role x dtype, and `BenchResult.to_json` writes every figure. JSON has no infinities,
+so non-finite floats are written as the strings "inf", "-inf" and "nan" (float() reads them).
+
+Groups are per model, not only per family: the default corpus has two real models in family
+"model" (all-MiniLM-L6-v2 and SmolLM2-135M-Instruct) whose means must not mix, and the
+synthetic family, a stress case (`group_label` marks it). Every measurement, aggregate and
+bound carries `model`; bench.json files written before it existed lack the key (readers
+should treat a missing `model` as "the whole family").
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from swarmpress.bench.bounds import TensorBounds
 DTYPE_ORDER = ("bfloat16", "float16", "float32")
 ROLE_ORDER = ("activation", "gradient", "weight-delta")
 FAMILY_ORDER = ("model", "synthetic")
+STRESS_FAMILY = "synthetic"  # generated tensors with exaggerated statistics: a stress case
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Measurement:
     role: str
     dtype: str
     original_bytes: int
+    model: str = ""  # the corpus entry's model (the generator name for synthetic tensors)
     compressed_bytes: int = 0
     ratio: float = math.nan
     bits_per_value: float = math.nan
@@ -92,12 +100,13 @@ class SweepPoint:
 
 @dataclass
 class Aggregate:
-    """One codec or anchor over the tensors of one family x role x dtype group."""
+    """One codec or anchor over the tensors of one family x model x role x dtype group."""
 
     codec: str
     kind: str
     lossless: bool
     family: str
+    model: str
     role: str
     dtype: str
     n_tensors: int
@@ -118,9 +127,10 @@ class Aggregate:
 
 @dataclass
 class BoundAggregate:
-    """Mean limits over the tensors of one family x role x dtype group."""
+    """Mean limits over the tensors of one family x model x role x dtype group."""
 
     family: str
+    model: str
     role: str
     dtype: str
     n_tensors: int
@@ -197,8 +207,12 @@ def _order(value: str, order: tuple[str, ...]) -> int:
     return order.index(value) if value in order else len(order)
 
 
-def group_key(dtype: str, role: str, family: str) -> tuple[int, str, int, str, int, str]:
-    """Sort key for groups: bf16 first, then activation before gradient, model first."""
+def group_key(
+    dtype: str, role: str, family: str, model: str = "", model_order: Sequence[str] = ()
+) -> tuple[int, str, int, str, int, str, int, str]:
+    """Sort key for groups: bf16 first, then activation before gradient, real models before
+    the synthetic family, models in `model_order` (corpus order), so each model's group sits
+    beside the other models' groups of the same dtype and role."""
     return (
         _order(dtype, DTYPE_ORDER),
         dtype,
@@ -206,7 +220,22 @@ def group_key(dtype: str, role: str, family: str) -> tuple[int, str, int, str, i
         role,
         _order(family, FAMILY_ORDER),
         family,
+        _order(model, tuple(model_order)),
+        model,
     )
+
+
+def model_order(items: Iterable[Any]) -> list[str]:
+    """The models of items (anything with a .model) in order of first appearance."""
+    return list(dict.fromkeys(getattr(x, "model", "") for x in items))
+
+
+def group_label(family: str, model: str) -> str:
+    """How a group is named in tables: the model, with the synthetic family marked as the
+    stress case it is ("synthetic-llama-like (synthetic stress case)")."""
+    if family == STRESS_FAMILY:
+        return f"{model or family} (synthetic stress case)"
+    return model or family
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -220,12 +249,13 @@ def _extreme(fn: Any, values: Iterable[float]) -> float:
 
 
 def aggregate(measurements: list[Measurement], codec_order: list[str]) -> list[Aggregate]:
-    """Group measurements per codec x family x role x dtype, in report order."""
-    groups: dict[tuple[str, str, str, str], list[Measurement]] = {}
+    """Group measurements per codec x family x model x role x dtype, in report order
+    (`group_key`, models in the order they first appear, codecs in codec_order)."""
+    groups: dict[tuple[str, str, str, str, str], list[Measurement]] = {}
     for m in measurements:
-        groups.setdefault((m.codec, m.family, m.role, m.dtype), []).append(m)
+        groups.setdefault((m.codec, m.family, m.model, m.role, m.dtype), []).append(m)
     out: list[Aggregate] = []
-    for (codec, family, role, dtype), ms in groups.items():
+    for (codec, family, model, role, dtype), ms in groups.items():
         good = [m for m in ms if m.ok]
         tc = sum(m.compress_s for m in good)
         td = sum(m.decompress_s for m in good)
@@ -243,6 +273,7 @@ def aggregate(measurements: list[Measurement], codec_order: list[str]) -> list[A
                 kind=ms[0].kind,
                 lossless=lossless,
                 family=family,
+                model=model,
                 role=role,
                 dtype=dtype,
                 n_tensors=len(ms),
@@ -262,23 +293,29 @@ def aggregate(measurements: list[Measurement], codec_order: list[str]) -> list[A
             )
         )
     rank = {c: i for i, c in enumerate(codec_order)}
+    models = model_order(measurements)
     out.sort(
-        key=lambda a: (*group_key(a.dtype, a.role, a.family), rank.get(a.codec, len(rank)), a.codec)
+        key=lambda a: (
+            *group_key(a.dtype, a.role, a.family, a.model, models),
+            rank.get(a.codec, len(rank)),
+            a.codec,
+        )
     )
     return out
 
 
 def aggregate_bounds(bounds: list[TensorBounds]) -> list[BoundAggregate]:
-    """Mean entropy and RD limits per family x role x dtype, in report order."""
-    groups: dict[tuple[str, str, str], list[TensorBounds]] = {}
+    """Mean entropy and RD limits per family x model x role x dtype, in report order."""
+    groups: dict[tuple[str, str, str, str], list[TensorBounds]] = {}
     for b in bounds:
-        groups.setdefault((b.family, b.role, b.dtype), []).append(b)
+        groups.setdefault((b.family, b.model, b.role, b.dtype), []).append(b)
     out = []
-    for (family, role, dtype), bs in groups.items():
+    for (family, model, role, dtype), bs in groups.items():
         rds = [b.rd for b in bs if b.rd is not None]
         out.append(
             BoundAggregate(
                 family=family,
+                model=model,
                 role=role,
                 dtype=dtype,
                 n_tensors=len(bs),
@@ -291,5 +328,6 @@ def aggregate_bounds(bounds: list[TensorBounds]) -> list[BoundAggregate]:
                 n_rows_below_channels=sum(1 for r in rds if r.rows < r.channels),
             )
         )
-    out.sort(key=lambda a: group_key(a.dtype, a.role, a.family))
+    models = model_order(bounds)
+    out.sort(key=lambda a: group_key(a.dtype, a.role, a.family, a.model, models))
     return out

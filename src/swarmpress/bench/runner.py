@@ -5,16 +5,23 @@ error, PSNR (DESIGN.md "Metrics"), compress and decompress MB/s, break-even band
 B* = (1 - ratio) * S / (t_compress + t_decompress), the Apex lossless and lossy scores, and
 a bit-exactness check for everything that claims to be lossless (a failure is recorded in
 `BenchResult.lossless_failures`, never dropped). Per tensor it also runs the physical
-references of `references` (memcpy and zstd-1 on the same bytes, kind "reference"),
-computes the limits of `bounds`, and on one typical tensor per role a quality sweep for
-the ratio-vs-similarity plot.
+references of `references` (memcpy and zstd-1 on the same bytes, kind "reference"; off
+with references=False), computes the limits of `bounds`, and on one typical tensor per
+role a quality sweep for the ratio-vs-similarity plot (`sweep_entries`: the median-size
+bf16 tensor of the role; on the default corpus that is SmolLM2-135M-Instruct L05, the
+report names it).
 
 Timing: time.perf_counter around one call, best of a few repeats for small tensors (one
 for large ones), one core (codecs run inline; anchors pinned to one thread: blosc2
-nthreads=1, zipnn threads=1, SZ3 without OpenMP, ZFP serial). Lossy anchors are tuned
+nthreads=1, zipnn threads=1, SZ3 without OpenMP, ZFP serial; numpy's BLAS and any OpenMP
+pool limited to one thread while measuring, see `threads`). Lossy anchors are tuned
 first (bounded search, see `anchors.LossyAnchor.tune`) and then timed at the tuned
 setting; the tuning time is not counted, the float32 conversion of bf16/fp16 inputs is.
 Stateful codecs get a fresh encoder and decoder per tensor and one repeat.
+
+Results are grouped per model as well as per family (`results.aggregate`), and quick mode
+keeps at most QUICK_TENSORS_PER_GROUP tensors per family x model x role x dtype, so every
+model of the corpus is measured in a quick run too.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from swarmpress.bench.results import (
     aggregate_bounds,
 )
 from swarmpress.bench.specs import build_codec, default_codec_specs
+from swarmpress.bench.threads import describe as describe_threads
+from swarmpress.bench.threads import one_thread
 from swarmpress.codecs import Codec, CodecError, codec_class, get_codec
 from swarmpress.codecs import metrics as M
 from swarmpress.codecs.tensors import BF16, to_float64
@@ -225,6 +234,7 @@ def _new_measurement(
         role=entry.role,
         dtype=entry.dtype,
         original_bytes=int(x.nbytes),
+        model=entry.model,
     )
 
 
@@ -239,13 +249,14 @@ def _lossless_failure(m: Measurement) -> str | None:
 
 
 def select_entries(corpus: Corpus, quick: bool = False) -> list[Entry]:
-    """All entries, or with quick at most QUICK_TENSORS_PER_GROUP per family x role x dtype."""
+    """All entries, or with quick at most QUICK_TENSORS_PER_GROUP per family x model x role
+    x dtype (the first ones in corpus order), so every model is in a quick run."""
     if not quick:
         return list(corpus.entries)
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str, str], int] = {}
     out = []
     for e in corpus.entries:
-        k = (e.family, e.role, e.dtype)
+        k = (e.family, e.model, e.role, e.dtype)
         if seen.get(k, 0) < QUICK_TENSORS_PER_GROUP:
             seen[k] = seen.get(k, 0) + 1
             out.append(e)
@@ -253,7 +264,9 @@ def select_entries(corpus: Corpus, quick: bool = False) -> list[Entry]:
 
 
 def sweep_entries(entries: list[Entry]) -> dict[str, Entry]:
-    """One typical tensor per role: median size among its bf16 tensors (any dtype if none)."""
+    """One typical tensor per role: median size among its bf16 tensors (any dtype if none),
+    ties broken by name. Over every model and family: on the default corpus (MiniLM 786 kB,
+    SmolLM2 922 kB, synthetic 2 MB) that is SmolLM2-135M-Instruct L05, the real Llama."""
     out: dict[str, Entry] = {}
     for role in dict.fromkeys(e.role for e in entries):
         cands = [e for e in entries if e.role == role]
@@ -316,14 +329,15 @@ def run_bench(
     target_similarity: float = 0.99,
     progress: ProgressFn | None = None,
     *,
+    references: bool = True,
     quick: bool = False,
     sweep: bool = True,
     max_tune_evals: int | None = None,
     command: str = "",
 ) -> BenchResult:
     """Measure every codec spec (default: all registered + blockq:bits=4), every anchor
-    and the physical references on every tensor of the corpus, plus the bounds; see the
-    module docstring. The references run with or without anchors.
+    (anchors=False: none) and the physical references (references=False: none) on every
+    tensor of the corpus, plus the bounds; see the module docstring.
 
     Raises CodecError for an unknown codec or bad spec and CorpusError for a bad corpus,
     before any measurement starts.
@@ -339,7 +353,7 @@ def run_bench(
         _warm_up(codec)
     aset = load_anchors() if anchors else None
     anchor_list = aset.available if aset else []
-    refs = load_references()
+    refs = load_references() if references else []
     evals = max_tune_evals if max_tune_evals is not None else (8 if quick else 12)
     entries = select_entries(corpus, quick)
     sweepers = sweep_entries(entries) if sweep else {}
@@ -369,19 +383,20 @@ def run_bench(
         )  # fmt: skip
         x64 = to_float64(x)
         reps = repeats_for(x.nbytes, quick)
-        for label, codec in built:
-            measurements.append(
-                _measure_codec(label, codec, entry, x, x64, reps, target_similarity)
-            )
-            tick(f"{entry.name} · {label}")
-        for anchor in anchor_list:
-            measurements.append(
-                _measure_anchor(anchor, entry, x, x64, reps, target_similarity, evals)
-            )
-            tick(f"{entry.name} · {anchor.name}")
-        for ref in refs:
-            measurements.append(_measure_reference(ref, entry, x, x64, reps, target_similarity))
-            tick(f"{entry.name} · {ref.name} (reference)")
+        with one_thread():  # the timed section: no BLAS/OpenMP worker on a second core
+            for label, codec in built:
+                measurements.append(
+                    _measure_codec(label, codec, entry, x, x64, reps, target_similarity)
+                )
+                tick(f"{entry.name} · {label}")
+            for anchor in anchor_list:
+                measurements.append(
+                    _measure_anchor(anchor, entry, x, x64, reps, target_similarity, evals)
+                )
+                tick(f"{entry.name} · {anchor.name}")
+            for ref in refs:
+                measurements.append(_measure_reference(ref, entry, x, x64, reps, target_similarity))
+                tick(f"{entry.name} · {ref.name} (reference)")
         spec: _bounds.Spectrum | None
         try:
             spec = _bounds.channel_spectrum(x)
@@ -389,7 +404,7 @@ def run_bench(
             spec = None
         tb = _bounds.tensor_bounds(
             x, target_similarity, tensor=entry.name, family=entry.family, role=entry.role,
-            spectrum=spec,
+            model=entry.model, spectrum=spec,
         )  # fmt: skip
         if spec is None and tb.rd_error is None:
             tb.rd_error = "no channel spectrum (non-finite values)"
@@ -418,12 +433,14 @@ def run_bench(
                     for a in anchor_list},
         "anchors_skipped": dict(aset.skipped) if aset else {"all": "disabled (--no-anchors)"},
         "references": {r.name: {"library": r.library, "setting": r.setting} for r in refs},
+        "references_skipped": None if references else "disabled (--no-references)",
         "quick": quick,
         "max_tune_evals": evals,
         "sweep_tensors": {r: e.name for r, e in sweepers.items()},
         "typical_tensor": typical.name if typical else None,
         "timing": "time.perf_counter, best of repeats, one core (anchors pinned to one "
                   "thread); lossy-anchor tuning not counted, bf16/fp16 -> f32 conversion counted",
+        "threads": describe_threads(),
     }  # fmt: skip
     result = BenchResult(
         meta=meta,

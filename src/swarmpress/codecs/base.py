@@ -16,7 +16,7 @@ import numpy as np
 
 from swarmpress.codecs import frame as _frame
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.limits import check_decode_size
+from swarmpress.codecs.limits import check_decode_size, check_expansion
 from swarmpress.codecs.tensors import (
     Container,
     DType,
@@ -104,6 +104,10 @@ class Codec(ABC):
     lossless: ClassVar[bool]
     stateful: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = ()
+    #: Most decoded bytes one payload byte can stand for, where the format bounds it (raw 1,
+    #: zstd 32768); None where it cannot (an entropy coder turns a constant tensor into a
+    #: few bytes), and decode_array then checks each stream against the shape itself.
+    max_expansion: ClassVar[float | None] = None
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}
@@ -189,7 +193,23 @@ class Codec(ABC):
             raise CodecError(f"tensor has {ndim} dimensions; frames hold at most {_frame.MAX_NDIM}")
 
     def _decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
-        check_decode_size(fr.numel, fr.dtype.itemsize)  # before any decoder allocates
+        """Checks that need no payload parsing, then the codec's decoder.
+
+        A MemoryError (a tensor within the cap that this machine cannot hold, or a decoder
+        bug) surfaces as CodecError, so a caller handles bad frames with one except clause.
+        """
+        nbytes = fr.numel * fr.dtype.itemsize
+        # Both before any decoder allocates: the absolute cap, then the format's ratio.
+        check_decode_size(fr.numel, fr.dtype.itemsize)
+        check_expansion(self.codec_id, len(fr.payload), nbytes, self.max_expansion)
+        try:
+            return self._decode_checked(fr, device)
+        except MemoryError:
+            raise CodecError(
+                f"{self.codec_id}: not enough memory to decode a {nbytes}-byte tensor"
+            ) from None
+
+    def _decode_checked(self, fr: _frame.Frame, device: Any) -> Any:
         if fr.container == Container.TORCH and device is not None and str(device) != "cpu":
             out = self.decode_on_device(fr.payload, fr.dtype, fr.shape, device)
             if out is not None:

@@ -94,6 +94,9 @@ class BlockQuantCodec(Codec):
         (slen,) = _SCALES.unpack_from(mv, 0)
         if slen > len(mv) - _SCALES.size:
             raise CodecError("blockq payload truncated: scale section runs past the end")
+        # The code stream's header, table and length are checked before anything per block
+        # or per element is decompressed or allocated.
+        chunks = iter_symbols(mv[_SCALES.size + slen :], numel, self._span())
         raw = decompress_exact(
             mv[_SCALES.size : _SCALES.size + slen], nblocks * 4, "blockq block maxima"
         )
@@ -102,7 +105,7 @@ class BlockQuantCodec(Codec):
             raise CodecError("blockq block maxima must be finite and non-negative")
         out = np.empty(numel, dtype=dtype.numpy)
         start = 0
-        for codes in iter_symbols(mv[_SCALES.size + slen :], numel, self._span()):
+        for codes in chunks:
             if codes.size and (codes.min() < 0 or codes.max() > 2 * self.qmax):
                 raise CodecError("blockq codes fall outside the quantization grid")
             n = codes.size

@@ -1,10 +1,18 @@
-"""Compiled loops of the `lossy` fast mode: statistics, measure-at-a-step, encode, decode.
+"""Compiled loops of the `lossy` fast mode: statistics, measurement, quantization, rANS lanes.
 
-Each loop reads the tensor in place (bf16 bits are widened one row at a time into a
-scratch row), so no whole-tensor float copy exists on either side. The encoder and the
-decoder share `_dequant_row`, so the values the encoder measured are bit for bit the values
-the decoder produces. Element (row, channel) of a (rows, chans) view uses the model table
-picked by its channel and row scale codes (see lossy_fast.py).
+The tensor is a (rows, chans) view read in place (bf16 as its uint16 bits, widened to
+float32 one row at a time), so no whole-tensor float copy exists on either side. Work is
+cut into fixed pieces that do not depend on the thread count, so frames are identical
+whatever the number of threads:
+
+* blocks of rows for quantization and verification (partial sums per block, summed in
+  block order by the caller);
+* flat chunks of values for entropy coding: each chunk is an independent stream of four
+  interleaved rANS states (lane = position in the chunk mod 4) sharing one word stream,
+  plus a stack of raw bits (low bits of wide buckets, escapes).
+
+Encoder and decoder share `dequant_row`, so the values the encoder verified are bit for
+bit the values the decoder produces. Renormalisation is branch-free on both sides.
 """
 
 from __future__ import annotations
@@ -12,46 +20,33 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from swarmpress.codecs.rans import (
-    ENC_SHIFT,
-    RANS_L,
-    TOTAL,
-    bits_add,
-    bits_take,
-    dec_step,
-    enc_step,
-)
+from swarmpress.codecs.rans import PREC, RANS_L, TOTAL
 
 ESC_HALF = 26  # an escaped value travels as two 26-bit halves of its zigzag code
+LANES = 4
 OK, FULL, CORRUPT = 0, 1, 2
 OUT_F32, OUT_BF16, OUT_CODES = 0, 1, 2  # what decode writes: float32, bf16 bits, or codes
+CODE_LIMIT = 32767  # int16 code buffers; a block with a larger code asks for int64 ones
+_MASK = TOTAL - 1
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, inline="always")
 def _load_row(src, is_bf16, base, chans, sf, su):
     """Row of the tensor as float32 in sf (su is the same memory seen as uint32)."""
+    row = src[base : base + chans]
     if is_bf16:
         for j in range(chans):
-            su[j] = np.uint32(src[base + j]) << np.uint32(16)
+            su[j] = np.uint32(row[j]) << np.uint32(16)
     else:
         for j in range(chans):
-            sf[j] = src[base + j]
+            sf[j] = row[j]
 
 
-_MAGIC = 6755399441055744.0  # 1.5 * 2**52: (v + M) - M rounds v to nearest even integer
-
-
-@numba.njit(nogil=True)
-def _quant(xv, inv, mu_j):
-    """Residual code of one value (strict IEEE, shared by measure and encode)."""
-    return ((xv * inv + _MAGIC) - _MAGIC) - mu_j
-
-
-@numba.njit(nogil=True)
-def _dequant_row(r_row, mu, step, is_bf16, yf, yu, chans):
+@numba.njit(nogil=True, inline="always")
+def dequant_row(r_row, mu, step, is_bf16, yf, yu, chans):
     """Decoded row: float32((r + mu) * step), then rounded to bf16 (kept in float32) if asked."""
     for j in range(chans):
-        yf[j] = np.float32((r_row[j] + mu[j]) * step)
+        yf[j] = np.float32((np.float64(r_row[j]) + mu[j]) * step)
     if is_bf16:
         for j in range(chans):
             u = yu[j]
@@ -60,245 +55,468 @@ def _dequant_row(r_row, mu, step, is_bf16, yf, yu, chans):
             )
 
 
-@numba.njit(nogil=True, cache=True)
-def channel_stats(src, is_bf16, rows, chans):
-    """Per-channel sum and sum of squares (float64)."""
-    s1 = np.zeros(chans)
-    s2 = np.zeros(chans)
+@numba.njit(nogil=True, fastmath={"reassoc"})
+def _row_sums(sf, yf, chans):
+    """(x.y, y.y, |x-y|^2, max |x-y|) of one row; reassociated so the loop vectorizes."""
+    dot = yy = ee = 0.0
+    emax = 0.0
+    for j in range(chans):
+        xv = np.float64(sf[j])
+        yv = np.float64(yf[j])
+        d = xv - yv
+        dot += xv * yv
+        yy += yv * yv
+        ee += d * d
+        emax = max(emax, abs(d))
+    return dot, yy, ee, emax
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def channel_stats(src, is_bf16, r0, r1, chans, s1, s2):
+    """Add per-channel sum and sum of squares (float64) of rows r0..r1 to s1, s2."""
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
-    for r in range(rows):
+    for r in range(r0, r1):
         _load_row(src, is_bf16, r * chans, chans, sf, su)
         for j in range(chans):
             v = np.float64(sf[j])
             s1[j] += v
             s2[j] += v * v
-    return s1, s2
 
 
-@numba.njit(nogil=True, cache=True)
-def row_energy(src, is_bf16, rows, chans, mean, inv_var):
-    """Per-row mean of (x - channel mean)^2 / channel variance over channels that vary."""
-    e = np.zeros(rows)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out):
+    """out[r] = mean over every stride-th channel of (x - mean)^2 / var, rows r0..r1."""
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
-    for r in range(rows):
+    cnt = (chans + stride - 1) // stride
+    for r in range(r0, r1):
         _load_row(src, is_bf16, r * chans, chans, sf, su)
         acc = 0.0
-        for j in range(chans):
+        for j in range(0, chans, stride):
             d = np.float64(sf[j]) - mean[j]
             acc += d * d * inv_var[j]
-        e[r] = acc / chans
-    return e
+        out[r] = acc / cnt
 
 
 @numba.njit(nogil=True, cache=True)
-def measure(src, is_bf16, rows, chans, step, mu, row_w, chan_acc, out_bf16):
-    """Quantize at step and compare with the exact values the decoder will produce.
-
-    Returns (dot, |x|^2, |y|^2, |x-y|^2, max |x-y|, max |code|); chan_acc receives the sum
-    over rows of r^2 * row_w (the channel scale estimate of the residual codes).
-    """
+def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16):
+    """(x.y, x.x, y.y, |x-y|^2, max |x-y|, max |code|) over the given rows at step."""
     inv = 1.0 / step
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
     yf = np.empty(chans, np.float32)
     yu = yf.view(np.uint32)
     rr = np.empty(chans)
-    dot = xx = yy = ee = emax = 0.0
-    rmax = 0.0
-    for j in range(chans):
-        chan_acc[j] = 0.0
-    for r in range(rows):
+    dot = xx = yy = ee = emax = vmax = 0.0
+    for r in row_ids:
         _load_row(src, is_bf16, r * chans, chans, sf, su)
-        w = row_w[r]
         for j in range(chans):
-            v = _quant(np.float64(sf[j]), inv, mu[j])
-            rr[j] = v
-            chan_acc[j] += v * v * w
-            a = abs(v)
-            if a > rmax:
-                rmax = a
-        _dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
+            rr[j] = np.rint(np.float64(sf[j]) * inv) - mu[j]
+            vmax = max(vmax, abs(rr[j]))
+        dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
+        d, x2, e, m = _row_sums(sf, yf, chans)
+        dot += d
+        yy += x2
+        ee += e
+        emax = max(emax, m)
         for j in range(chans):
-            xv = np.float64(sf[j])
-            yv = np.float64(yf[j])
-            d = xv - yv
-            dot += xv * yv
-            xx += xv * xv
-            yy += yv * yv
-            ee += d * d
-            if abs(d) > emax:
-                emax = abs(d)
-    return dot, xx, yy, ee, emax, rmax
+            xx += np.float64(sf[j]) * np.float64(sf[j])
+    return dot, xx, yy, ee, emax, vmax
 
 
-@numba.njit(nogil=True)
-def _row_tables(cc, rc_r, kmin, kmax, slot_of_k, tj):
-    """Model table of every channel in a row with row scale code rc_r."""
-    for j in range(cc.size):
-        k = min(max(cc[j] + rc_r, kmin), kmax)
-        tj[j] = slot_of_k[k - kmin]
+@numba.njit(nogil=True, fastmath={"reassoc"})
+def _code_sums(rr, w, chan_acc, chans):
+    """Largest |code| of a row; chan_acc += code^2 * w (reassociated so it vectorizes)."""
+    rowmax = 0.0
+    for j in range(chans):
+        v = rr[j]
+        chan_acc[j] += v * v * w
+        rowmax = max(rowmax, abs(v))
+    return rowmax
 
 
 @numba.njit(nogil=True, cache=True)
-def encode(
-    src, is_bf16, codes, from_codes, rows, chans, step, mu, cc, rc, kmin, kmax, slot_of_k, lb_t,
-    m_t, enc, buf, bits,
-):  # fmt: skip
-    """rANS-code every residual (backwards) and stack raw bits; (word start, bit count, status).
+def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, chan_acc):
+    """Quantize rows r0..r1 into q (flat, int16 or int64) and verify them.
 
-    Raw bits (low bits of wide buckets, escaped values) are appended to `bits` in 32-bit
-    words; the decoder, walking forwards, takes them from the top. With from_codes the
-    residuals come ready-made in `codes` (quantized on a device) instead of from `src`.
+    Returns (x.y, y.y, |x-y|^2, max |x-y|, max |code|); chan_acc (zeroed here) receives the
+    sum over rows of code^2 * row_w. With an int16 q, codes beyond CODE_LIMIT stop the
+    block early and report their size, so the caller can redo it with int64 codes.
     """
     inv = 1.0 / step
+    wide = q.itemsize == 8
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
-    tj = np.empty(chans, np.int64)
-    x = np.int64(RANS_L)
-    pos = buf.size
-    acc = np.int64(0)
-    nacc = 0
-    wi = 0
-    for r in range(rows - 1, -1, -1):
-        if not from_codes:
-            _load_row(src, is_bf16, r * chans, chans, sf, su)
-        _row_tables(cc, rc[r], kmin, kmax, slot_of_k, tj)
-        for j in range(chans - 1, -1, -1):
-            if from_codes:
-                v = codes[r * chans + j]
-            else:
-                v = np.int64(_quant(np.float64(sf[j]), inv, mu[j]))
-            t = tj[j]
-            lb = lb_t[t]
-            m = m_t[t]
-            hi = v >> lb
-            if hi > m or hi < -m:
-                z = (v << 1) ^ (v >> 63)  # zigzag; |v| < 2**50 keeps it below 2**52
-                acc, nacc = bits_add(acc, nacc, z, ESC_HALF)
-                if nacc >= 32:
-                    if wi >= bits.size:
-                        return 0, 0, FULL
-                    bits[wi] = acc & 0xFFFFFFFF
-                    wi += 1
-                    acc >>= 32
-                    nacc -= 32
-                acc, nacc = bits_add(acc, nacc, z >> ESC_HALF, ESC_HALF)
-                s = 2 * m + 1
-            else:
-                if lb:
-                    acc, nacc = bits_add(acc, nacc, v - (hi << lb), lb)
-                s = hi + m
+    yf = np.empty(chans, np.float32)
+    yu = yf.view(np.uint32)
+    rr = np.empty(chans)
+    dot = yy = ee = emax = vmax = 0.0
+    chan_acc[:] = 0.0
+    for r in range(r0, r1):
+        base = r * chans
+        _load_row(src, is_bf16, base, chans, sf, su)
+        for j in range(chans):
+            rr[j] = np.rint(np.float64(sf[j]) * inv) - mu[j]
+        rowmax = _code_sums(rr, row_w[r], chan_acc, chans)
+        vmax = max(vmax, rowmax)
+        if not wide and rowmax > CODE_LIMIT:
+            return dot, yy, ee, emax, vmax
+        qr = q[base : base + chans]
+        for j in range(chans):
+            qr[j] = rr[j]
+        dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
+        d, y2, e, m = _row_sums(sf, yf, chans)
+        dot += d
+        yy += y2
+        ee += e
+        emax = max(emax, m)
+    return dot, yy, ee, emax, vmax
+
+
+@numba.njit(nogil=True, cache=True)
+def chunk_tables(a, b, chans, row_tab, rc_idx, tt):
+    """tt[i - a] = model table of flat element i, for i in a..b: row_tab[rc_idx[row], chan]."""
+    i = a
+    while i < b:
+        r = i // chans
+        j0 = i - r * chans
+        end = min(b, (r + 1) * chans)
+        tt[i - a : end - a] = row_tab[rc_idx[r], j0 : j0 + end - i]
+        i = end
+
+
+@numba.njit(nogil=True, inline="always")
+def _renc(x, enc, e, buf, pos):
+    """(state, word position) after coding the symbol whose encoder entry is e (unsigned
+    indices: no negative-index fix-ups in the hot loop)."""
+    row = enc[np.uint64(e)]
+    c = x >= row[0]  # renormalise first: branch-free, the word is kept only if c
+    buf[np.uint64(pos - 1)] = x & 0xFFFF
+    pos -= c
+    x >>= 16 * c
+    return x + row[3] + ((x * row[1]) >> row[2]) * row[4], pos
+
+
+@numba.njit(nogil=True, inline="always")
+def _sym(v, inf):
+    """(encoder entry, raw value, raw width) of residual v in the table whose packed info
+    (first entry | m << 24 | low bits << 40) is inf; width -1: an escape."""
+    lb = inf >> 40
+    m = (inf >> 24) & 0xFFFF
+    hi = v >> lb
+    s = hi + m
+    if np.uint64(s) > np.uint64(2 * m):  # |hi| > m, in one unsigned compare
+        return (inf & 0xFFFFFF) + 2 * m + 1, v, np.int64(-1)
+    return (inf & 0xFFFFFF) + s, v - (hi << lb), lb
+
+
+@numba.njit(nogil=True)
+def _push_raw(acc, nacc, wi, bits, r, w):
+    """Push w raw bits of r (w < 0: the escaped value r as two 26-bit zigzag halves), flushing
+    whole 32-bit words; (acc, nacc, wi, full). Out of line: the rare and general path."""
+    if w < 0:
+        z = (r << 1) ^ (r >> 63)  # |r| < 2**50 keeps it below 2**52
+        for half in (z & ((np.int64(1) << ESC_HALF) - 1), z >> ESC_HALF):
+            acc |= half << nacc
+            nacc += ESC_HALF
             if nacc >= 32:
                 if wi >= bits.size:
-                    return 0, 0, FULL
+                    return acc, nacc, wi, True
                 bits[wi] = acc & 0xFFFFFFFF
                 wi += 1
                 acc >>= 32
                 nacc -= 32
-            if x >= (enc[t, s, 0] << ENC_SHIFT):
-                pos -= 1
-                buf[pos] = x & 0xFFFF
-                x >>= 16
-            x = enc_step(x, enc[t, s, 1], enc[t, s, 2], enc[t, s, 3], enc[t, s, 4])
-    buf[pos - 1] = x & 0xFFFF
-    buf[pos - 2] = x >> 16
-    nbits = 32 * wi + nacc
-    if nacc:
+        return acc, nacc, wi, False
+    acc |= r << nacc
+    nacc += w
+    if nacc >= 32:
         if wi >= bits.size:
-            return 0, 0, FULL
-        bits[wi] = acc
-    return pos - 2, nbits, OK
+            return acc, nacc, wi, True
+        bits[wi] = acc & 0xFFFFFFFF
+        wi += 1
+        acc >>= 32
+        nacc -= 32
+    return acc, nacc, wi, False
 
 
 @numba.njit(nogil=True, cache=True)
-def decode(
-    words,
-    bits,
-    nbits,
-    rows,
-    chans,
-    step,
-    mu,
-    cc,
-    rc,
-    kmin,
-    kmax,
-    slot_of_k,
-    lb_t,
-    m_t,
-    slots,
-    out,
-    out_mode,
-):
-    """Inverse of encode, writing float32 values, bf16 bits (uint16) or the integer codes
-    (int64), as out_mode says; returns a status."""
-    if words.size < 2:
+def encode_chunk(q, a, b, tt, einfo, enc, buf, bits):
+    """Code flat elements a..b of q backwards into buf (words, from its end) and bits.
+
+    Element i of the chunk goes to lane i % 4; its raw bits (low bits of wide buckets,
+    escapes) are pushed in the same backward order. Returns (first word index, raw bit
+    count, status); status FULL when bits is too small.
+    """
+    n = b - a
+    qc = q[a:b]
+    n4 = n - (n & 3)
+    x0 = x1 = x2 = x3 = np.int64(RANS_L)
+    pos = buf.size
+    acc = np.int64(0)
+    nacc = np.int64(0)
+    wi = 0
+    cap = bits.size
+    for i in range(n - 1, n4 - 1, -1):  # the tail of n % 4 elements: lanes 0..2
+        e, rv, rw = _sym(np.int64(qc[i]), einfo[tt[i]])
+        acc, nacc, wi, full = _push_raw(acc, nacc, wi, bits, rv, rw)
+        if full:
+            return 0, 0, FULL
+        if i - n4 == 2:
+            x2, pos = _renc(x2, enc, e, buf, pos)
+        elif i - n4 == 1:
+            x1, pos = _renc(x1, enc, e, buf, pos)
+        else:
+            x0, pos = _renc(x0, enc, e, buf, pos)
+    for gi in range(n4 // 4 - 1, -1, -1):
+        g = gi * 4
+        e3, r3, w3 = _sym(np.int64(qc[g + 3]), einfo[tt[g + 3]])
+        e2, r2, w2 = _sym(np.int64(qc[g + 2]), einfo[tt[g + 2]])
+        e1, r1, w1 = _sym(np.int64(qc[g + 1]), einfo[tt[g + 1]])
+        e0, r0, w0 = _sym(np.int64(qc[g]), einfo[tt[g]])
+        x3, pos = _renc(x3, enc, e3, buf, pos)
+        x2, pos = _renc(x2, enc, e2, buf, pos)
+        x1, pos = _renc(x1, enc, e1, buf, pos)
+        x0, pos = _renc(x0, enc, e0, buf, pos)
+        if (w3 | w2 | w1 | w0) < 0 or w3 + w2 + w1 + w0 > 32:  # escapes, wide raw fields
+            for r, w in ((r3, w3), (r2, w2), (r1, w1), (r0, w0)):
+                acc, nacc, wi, full = _push_raw(acc, nacc, wi, bits, r, w)
+                if full:
+                    return 0, 0, FULL
+            continue
+        acc |= r3 << nacc
+        nacc += w3
+        acc |= r2 << nacc
+        nacc += w2
+        acc |= r1 << nacc
+        nacc += w1
+        acc |= r0 << nacc
+        nacc += w0
+        if nacc >= 32:
+            if wi >= cap:
+                return 0, 0, FULL
+            bits[wi] = acc & 0xFFFFFFFF
+            wi += 1
+            acc >>= 32
+            nacc -= 32
+    for x in (x3, x2, x1, x0):  # the decoder reads lane 0 first
+        buf[pos - 1] = x & 0xFFFF
+        buf[pos - 2] = x >> 16
+        pos -= 2
+    nbits = 32 * wi + nacc
+    if nacc:
+        if wi >= cap:
+            return 0, 0, FULL
+        bits[wi] = acc
+    return pos, nbits, OK
+
+
+ESCAPE_FIELD = 127  # slot-table value field of the escape symbol; others hold hi + 64
+FIELD_BIAS = 64
+
+
+@numba.njit(nogil=True, cache=True)
+def encode_range(q, c0, c1, n, size, chans, row_tab, rc_idx, einfo, enc, tt, buf, bits, out_w,
+                 out_b, table):  # fmt: skip
+    """Code chunks c0..c1 (chunk c: flat values c*size ..), appending their words to out_w and
+    their raw-bit words to out_b, and their counts to table[c]. Returns (words, bit words)
+    written, or (-1, -1) when out_b is too small (the caller retries with more)."""
+    wpos = 0
+    bpos = 0
+    for c in range(c0, c1):
+        a = c * size
+        b = min(n, a + size)
+        chunk_tables(a, b, chans, row_tab, rc_idx, tt)
+        start, nbits, status = encode_chunk(q, a, b, tt, einfo, enc, buf, bits)
+        if status != OK:
+            return -1, -1
+        nw = buf.size - start
+        nbw = (nbits + 31) >> 5
+        if bpos + nbw > out_b.size:
+            return -1, -1
+        out_w[wpos : wpos + nw] = buf[start:]
+        out_b[bpos : bpos + nbw] = bits[:nbw]
+        table[c, 0] = nw
+        table[c, 1] = nbits
+        wpos += nw
+        bpos += nbw
+    return wpos, bpos
+
+
+@numba.njit(nogil=True, inline="always")
+def _dec_one(x, sb, slots, words, ptr, last):
+    """(value field, state, word pointer) after decoding one symbol with the slot table at
+    sb. Indices are unsigned: no negative-index fix-ups in the hot loop."""
+    e = np.int64(slots[np.uint64(sb) + np.uint64(x & _MASK)])
+    f = e & 0x7F
+    x = ((e >> 7) & 0x1FFF) * (x >> PREC) + (e >> 20)
+    nx = (x << 16) | np.int64(words[np.uint64(min(ptr, last))])
+    c = x < RANS_L
+    x = nx if c else x
+    return f, x, ptr + c
+
+
+@numba.njit(nogil=True, inline="always")
+def _bits_word(b16, wi):
+    """Raw-bit word wi of a stream held as little-endian uint16 pairs (no alignment needed)."""
+    return np.int64(b16[2 * wi]) | (np.int64(b16[2 * wi + 1]) << 16)
+
+
+@numba.njit(nogil=True)
+def _take_value(f, lb, b16, acc, nacc, wi):
+    """(residual, acc, nacc, wi, ok) of value field f, raw bits popped from the stack.
+    Out of line: the general path (escapes, wide raw fields, stream ends)."""
+    if f == ESCAPE_FIELD:
+        z = np.int64(0)
+        for _ in range(2):  # two 26-bit halves of the zigzag code, high half on top
+            if nacc < ESC_HALF:
+                if wi == 0:
+                    return np.int64(0), acc, nacc, wi, False
+                wi -= 1
+                acc = (acc << 32) | _bits_word(b16, wi)
+                nacc += 32
+            nacc -= ESC_HALF
+            z = (z << ESC_HALF) | ((acc >> nacc) & ((np.int64(1) << ESC_HALF) - 1))
+            acc &= (np.int64(1) << nacc) - 1
+        return (z >> 1) ^ -(z & 1), acc, nacc, wi, True
+    v = f - FIELD_BIAS
+    if lb:
+        if nacc < lb:
+            if wi == 0:
+                return np.int64(0), acc, nacc, wi, False
+            wi -= 1
+            acc = (acc << 32) | _bits_word(b16, wi)
+            nacc += 32
+        nacc -= lb
+        v = (v << lb) + ((acc >> nacc) & ((np.int64(1) << lb) - 1))
+        acc &= (np.int64(1) << nacc) - 1
+    return v, acc, nacc, wi, True
+
+
+@numba.njit(nogil=True, cache=True)
+def decode_chunk(words, b16, nbits, n, info, slots, tt, codes):
+    """Inverse of encode_chunk for its n values: codes[:n] receive the residuals; a status.
+
+    info[t] = first slot of table t | raw low bits << 32. b16 holds the raw-bit words as
+    uint16 pairs. A group of four values with no escape and at most 32 raw bits pops them
+    in one refill; other groups take the general path.
+    """
+    if words.size < 2 * LANES or nbits > 16 * b16.size or b16.size & 1:
         return CORRUPT
-    x = (np.int64(words[0]) << 16) | np.int64(words[1])
-    ptr = 2
+    x0 = (np.int64(words[0]) << 16) | np.int64(words[1])
+    x1 = (np.int64(words[2]) << 16) | np.int64(words[3])
+    x2 = (np.int64(words[4]) << 16) | np.int64(words[5])
+    x3 = (np.int64(words[6]) << 16) | np.int64(words[7])
+    ptr = 2 * LANES
+    last = words.size - 1
     wi = (nbits - 1) >> 5 if nbits else 0  # word holding the top of the bit stack
     nacc = nbits - 32 * wi
-    acc = bits[wi] if nbits else np.int64(0)
+    acc = _bits_word(b16, wi) if nbits else np.int64(0)
     if acc >> nacc:
         return CORRUPT  # set bits above the declared count
-    rr = np.empty(chans)
-    yf = np.empty(chans, np.float32)
-    yu = yf.view(np.uint32)
-    tj = np.empty(chans, np.int64)
-    for r in range(rows):
-        _row_tables(cc, rc[r], kmin, kmax, slot_of_k, tj)
-        for j in range(chans):
-            t = tj[j]
-            s, x = dec_step(x, slots[t, x & (TOTAL - 1)])
-            if x < RANS_L:
-                if ptr >= words.size:
-                    return CORRUPT
-                x = (x << 16) | np.int64(words[ptr])
-                ptr += 1
-            m = m_t[t]
-            lb = lb_t[t]
-            if s > 2 * m + 1:
-                return CORRUPT
-            if s == 2 * m + 1:
-                if nacc < ESC_HALF:
-                    if wi == 0:
-                        return CORRUPT
-                    wi -= 1
-                    acc, nacc = (acc << 32) | bits[wi], nacc + 32
-                hi_z, acc, nacc = bits_take(acc, nacc, ESC_HALF)
-                if nacc < ESC_HALF:
-                    if wi == 0:
-                        return CORRUPT
-                    wi -= 1
-                    acc, nacc = (acc << 32) | bits[wi], nacc + 32
-                lo_z, acc, nacc = bits_take(acc, nacc, ESC_HALF)
-                z = (hi_z << ESC_HALF) | lo_z
-                v = (z >> 1) ^ -(z & 1)
-            else:
-                v = s - m
-                if lb:
-                    if nacc < lb:
-                        if wi == 0:
-                            return CORRUPT
-                        wi -= 1
-                        acc, nacc = (acc << 32) | bits[wi], nacc + 32
-                    low, acc, nacc = bits_take(acc, nacc, lb)
-                    v = (v << lb) + low
-            rr[j] = np.float64(v)
-        base = r * chans
-        if out_mode == OUT_CODES:
-            for j in range(chans):
-                out[base + j] = rr[j]
+    n4 = n - (n & 3)
+    lowmask = np.int64(0xFFFFFFFF)
+    for gi in range(n4 // 4):
+        g = gi * 4
+        i0 = info[tt[g]]
+        i1 = info[tt[g + 1]]
+        i2 = info[tt[g + 2]]
+        i3 = info[tt[g + 3]]
+        f0, x0, ptr = _dec_one(x0, i0 & lowmask, slots, words, ptr, last)
+        f1, x1, ptr = _dec_one(x1, i1 & lowmask, slots, words, ptr, last)
+        f2, x2, ptr = _dec_one(x2, i2 & lowmask, slots, words, ptr, last)
+        f3, x3, ptr = _dec_one(x3, i3 & lowmask, slots, words, ptr, last)
+        l0 = i0 >> 32
+        l1 = i1 >> 32
+        l2 = i2 >> 32
+        l3 = i3 >> 32
+        need = l0 + l1 + l2 + l3
+        esc = (
+            (f0 == ESCAPE_FIELD)
+            | (f1 == ESCAPE_FIELD)
+            | (f2 == ESCAPE_FIELD)
+            | (f3 == ESCAPE_FIELD)
+        )
+        if not esc and need <= 32 and (nacc >= need or wi > 0):
+            if nacc < need:
+                wi -= 1
+                acc = (acc << 32) | _bits_word(b16, wi)
+                nacc += 32
+            nacc -= l0
+            codes[g] = ((f0 - FIELD_BIAS) << l0) + ((acc >> nacc) & ((np.int64(1) << l0) - 1))
+            nacc -= l1
+            codes[g + 1] = ((f1 - FIELD_BIAS) << l1) + ((acc >> nacc) & ((np.int64(1) << l1) - 1))
+            nacc -= l2
+            codes[g + 2] = ((f2 - FIELD_BIAS) << l2) + ((acc >> nacc) & ((np.int64(1) << l2) - 1))
+            nacc -= l3
+            codes[g + 3] = ((f3 - FIELD_BIAS) << l3) + ((acc >> nacc) & ((np.int64(1) << l3) - 1))
+            acc &= (np.int64(1) << nacc) - 1
             continue
-        _dequant_row(rr, mu, step, out_mode == OUT_BF16, yf, yu, chans)
-        if out_mode == OUT_BF16:
-            for j in range(chans):
-                out[base + j] = yu[j] >> np.uint32(16)
+        for k, f, lb in ((0, f0, l0), (1, f1, l1), (2, f2, l2), (3, f3, l3)):
+            v, acc, nacc, wi, ok = _take_value(f, lb, b16, acc, nacc, wi)
+            if not ok:
+                return CORRUPT
+            codes[g + k] = v
+    for i in range(n4, n):  # the tail of n % 4 elements: lanes 0..2
+        inf = info[tt[i]]
+        if i == n4:
+            f, x0, ptr = _dec_one(x0, inf & lowmask, slots, words, ptr, last)
+        elif i == n4 + 1:
+            f, x1, ptr = _dec_one(x1, inf & lowmask, slots, words, ptr, last)
         else:
-            for j in range(chans):
-                out[base + j] = yf[j]
-    if x != RANS_L or ptr != words.size or nacc != 0 or wi != 0:
+            f, x2, ptr = _dec_one(x2, inf & lowmask, slots, words, ptr, last)
+        v, acc, nacc, wi, ok = _take_value(f, inf >> 32, b16, acc, nacc, wi)
+        if not ok:
+            return CORRUPT
+        codes[i] = v
+    if ptr != words.size or nacc != 0 or wi != 0:
+        return CORRUPT
+    if x0 != RANS_L or x1 != RANS_L or x2 != RANS_L or x3 != RANS_L:
         return CORRUPT
     return OK
+
+
+@numba.njit(nogil=True, cache=True)
+def decode_range(streams, woff, nwords, boff, nbits, c0, c1, n, size, chans, row_tab, rc_idx,
+                 info, slots, step, mu, out, out_mode, tt, codes):  # fmt: skip
+    """Decode chunks c0..c1 into out; the first corrupt chunk's index, or -1."""
+    for c in range(c0, c1):
+        a = c * size
+        b = min(n, a + size)
+        words = streams[woff[c] : woff[c] + nwords[c]]
+        b16 = streams[boff[c] : boff[c] + 2 * ((nbits[c] + 31) >> 5)]
+        chunk_tables(a, b, chans, row_tab, rc_idx, tt)
+        if decode_chunk(words, b16, nbits[c], b - a, info, slots, tt, codes) != OK:
+            return c
+        dequant_chunk(codes, a, b, chans, step, mu, out, out_mode)
+    return -1
+
+
+@numba.njit(nogil=True, cache=True)
+def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode):
+    """Write elements a..b of the output from their codes (float32, bf16 bits or codes):
+    float32((code + mu) * step), rounded to bf16 as in dequant_row."""
+    yf = np.empty(min(chans, b - a), np.float32)
+    yu = yf.view(np.uint32)
+    i = a
+    while i < b:
+        r = i // chans
+        j0 = i - r * chans
+        end = min(b, (r + 1) * chans)
+        cnt = end - i
+        c = codes[i - a : end - a]
+        m = mu[j0 : j0 + cnt]
+        o = out[i:end]
+        if out_mode == OUT_CODES:
+            o[:] = c
+        elif out_mode == OUT_BF16:
+            for k in range(cnt):
+                yf[k] = np.float32((np.float64(c[k]) + m[k]) * step)
+            for k in range(cnt):
+                u = yu[k]
+                u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+                o[k] = np.uint16(u >> np.uint32(16))
+        else:
+            for k in range(cnt):
+                o[k] = np.float32((np.float64(c[k]) + m[k]) * step)
+        i = end

@@ -13,6 +13,7 @@ and every failure raises CodecError with a message naming the field.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 import zlib
@@ -28,7 +29,11 @@ FLAG_STATEFUL = 0x01
 KNOWN_FLAGS = FLAG_STATEFUL
 MAX_NDIM = 32
 MAX_ELEMENTS = 1 << 40
+MAX_PARAM_DEPTH = 8  # nesting of arrays/objects in the params JSON
+MAX_PARAM_DIGITS = 20  # digits of an integer in the params JSON (any 64-bit value fits)
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _FIXED = struct.Struct("<4sBBBBBB")  # magic, version, flags, dtype, container, ndim, id_len
 MIN_FRAME = _FIXED.size + 2 + 8 + 4
 
@@ -150,19 +155,8 @@ def unpack(blob: bytes | bytearray | memoryview) -> Frame:
         raise CodecError("codec id in frame header is not ASCII") from None
     if not _ID_RE.match(codec_id):
         raise CodecError(f"invalid codec id {codec_id!r} in frame header")
-    try:
-        params = json.loads(bytes(pjson))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CodecError("codec params in frame header are not valid JSON") from None
-    if not isinstance(params, dict):
-        raise CodecError("codec params in frame header are not a JSON object")
-    if any(d > MAX_ELEMENTS for d in shape):
-        raise CodecError(f"frame declares a dimension above the {MAX_ELEMENTS} limit")
-    numel = 1
-    for d in shape:
-        numel *= d
-    if numel > MAX_ELEMENTS:
-        raise CodecError(f"frame declares {numel} elements, more than the {MAX_ELEMENTS} limit")
+    params = parse_params(bytes(pjson))
+    check_shape(shape)
     return Frame(
         codec_id=codec_id,
         params=params,
@@ -172,6 +166,77 @@ def unpack(blob: bytes | bytearray | memoryview) -> Frame:
         payload=mv[pos : pos + payload_len],
         flags=flags,
     )
+
+
+def parse_params(raw: bytes) -> dict[str, Any]:
+    """The params JSON object of a frame; CodecError for anything hostile or malformed.
+
+    Nesting deeper than MAX_PARAM_DEPTH, integers longer than MAX_PARAM_DIGITS digits and
+    non-finite numbers (NaN, Infinity, 1e999) are refused before they can reach Python's
+    recursion limit, its integer-conversion limit or a codec's parameter checks.
+    """
+    if _json_depth(raw) > MAX_PARAM_DEPTH:
+        raise CodecError(f"codec params in frame header nest deeper than {MAX_PARAM_DEPTH} levels")
+    try:
+        params = json.loads(
+            raw.decode("utf-8"),
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CodecError("codec params in frame header are not valid JSON") from None
+    if not isinstance(params, dict):
+        raise CodecError("codec params in frame header are not a JSON object")
+    return params
+
+
+def check_shape(shape: tuple[int, ...] | list[int]) -> None:
+    """CodecError unless the shape's elements, zero-size dimensions aside, stay within limits.
+
+    A zero dimension makes the tensor empty, but numpy (and torch) still refuse a shape
+    whose other dimensions multiply past the address space, so those count too.
+    """
+    nonzero = 1
+    for d in shape:
+        if d > MAX_ELEMENTS:
+            raise CodecError(f"frame declares a dimension above the {MAX_ELEMENTS} limit")
+        if d:
+            nonzero *= d
+            if nonzero > MAX_ELEMENTS:
+                raise CodecError(
+                    f"frame declares a shape of more than {MAX_ELEMENTS} elements "
+                    "(zero-size dimensions aside)"
+                )
+
+
+def _json_depth(raw: bytes) -> int:
+    """Deepest nesting of arrays and objects in raw JSON (strings skipped), capped early."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_PARAM_DEPTH:
+                break
+    return deepest
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_PARAM_DIGITS:
+        raise CodecError(f"codec params in frame header hold an integer of {len(text)} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise CodecError("codec params in frame header hold a non-finite number")
+    return value
+
+
+def _json_constant(text: str) -> float:
+    raise CodecError(f"codec params in frame header hold {text}, which JSON does not allow")
 
 
 def _take(mv: memoryview, pos: int, size: int, what: str) -> tuple[int, memoryview]:

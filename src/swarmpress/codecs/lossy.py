@@ -23,10 +23,11 @@ import numpy as np
 
 from swarmpress.codecs import lossy_fast
 from swarmpress.codecs.base import Codec, Param, Role
-from swarmpress.codecs.entropy import range_decoder
+from swarmpress.codecs.entropy import check_room, range_decoder
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import (
     decode_field,
+    decode_field_into,
     encode_field,
     estimate_bits,
     pack_blob,
@@ -38,7 +39,9 @@ from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType, all_finite
 
 TARGETS = ("similarity", "rel_l2", "max_abs")
-_FAST, _MAX = 0, 1  # payload mode byte
+# payload mode byte (0: the retired single-state fast format; 3: the tensor held NaN or
+# infinity and travels bit-exact through the `lossless` codec instead)
+_OLD_FAST, _MAX, _FAST, _VERBATIM = 0, 1, 2, 3
 _HEAD = struct.Struct("<dH")  # quantization step, rank of the low-rank part
 _FIX = 1 << 15  # basis fixed point: entries are n / 2**15, |n| < 2**15
 _RANKS = (4, 8, 16, 32, 64, 128)
@@ -128,8 +131,9 @@ class LossyCodec(Codec):
         Param(
             "mode",
             str,
-            "max",
-            "max: low-rank search and adaptive models; fast: one pass of compiled rANS",
+            "fast",
+            "fast: sampled rate control and compiled rANS lanes; max: adds a low-rank search "
+            "and adaptive models (20-50x slower)",
             choices=("max", "fast"),
         ),
         Param(
@@ -139,6 +143,14 @@ class LossyCodec(Codec):
             "largest low-rank part tried (0: off)",
             minimum=0,
             maximum=1024,
+        ),
+        Param(
+            "threads",
+            int,
+            1,
+            "threads for the fast mode's passes and chunks (frames do not depend on it)",
+            minimum=1,
+            maximum=256,
         ),
     )
 
@@ -288,15 +300,26 @@ class LossyCodec(Codec):
         if arr.size == 0:
             return b""
         if self.config["mode"] == "fast":
-            if not all_finite(arr):
-                raise CodecError("lossy cannot encode NaN or infinite values; use `lossless`")
             rows, chans = _channels_rows(arr.shape, arr.size)
             dtype = DType.of(arr.dtype)
             t, v = self.config["target"], self.config["value"]
-            payload = lossy_fast.encode(arr, dtype, rows, chans, t, v)
+            try:
+                payload = lossy_fast.encode(arr, dtype, rows, chans, t, v, self.config["threads"])
+            except lossy_fast.NonFinite:
+                return self._encode_verbatim(arr, role)
             if payload is not None:
                 return bytes([_FAST]) + payload
+        if not all_finite(arr):
+            return self._encode_verbatim(arr, role)
         return bytes([_MAX]) + self._encode_max(arr)
+
+    @staticmethod
+    def _encode_verbatim(arr: np.ndarray, role: Role) -> bytes:
+        """NaN or infinity in the tensor: a training step must not crash on a lossy link, and
+        a quality target means nothing there, so the tensor travels bit-exact (`lossless`)."""
+        from swarmpress.codecs.registry import get_codec
+
+        return bytes([_VERBATIM]) + get_codec("lossless").encode_array(arr, role)
 
     def encode_on_device(self, tensor, info, role: Role) -> bytes | None:
         """Fast mode quantizes where the tensor lives (lossy_torch.py); max mode on the host."""
@@ -352,17 +375,24 @@ class LossyCodec(Codec):
                 raise CodecError("lossy payload for an empty tensor must be empty")
             return np.zeros(shape, dtype=dtype.numpy)
         nrows, nchan = _channels_rows(shape, numel)
+        if len(mv) and mv[0] == _VERBATIM:
+            from swarmpress.codecs.registry import get_codec
+
+            return get_codec("lossless").decode_array(mv[1:], dtype, shape)
         if len(mv) < 1 or mv[0] not in (_FAST, _MAX):
+            if len(mv) and mv[0] == _OLD_FAST:
+                raise CodecError("lossy frame uses the retired single-state fast format")
             raise CodecError("lossy payload has no known mode byte")
         if mv[0] == _FAST:
-            return lossy_fast.decode(mv[1:], dtype, nrows, nchan).reshape(shape)
+            out = lossy_fast.decode(mv[1:], dtype, nrows, nchan, self.config["threads"])
+            return out.reshape(shape)
         mv = mv[1:]
         if len(mv) < _HEAD.size:
             raise CodecError("lossy payload truncated: header missing")
         step, rank = _HEAD.unpack_from(mv, 0)
         if not (math.isfinite(step) and step > 0):
             raise CodecError("lossy payload declares an invalid quantization step")
-        if rank > min(nrows, nchan):
+        if rank > min(nrows, nchan, _MAX_RANK):
             raise CodecError(f"lossy payload declares rank {rank} for a {nrows}x{nchan} tensor")
         raw, pos = unpack_blob(mv, _HEAD.size, 8 * nchan, "channel means")
         means = np.frombuffer(raw, dtype="<i8").astype(np.float64)
@@ -372,15 +402,30 @@ class LossyCodec(Codec):
             basis = np.frombuffer(raw, dtype="<i2").astype(np.float64).reshape(rank, nchan)
             coeff_side, pos = read_field(mv, pos, nrows, rank)
         resid_side, pos = read_field(mv, pos, nrows, nchan)
+        # Every field's symbols must fit in the words before anything per value exists.
+        bits = resid_side.min_bits + (coeff_side.min_bits if rank else 0.0)
+        check_room(len(mv) - pos, bits, "lossy range-coded stream")
         decoder = range_decoder(mv[pos:], "lossy range-coded stream")
-        proj = 0.0
-        if rank:
-            coeffs = decode_field(decoder, coeff_side).astype(np.float64)
-            if np.abs(coeffs).max(initial=0) * rank * _FIX >= 2.0**53:
-                raise CodecError("lossy low-rank coefficients are out of range")
-            proj = _project(coeffs, basis, step)
-        resid = decode_field(decoder, resid_side).astype(np.float64)
-        values = (resid + means[None, :]) * step + proj
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = values.astype(dtype.numpy)
+        out = np.empty(numel, dtype=dtype.numpy)
+        if not rank:  # each value is final as soon as it is decoded
+
+            def put(positions: np.ndarray, values: np.ndarray) -> None:
+                v = (values + means[positions % nchan]) * step + 0.0  # + 0.0: as resid + proj
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out[positions] = v.astype(dtype.numpy)
+
+            decode_field_into(decoder, resid_side, put)
+            return out.reshape(shape)
+        coeffs = decode_field(decoder, coeff_side)
+        biggest = max(abs(int(coeffs.min())), abs(int(coeffs.max()))) if coeffs.size else 0
+        if biggest * rank * _FIX >= 2**53:
+            raise CodecError("lossy low-rank coefficients are out of range")
+        resid = decode_field(decoder, resid_side)
+        rows_per = max(1, (1 << 16) // nchan)
+        out2 = out.reshape(nrows, nchan)
+        for r0 in range(0, nrows, rows_per):  # the same float64 steps, a block of rows at a time
+            proj = _project(coeffs[r0 : r0 + rows_per].astype(np.float64), basis, step)
+            values = (resid[r0 : r0 + rows_per] + means[None, :]) * step + proj
+            with np.errstate(over="ignore", invalid="ignore"):
+                out2[r0 : r0 + rows_per] = values.astype(dtype.numpy)
         return out.reshape(shape)

@@ -21,7 +21,7 @@ import constriction
 import numpy as np
 
 from swarmpress.codecs.base import Param, Role
-from swarmpress.codecs.entropy import range_decoder
+from swarmpress.codecs.entropy import check_room, range_decoder
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import (
     decode_field,
@@ -29,6 +29,7 @@ from swarmpress.codecs.fieldcode import (
     estimate_bits,
     pack_blob,
     read_field,
+    skip_blob,
     unpack_blob,
 )
 from swarmpress.codecs.lossy import (
@@ -238,34 +239,44 @@ class StreamLossyCodec(LossyCodec):
             raise CodecError(f"lossy-stream frame has {nchan} channels, above max_channels")
         if chans != nchan or rank not in ((nchan,) if flags & _USES_BASIS else (0,)):
             raise CodecError("lossy-stream header disagrees with the tensor shape")
-        basis, new_basis = self._dec_basis, None
+        basis, basis_at, new_basis = self._dec_basis, None, None
         if flags & _HAS_BASIS:
             if rank == 0 or basis_id != self._dec_basis_id + 1:
                 raise CodecError("lossy-stream basis update is out of sequence")
-            raw, pos = unpack_blob(mv, pos, 2 * rank * nchan, "stream basis")
-            new_basis = np.frombuffer(raw, dtype="<i2").astype(np.float64).reshape(rank, nchan)
-            if np.abs(new_basis).max() > 127:
-                raise CodecError("lossy-stream basis entries out of range")
-            basis = new_basis * _COARSE
+            basis_at, pos = pos, skip_blob(mv, pos, "stream basis")  # read once the rest fits
         elif basis_id != self._dec_basis_id:
             raise CodecError(
                 f"lossy-stream frame needs basis #{basis_id}, this decoder holds "
                 f"#{self._dec_basis_id}: a frame was lost or reordered"
             )
-        if flags & _USES_BASIS and (basis is None or basis.shape != (rank, nchan)):
+        elif flags & _USES_BASIS and (basis is None or basis.shape != (rank, nchan)):
             raise CodecError("lossy-stream frame uses a basis the decoder does not have")
         raw, pos = unpack_blob(mv, pos, 8 * nchan, "channel means")
         means = np.frombuffer(raw, dtype="<i8").astype(np.float64)
         side, pos = read_field(mv, pos, nrows, nchan)
+        check_room(len(mv) - pos, side.min_bits, "lossy-stream range-coded stream")
+        if basis_at is not None:  # channels^2 entries: only once the field is known to fit
+            raw, _ = unpack_blob(mv, basis_at, 2 * rank * nchan, "stream basis")
+            new_basis = np.frombuffer(raw, dtype="<i2").astype(np.float64).reshape(rank, nchan)
+            if np.abs(new_basis).max() > 127:
+                raise CodecError("lossy-stream basis entries out of range")
+            basis = new_basis * _COARSE
         decoder = range_decoder(mv[pos:], "lossy-stream range-coded stream")
-        field = decode_field(decoder, side).astype(np.float64)
+        field = decode_field(decoder, side)  # int32 where the values fit
         if flags & _USES_BASIS:
-            if np.abs(field).max(initial=0) * rank * _FIX >= 2.0**53:
+            biggest = max(abs(int(field.min())), abs(int(field.max())))
+            if biggest * rank * _FIX >= 2**53:
                 raise CodecError("lossy-stream coefficients are out of range")
-            values = means[None, :] * step + _project(field, basis, step)
-        else:
-            values = (field + means[None, :]) * step
+        out = np.empty((nrows, nchan), dtype=dtype.numpy)
+        rows_per = max(1, (1 << 16) // nchan)
+        for r0 in range(0, nrows, rows_per):  # the same float64 steps, a block of rows at a time
+            part = field[r0 : r0 + rows_per]
+            if flags & _USES_BASIS:
+                values = means[None, :] * step + _project(part.astype(np.float64), basis, step)
+            else:
+                values = (part + means[None, :]) * step
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[r0 : r0 + rows_per] = values.astype(dtype.numpy)
         if new_basis is not None:  # commit state only once the whole frame decoded
             self._dec_basis, self._dec_basis_id = basis, basis_id
-        with np.errstate(over="ignore", invalid="ignore"):
-            return values.astype(dtype.numpy).reshape(shape)
+        return out.reshape(shape)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from swarmpress.codecs import lossy_fast
-from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.tensors import DType
 
 
@@ -94,7 +93,7 @@ def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value:
     """Fast-mode payload with the per-value passes on the tensor's device (None: out of range)."""
     torch = _torch()
     if not bool(torch.isfinite(tensor).all()):
-        raise CodecError("lossy cannot encode NaN or infinite values; use `lossless`")
+        return None  # the host path sends such a tensor bit-exact (lossy.py)
     return lossy_fast.encode_with(TorchBackend(tensor, dtype, rows, chans), target, value)
 
 

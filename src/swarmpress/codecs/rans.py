@@ -97,3 +97,16 @@ def bits_take(acc, nacc, w):
     nacc -= w
     val = (acc >> nacc) & ((np.int64(1) << w) - 1)
     return val, acc & ((np.int64(1) << nacc) - 1), nacc
+
+
+def dec_entries32(freq: np.ndarray) -> np.ndarray:
+    """Compact slot table (uint32, size TOTAL): symbol | freq << 7 | (slot - start) << 20.
+
+    Half the bytes of dec_entries, so more tables stay in L1; needs at most 128 symbols.
+    """
+    if freq.size > 128:
+        raise CodecError(f"compact rANS tables hold at most 128 symbols, got {freq.size}")
+    start = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
+    sym = np.repeat(np.arange(freq.size, dtype=np.int64), freq)
+    offset = np.arange(TOTAL, dtype=np.int64) - start[sym]
+    return (sym | (freq.astype(np.int64)[sym] << 7) | (offset << 20)).astype(np.uint32)

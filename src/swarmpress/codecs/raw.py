@@ -25,6 +25,7 @@ class RawCodec(Codec):
     summary = "no compression (the tensor's bytes in a checked frame); the baseline"
     lossless = True
     params = ()
+    max_expansion = 1
 
     def frame_params(self) -> dict:
         return {}
@@ -40,4 +41,6 @@ class RawCodec(Codec):
                 f"raw payload holds {len(payload)} bytes, the frame's shape needs "
                 f"{numel * dtype.itemsize}"
             )
-        return np.frombuffer(bytes(payload), dtype=dtype.numpy).reshape(shape)
+        out = np.empty(numel, dtype=dtype.numpy)  # one writeable copy, not two
+        out.view(np.uint8)[:] = np.frombuffer(payload, dtype=np.uint8)
+        return out.reshape(shape)

@@ -30,7 +30,16 @@ def codec_class(name: str) -> type[Codec]:
 
 
 def get_codec(name: str, **params: Any) -> Codec:
-    """Build a codec by id with parameters, e.g. get_codec("blockq", bits=4)."""
+    """Build a codec by id or spec with parameters: get_codec("blockq", bits=4) and
+    get_codec("blockq:bits=4") are the same codec (the CLI's spec grammar, specs.py)."""
+    if ":" in name:
+        from swarmpress.codecs.specs import parse_codec_spec
+
+        name, parsed = parse_codec_spec(name)
+        both = sorted(set(parsed) & set(params))
+        if both:
+            raise CodecError(f"codec {name!r}: {', '.join(both)} set in the spec and as arguments")
+        params = {**parsed, **params}
     return codec_class(name)(**params)
 
 

@@ -92,7 +92,7 @@ def build_codec(spec: str) -> Codec:
 EXTRA_SPECS = {
     "blockq": "blockq:bits=4",
     "lossless": "lossless:mode=fast",
-    "lossy": "lossy:mode=fast",
+    "lossy": "lossy:mode=max",
 }
 
 

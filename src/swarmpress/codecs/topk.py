@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -45,9 +45,10 @@ import zstandard
 
 from swarmpress.codecs import frame as _frame
 from swarmpress.codecs.base import Codec, Param, Role
-from swarmpress.codecs.entropy import decode_symbols, encode_symbols
+from swarmpress.codecs.entropy import constant_symbol, encode_symbols, iter_symbols
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.planes import pack_bits, pack_plane, unpack_bits, unpack_plane
+from swarmpress.codecs.fieldcode import bit_field
+from swarmpress.codecs.planes import pack_bits, pack_plane, unpack_plane
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import BF16, DType, all_finite
 
@@ -112,31 +113,6 @@ def _rice_encode(g: np.ndarray, r: int) -> bytes:
     return _LEN.pack(len(unary)) + unary + rem
 
 
-def _rice_decode(mv: memoryview, pos: int, n: int, r: int) -> tuple[np.ndarray, int]:
-    if len(mv) - pos < _LEN.size:
-        raise CodecError("topk payload truncated: position stream length missing")
-    (ulen,) = _LEN.unpack_from(mv, pos)
-    pos += _LEN.size
-    if ulen > len(mv) - pos:
-        raise CodecError("topk payload truncated: position stream runs past the end")
-    bits = np.unpackbits(np.frombuffer(mv[pos : pos + ulen], dtype=np.uint8), bitorder="little")
-    pos += ulen
-    zeros = np.flatnonzero(bits == 0)[:n]
-    if zeros.size < n:
-        raise CodecError(f"topk position stream holds {zeros.size} gaps, expected {n}")
-    used = int(zeros[-1]) + 1 if n else 0
-    if ulen != (used + 7) // 8:
-        raise CodecError("topk position stream has the wrong length for its gaps")
-    q = np.diff(zeros, prepend=-1) - 1
-    rlen = (n * r + 7) // 8
-    if rlen > len(mv) - pos:
-        raise CodecError("topk payload truncated: position remainders run past the end")
-    rem = unpack_bits(mv[pos : pos + rlen], n, r)
-    if int(q.max(initial=0)) >= MAX_CHUNK:
-        raise CodecError("topk position gap is larger than any chunk")
-    return (q << r) | rem, pos + rlen
-
-
 def _take(mv: memoryview, pos: int, what: str) -> tuple[memoryview, int]:
     if len(mv) - pos < _LEN.size:
         raise CodecError(f"topk payload truncated: {what} length missing")
@@ -145,6 +121,102 @@ def _take(mv: memoryview, pos: int, what: str) -> tuple[memoryview, int]:
     if n > len(mv) - pos:
         raise CodecError(f"topk payload truncated: {what} runs past the end")
     return mv[pos : pos + n], pos + n
+
+
+_DECODE_BATCH = 1 << 16  # values per decode step (whole chunks): bounds the temporaries
+
+
+class _Reader:
+    """Exactly n values at a time from an iterator of arrays (an entropy stream's chunks)."""
+
+    def __init__(self, parts: Iterator[np.ndarray], what: str) -> None:
+        self._parts = parts
+        self._what = what
+        self._buf = np.zeros(0, dtype=np.int64)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n values (int64); CodecError if the stream ends first."""
+        got = [self._buf]
+        have = self._buf.size
+        while have < n:
+            part = next(self._parts, None)
+            if part is None:
+                raise CodecError(f"{self._what} ends early")
+            got.append(part.astype(np.int64))
+            have += part.size
+        buf = np.concatenate(got) if len(got) > 1 else self._buf
+        self._buf = buf[n:]
+        return buf[:n]
+
+    def finish(self) -> None:
+        """Run the stream to its end (its own checks fire there); nothing may be left over."""
+        extra = self._buf.size + sum(part.size for part in self._parts)
+        if extra:
+            raise CodecError(f"{self._what} holds {extra} more values than the chunks use")
+
+
+class _RiceGaps:
+    """Rice-coded position gaps, read a batch at a time (unary quotients, then remainders)."""
+
+    _BLOCK = 1 << 13  # unary bytes unpacked per step
+
+    def __init__(self, unary: memoryview, rem: memoryview, n: int, r: int) -> None:
+        self._unary, self._rem, self._n, self._r = unary, rem, n, r
+        self._byte = 0  # next unary byte to unpack
+        self._zeros = np.zeros(0, dtype=np.int64)  # terminators found but not taken
+        self._prev = -1  # bit index of the last terminator taken
+        self._done = 0  # gaps taken
+
+    @classmethod
+    def open(cls, mv: memoryview, pos: int, n: int, r: int) -> tuple[_RiceGaps, int]:
+        """Check both sections' lengths against n gaps; (reader, position after them)."""
+        if len(mv) - pos < _LEN.size:
+            raise CodecError("topk payload truncated: position stream length missing")
+        (ulen,) = _LEN.unpack_from(mv, pos)
+        pos += _LEN.size
+        if ulen > len(mv) - pos:
+            raise CodecError("topk payload truncated: position stream runs past the end")
+        if 8 * ulen < n:  # every gap ends with a 0 bit
+            raise CodecError(f"topk position stream of {ulen} bytes cannot hold {n} gaps")
+        unary = mv[pos : pos + ulen]
+        pos += ulen
+        rlen = (n * r + 7) // 8
+        if rlen > len(mv) - pos:
+            raise CodecError("topk payload truncated: position remainders run past the end")
+        return cls(unary, mv[pos : pos + rlen], n, r), pos + rlen
+
+    def take(self, m: int) -> np.ndarray:
+        """The next m gaps (int64)."""
+        found = [self._zeros]
+        have = self._zeros.size
+        while have < m:
+            if self._byte >= len(self._unary):
+                raise CodecError(
+                    f"topk position stream holds {self._done + have} gaps, expected {self._n}"
+                )
+            end = min(self._byte + self._BLOCK, len(self._unary))
+            block = np.frombuffer(self._unary[self._byte : end], dtype=np.uint8)
+            bits = np.unpackbits(block, bitorder="little")
+            found.append(np.flatnonzero(bits == 0) + 8 * self._byte)
+            have += found[-1].size
+            self._byte = end
+        zeros = np.concatenate(found) if len(found) > 1 else self._zeros
+        z, self._zeros = zeros[:m], zeros[m:]
+        q = np.diff(z, prepend=self._prev) - 1
+        if m:
+            self._prev = int(z[-1])
+            if int(q.max()) >= MAX_CHUNK:
+                raise CodecError("topk position gap is larger than any chunk")
+        start, self._done = self._done, self._done + m
+        return (q << self._r) | bit_field(self._rem, start, m, self._r)
+
+    def finish(self) -> None:
+        """All n gaps taken, and the unary section ends in the byte of the last terminator."""
+        if self._done != self._n:
+            raise CodecError(f"topk position stream: {self._done} gaps used, {self._n} declared")
+        used = self._prev + 1 if self._n else 0
+        if len(self._unary) != (used + 7) // 8:
+            raise CodecError("topk position stream has the wrong length for its gaps")
 
 
 @register
@@ -445,9 +517,22 @@ class TopKCodec(Codec):
         return b"".join(parts), pos, dec
 
     # ------------------------------------------------------------------ decode
-    def _parse(self, mv: memoryview, kc: np.ndarray):
-        """Split and check the payload: chunk counts, scales, gaps and value symbols."""
+    def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
+        """Dense tensor from a payload, decoded a batch of chunks at a time.
+
+        Every stream is checked against the counts before the output exists (each must be
+        able to hold the values it declares), and nothing but the output grows with the
+        tensor: per-chunk counts are read twice from their stream instead of kept, and the
+        positions, scales and values of a batch are dropped once it is written.
+        """
+        numel = math.prod(shape)
         chunk, bits = self.config["chunk"], self.config["bits"]
+        mv = memoryview(payload)
+        nch = -(-numel // chunk)
+        last = numel - (nch - 1) * chunk if nch else 0
+        k_full, k_last = (
+            int(v) for v in chunk_budget(np.array([chunk, max(last, 1)]), self.config["density"])
+        )
         if len(mv) < _HEAD.size:
             raise CodecError("topk payload truncated: header missing")
         scheme, r, clen = _HEAD.unpack_from(mv, 0)
@@ -456,59 +541,87 @@ class TopKCodec(Codec):
         pos = _HEAD.size
         if clen > len(mv) - pos:
             raise CodecError("topk payload truncated: chunk counts run past the end")
-        short = decode_symbols(mv[pos : pos + clen], kc.size).astype(np.int64)
+        shorts = mv[pos : pos + clen]
         pos += clen
-        if short.size and (short.min() < 0 or (short > kc).any()):
-            raise CodecError("topk chunk counts exceed the density budget")
-        counts = kc - short
-        total = int(counts.sum())
-        nz = int(np.count_nonzero(counts))
+        batch = max(1, _DECODE_BATCH // max(k_full, 1))  # chunks per step: <= 64 Ki values
+
+        def counts_of(first: int, part: np.ndarray) -> np.ndarray:
+            kc = np.full(part.size, k_full, dtype=np.int64)
+            if first + part.size == nch:
+                kc[-1] = k_last
+            if part.size and (part.min() < 0 or (part > kc).any()):
+                raise CodecError("topk chunk counts exceed the density budget")
+            return kc - part
+
+        # Pass 1: how many values and how many non-empty chunks, without keeping the counts
+        # (in closed form when every chunk is short by the same amount).
+        total = nz = first = 0
+        same = constant_symbol(shorts) if nch else None
+        if same is not None:
+            if same > k_last or (nch > 1 and same > k_full):
+                raise CodecError("topk chunk counts exceed the density budget")
+            total = (nch - 1) * int(k_full - same) + int(k_last - same)
+            nz = (nch - 1) * int(k_full > same) + int(k_last > same)
+        else:
+            for part in iter_symbols(shorts, nch, batch):
+                counts = counts_of(first, part)
+                total += int(counts.sum())
+                nz += int(np.count_nonzero(counts))
+                first += part.size
         raw, pos = unpack_plane(mv, pos, nz if bits == 1 else 2 * nz, itemsize=2)
         if raw.size and raw.max() >= 0x7F80:  # sign bit set, or an infinity / NaN exponent
             raise CodecError("topk chunk scales must be finite and non-negative")
-        scales = raw.view(BF16).astype(np.float64)
         if scheme == RICE:
-            gaps, pos = _rice_decode(mv, pos, total, r)
+            gaps, pos = _RiceGaps.open(mv, pos, total, r)
         else:
             stream, pos = _take(mv, pos, "position stream")
-            gaps = decode_symbols(stream, total).astype(np.int64)
-        if gaps.size and gaps.max() >= chunk:
-            raise CodecError("topk position gap is larger than the chunk")
-        symbols = decode_symbols(mv[pos:], total).astype(np.int64)
-        if symbols.size and symbols.max() >= 2 << (bits - 1):
-            raise CodecError("topk value codes fall outside the quantization grid")
-        return counts, scales, gaps, symbols
+            gaps = _Reader(iter_symbols(stream, total), "topk position stream")
+        values = _Reader(iter_symbols(mv[pos:], total), "topk value stream")
 
-    def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-        numel = math.prod(shape)
-        chunk, bits = self.config["chunk"], self.config["bits"]
-        lens = chunk_sizes(numel, chunk)
-        kc = chunk_budget(lens, self.config["density"])
-        counts, scales, gaps, symbols = self._parse(memoryview(payload), kc)
-        total = gaps.size
-        nz = scales.size if bits == 1 else scales.size // 2
-
-        # positions: cumulative gaps restarted at every chunk, each below its chunk's length
-        chunk_of = np.repeat(np.arange(lens.size), counts)
-        steps = gaps + 1
-        csum = np.cumsum(steps)
-        starts = np.cumsum(counts) - counts
-        before = np.where(starts > 0, csum[np.maximum(starts - 1, 0)], 0) if total else starts
-        inpos = csum - np.repeat(before, counts) - 1
-        if total and (inpos >= lens[chunk_of]).any():
-            raise CodecError("topk positions run past the end of their chunk")
-
-        base = np.zeros(lens.size)
-        step = np.zeros(lens.size)
-        has = counts > 0
-        base[has] = scales[:nz]
-        if bits > 1:
-            step[has] = scales[nz:]
-        j = symbols >> 1
-        finfo = ml_dtypes.finfo(dtype.numpy)
-        mag = np.minimum(base[chunk_of] + j * step[chunk_of], float(finfo.max))
+        # Pass 2: every stream now holds what the counts declare; write the output.
+        finfo_max = float(ml_dtypes.finfo(dtype.numpy).max)
         out = np.zeros(numel, dtype=dtype.numpy)
-        out[chunk_of * chunk + inpos] = np.where(symbols & 1, -mag, mag).astype(dtype.numpy)
+        if total == 0:  # nothing was sent: every stream must be empty, the output is zeros
+            gaps.finish()
+            values.finish()
+            return out.reshape(shape)
+        first = scale_at = 0
+        for part in iter_symbols(shorts, nch, batch):
+            counts = counts_of(first, part)
+            n = int(counts.sum())
+            g = gaps.take(n)
+            sym = values.take(n)
+            if g.size and g.max() >= chunk:
+                raise CodecError("topk position gap is larger than the chunk")
+            if sym.size and sym.max() >= 2 << (bits - 1):
+                raise CodecError("topk value codes fall outside the quantization grid")
+            first += part.size
+            if n == 0:
+                continue
+            # in-chunk positions: cumulative gaps restarted at every chunk
+            local = np.repeat(np.arange(part.size), counts)
+            csum = np.cumsum(g + 1)
+            starts = np.cumsum(counts) - counts
+            before = np.where(starts > 0, csum[np.maximum(starts - 1, 0)], 0)
+            inpos = csum - np.repeat(before, counts) - 1
+            lens = np.full(part.size, chunk, dtype=np.int64)
+            if first == nch:
+                lens[-1] = last
+            if (inpos >= lens[local]).any():
+                raise CodecError("topk positions run past the end of their chunk")
+            has = counts > 0
+            k = int(np.count_nonzero(has))
+            base = np.zeros(part.size)
+            step = np.zeros(part.size)
+            base[has] = raw[scale_at : scale_at + k].view(BF16).astype(np.float64)
+            if bits > 1:
+                step[has] = raw[nz + scale_at : nz + scale_at + k].view(BF16).astype(np.float64)
+            scale_at += k
+            mag = np.minimum(base[local] + (sym >> 1) * step[local], finfo_max)
+            vals = np.where(sym & 1, -mag, mag).astype(dtype.numpy)
+            out[(local + first - part.size) * chunk + inpos] = vals
+        gaps.finish()
+        values.finish()
         return out.reshape(shape)
 
     def max_nonzeros(self, numel: int) -> int:

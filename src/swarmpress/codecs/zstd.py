@@ -15,7 +15,7 @@ from swarmpress.codecs.base import Codec, Param, Role
 from swarmpress.codecs.limits import check_decode_size
 from swarmpress.codecs.registry import register
 from swarmpress.codecs.tensors import DType
-from swarmpress.codecs.zstdio import decompress_exact
+from swarmpress.codecs.zstdio import MAX_RATIO, decompress_exact
 
 
 @register
@@ -25,6 +25,7 @@ class ZstdCodec(Codec):
     codec_id = "zstd"
     summary = "raw bytes through Zstandard; the Apex lossless baseline"
     lossless = True
+    max_expansion = MAX_RATIO
     params = (
         Param("level", int, 3, "Zstandard compression level", minimum=-7, maximum=22),
         Param(

@@ -11,9 +11,22 @@ import zstandard
 
 from swarmpress.codecs.errors import CodecError
 
+# A Zstandard block regenerates at most 128 KiB and costs at least 4 bytes (a 3-byte block
+# header and one RLE byte), so no frame decompresses to more than 32768 times its size.
+MAX_RATIO = 32768
+
 
 def decompress_exact(data: bytes | memoryview, size: int, what: str) -> bytes:
-    """Decompress a zstd frame that must hold exactly size bytes; CodecError otherwise."""
+    """Decompress a zstd frame that must hold exactly size bytes; CodecError otherwise.
+
+    Checked before anything is allocated: the declared content size (when present) and
+    Zstandard's largest possible ratio against the bytes given.
+    """
+    if size > MAX_RATIO * len(data):
+        raise CodecError(
+            f"{what} holds {len(data)} compressed bytes, too few for {size} bytes "
+            f"(Zstandard expands at most {MAX_RATIO} times)"
+        )
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:

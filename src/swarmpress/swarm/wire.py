@@ -30,7 +30,7 @@ VERSION = 1
 MAX_HEADER = 1 << 20
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # `none` is the uncompressed baseline: the raw tensor in a checked frame.
-CODEC_ALIASES = {"none": "raw", "lossy": "lossy:mode=fast"}
+CODEC_ALIASES = {"none": "raw"}
 
 
 class WireError(ValueError):

@@ -86,20 +86,67 @@ def get_profile(name: str, path: str | Path | None = None) -> CodecProfile:
     return profiles[name]
 
 
-def from_bench(bench_json: str | Path, family: str = "model") -> dict:
-    """Profiles file contents from a `swarmpress bench --json` result (bf16 means)."""
+#: The model whose bench figures feed the twin by default: the real Llama-architecture model
+#: of the default corpus, cut where a pipeline cuts it (what a swarm actually ships).
+DEFAULT_BENCH_MODEL = "SmolLM2-135M-Instruct"
+
+
+def _bench_models(aggregates: list[dict]) -> list[str]:
+    return list(dict.fromkeys(a["model"] for a in aggregates if a.get("model")))
+
+
+def _pick_model(aggregates: list[dict], model: str) -> str:
+    """The bench model name that `model` means: an exact name, else the one model it is a
+    case-insensitive prefix of ('smollm2' -> 'SmolLM2-135M-Instruct'), else the one model it
+    is a case-insensitive part of ('minilm' -> 'all-MiniLM-L6-v2')."""
+    models = _bench_models(aggregates)
+    if model in models:
+        return model
+    key = model.lower()
+    hits: list[str] = []
+    for match in (str.startswith, str.__contains__):
+        hits = [m for m in models if match(m.lower(), key)]
+        if hits:
+            break
+    if len(hits) == 1:
+        return hits[0]
+    known = ", ".join(models) or "none"
+    why = "is ambiguous" if hits else "is not in it"
+    raise ProfileError(f"model {model!r} {why}; the bench result has: {known}")
+
+
+def from_bench(bench_json: str | Path, model: str = DEFAULT_BENCH_MODEL) -> dict:
+    """Profiles file contents from a `swarmpress bench --json` result: the bf16 means of one
+    model's activation and gradient groups, per codec (gradients stand in for weight deltas).
+
+    model: which model's figures to use, by name or a unique case-insensitive prefix or
+    part ('smollm2', 'minilm'); default SmolLM2-135M-Instruct, the real Llama-architecture
+    model of the default corpus, because its tensors are what a pipeline ships (MiniLM's
+    are smaller and easier, the synthetic family is a stress case). Codecs that failed or
+    missed the similarity target on any tensor of the model are left out. bench.json files
+    written before the bench grouped by model have no `model` key in their aggregates:
+    then the `family == "model"` means are used (every real model pooled) and `model` is
+    ignored. Raises ProfileError (a ValueError) when the result has no such model.
+    """
     d = json.loads(Path(bench_json).read_text())
     machine = d.get("meta", {}).get("machine", {})
+    aggs = [a for a in d["aggregates"] if a["dtype"] == "bfloat16" and a["kind"] == "codec"]
+    if any("model" in a for a in d["aggregates"]):
+        chosen = _pick_model(d["aggregates"], model)
+        aggs = [a for a in aggs if a.get("model") == chosen]
+        what = f"{chosen}, bf16 means"
+    else:  # an older bench.json: one group per family
+        aggs = [a for a in aggs if a["family"] == "model"]
+        what = "all real models pooled (bench.json without per-model groups), bf16 means"
+    where = ", ".join(str(machine[k]) for k in ("cpu", "date") if machine.get(k))
     out: dict = {}
-    for a in d["aggregates"]:
-        if a["dtype"] != "bfloat16" or a["family"] != family or a["kind"] != "codec":
-            continue
+    for a in aggs:
         if a["n_errors"] or (not a["lossless"] and a["n_below_target"]):
             continue
         role = {"activation": "activation", "gradient": "gradient"}.get(a["role"])
         if role is None:
             continue
-        entry = out.setdefault(a["codec"], {"source": f"swarmpress bench on {machine}"})
+        entry = out.setdefault(a["codec"], {"source": f"swarmpress bench ({what}) on {where}"})
         entry[role] = {
             "ratio": a["mean_ratio"],
             "compress_bps": a["compress_mbps"] * 1e6,
