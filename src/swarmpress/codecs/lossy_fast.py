@@ -171,7 +171,10 @@ def run_all(fn: Callable, items: Iterable, threads: int) -> list:
     items = list(items)
     if threads <= 1 or len(items) <= 1:
         return [fn(it) for it in items]
-    return list(_pool(threads).map(fn, items))
+    # the calling thread takes the first item itself: one hand-off fewer per pass
+    futures = [_pool(threads - 1).submit(fn, it) for it in items[1:]]
+    first = fn(items[0])
+    return [first, *(f.result() for f in futures)]
 
 
 _scratch = threading.local()
@@ -191,6 +194,15 @@ def scratch(name: str, size: int, dtype) -> np.ndarray:
         if arr.nbytes <= SCRATCH_KEEP:
             setattr(_scratch, name, arr)
     return arr[:size]
+
+
+def map_items(fn: Callable[[int], object], count: int, threads: int) -> list:
+    """[fn(0), ..., fn(count - 1)], in order; with threads, each thread takes one contiguous
+    range (one pool task per thread: the items are too small to pay a task each)."""
+    if threads <= 1 or count <= 1:
+        return [fn(i) for i in range(count)]
+    parts = run_all(lambda r: [fn(i) for i in range(*r)], _ranges(count, threads), threads)
+    return [x for part in parts for x in part]
 
 
 def _groups(rows: int) -> list[tuple[int, int]]:
@@ -231,23 +243,25 @@ class NumbaBackend:
         )
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        def part(g):
+        def part(i):
             s1, s2 = np.zeros(self.chans), np.zeros(self.chans)
-            fk.channel_stats(self.src, self.is_bf16, g[0], g[1], self.chans, s1, s2)
+            r0, r1 = self.groups[i]
+            fk.channel_stats(self.src, self.is_bf16, r0, r1, self.chans, s1, s2)
             return s1, s2
 
-        parts = run_all(part, self.groups, self.threads)
+        parts = map_items(part, len(self.groups), self.threads)
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def row_energy(self, mean: np.ndarray, inv_var: np.ndarray) -> np.ndarray:
         out = np.zeros(self.rows)
         stride = 4 if self.chans >= ENERGY_STRIDE_FROM else 1
 
-        def part(g):
-            fk.row_energy(self.src, self.is_bf16, g[0], g[1], self.chans, mean, inv_var,
+        def part(i):
+            r0, r1 = self.groups[i]
+            fk.row_energy(self.src, self.is_bf16, r0, r1, self.chans, mean, inv_var,
                           stride, out)  # fmt: skip
 
-        run_all(part, self.groups, self.threads)
+        map_items(part, len(self.groups), self.threads)
         return out
 
     def sample(self, step: float, mu: np.ndarray):
@@ -273,7 +287,7 @@ class NumbaBackend:
                 return fk.quantize_block(self.src, self.is_bf16, r0, r1, self.chans, step, mu,
                                          row_w, self.out_bf16, q, acc[i])  # fmt: skip
 
-            res = run_all(part, range(len(self.groups)), self.threads)
+            res = map_items(part, len(self.groups), self.threads)
             vmax = max(r[4] for r in res)
             if vmax <= fk.CODE_LIMIT or dtype is np.int64:
                 break

@@ -35,15 +35,25 @@ def pack_plane(data: np.ndarray, cctx: zstandard.ZstdCompressor, probe: bool = F
     With probe, a 64 KiB sample decides first, so a near-random plane (a mantissa) costs a
     copy instead of a full compression attempt.
     """
-    raw = np.ascontiguousarray(data).tobytes()
+    return b"".join(plane_parts(data, cctx, probe))
+
+
+def plane_parts(
+    data: np.ndarray, cctx: zstandard.ZstdCompressor, probe: bool = False
+) -> list[bytes | memoryview]:
+    """pack_plane as a list of bytes-like parts; a raw plane is a view of `data` (not
+    copied), so the caller joins the parts before changing `data`."""
+    data = np.ascontiguousarray(data)
+    raw = memoryview(data).cast("B")
     if probe and len(raw) > 4 * _PROBE:
-        sample = raw[: _PROBE // 2] + raw[len(raw) // 2 : len(raw) // 2 + _PROBE // 2]
+        half = len(raw) // 2
+        sample = b"".join([raw[: _PROBE // 2], raw[half : half + _PROBE // 2]])
         if len(cctx.compress(sample)) > 0.97 * len(sample):
-            return _PLANE.pack(RAW, len(raw)) + raw
+            return [_PLANE.pack(RAW, len(raw)), raw]
     packed = cctx.compress(raw)
     if len(packed) < len(raw):
-        return _PLANE.pack(ZSTD, len(packed)) + packed
-    return _PLANE.pack(RAW, len(raw)) + raw
+        return [_PLANE.pack(ZSTD, len(packed)), packed]
+    return [_PLANE.pack(RAW, len(raw)), raw]
 
 
 def unpack_plane(mv: memoryview, pos: int, n: int, itemsize: int = 1) -> tuple[np.ndarray, int]:
@@ -66,6 +76,34 @@ def unpack_plane(mv: memoryview, pos: int, n: int, itemsize: int = 1) -> tuple[n
         raise CodecError(f"byte plane holds {len(data)} bytes, expected {want}")
     dtype = {1: np.uint8, 2: np.uint16, 4: np.uint32}[itemsize]
     return np.frombuffer(data, dtype=dtype), pos + length
+
+
+def check_planes(mv: memoryview, pos: int, count: int, n: int) -> None:
+    """Check that `count` planes of n bytes each fill mv from pos exactly, from their
+    headers alone (a Zstandard plane must declare its size): nothing is decompressed or
+    allocated, so a short payload cannot make the caller allocate for a huge shape."""
+    for i in range(count):
+        if len(mv) - pos < _PLANE.size:
+            raise CodecError(f"byte plane {i} truncated: header missing")
+        kind, length = _PLANE.unpack_from(mv, pos)
+        pos += _PLANE.size
+        if length > len(mv) - pos:
+            raise CodecError(f"byte plane {i} runs past the end of the payload")
+        if kind == RAW:
+            if length != n:
+                raise CodecError(f"byte plane {i} holds {length} raw bytes, expected {n}")
+        elif kind == ZSTD:
+            try:
+                declared = zstandard.frame_content_size(mv[pos : pos + length])
+            except zstandard.ZstdError as exc:
+                raise CodecError(f"byte plane {i} is not a Zstandard frame: {exc}") from None
+            if declared != n:
+                raise CodecError(f"byte plane {i} declares {declared} bytes, expected {n}")
+        else:
+            raise CodecError(f"byte plane {i} has unknown kind {kind}")
+        pos += length
+    if pos != len(mv):
+        raise CodecError("byte planes are followed by trailing bytes")
 
 
 _BITS_CHUNK = 1024  # values per step (a multiple of 8 keeps every chunk byte-aligned)
