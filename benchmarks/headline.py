@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/headline.py docs/results/embedded/bench.json README.md
 The block between `<!-- headline:start -->` and `<!-- headline:end -->` is replaced by a
-compact bf16 table (model family) so the README always quotes a committed report.
+compact bf16 table per real model of the corpus (SmolLM2 first: the Llama-architecture model
+a pipeline actually ships; then MiniLM), so the README always quotes a committed report.
 """
 
 from __future__ import annotations
@@ -20,31 +21,54 @@ def _fmt(v: float | str | None, spec: str) -> str:
     return format(v, spec)
 
 
+MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
+
+
 def headline(bench: dict, report_dir: str) -> str:
-    """Markdown: one row per codec/anchor, activation and gradient ratios side by side."""
-    rows: dict[str, dict] = {}
-    for a in bench["aggregates"]:
-        if a["dtype"] != "bfloat16" or a["family"] != "model":
-            continue
-        r = rows.setdefault(a["codec"], {"kind": a["kind"], "lossless": a["lossless"]})
-        r[a["role"]] = a
-    bounds = {
-        b["role"]: b
-        for b in bench["bound_aggregates"]
-        if b["dtype"] == "bfloat16" and b["family"] == "model"
-    }
-    order = sorted(rows, key=lambda k: (not rows[k]["lossless"], rows[k]["kind"] != "codec", k))
+    """Markdown: per real model, one row per codec/anchor, activation and gradient side by
+    side."""
     meta = bench["meta"]
     out = [
-        f"bf16 MiniLM tensors of the embedded corpus, similarity target "
+        f"bf16 tensors of the embedded corpus, similarity target "
         f"{meta.get('target_similarity', 0.99)}; from "
         f"[`{report_dir}/report.md`]({report_dir}/report.md) "
         f"(command and machine there). Ratio = compressed / original, lower is better; "
-        "MB/s = compress / decompress on one core, activations.",
-        "",
+        "MB/s = compress / decompress on one core, activations; break-even = the link speed "
+        "below which the codec makes a transfer faster (activations).",
+    ]
+    models = [m for m in MODELS if any(a.get("model") == m for a in bench["aggregates"])]
+    for model in models or [None]:
+        out += ["", f"**{model or 'model family'}**", "", *_table(bench, model)]
+    return "\n".join(out)
+
+
+def _bandwidth(bps: float | None) -> str:
+    """A break-even bandwidth for the table: MB/s, "never" (no saving) or "-" (unknown)."""
+    if not isinstance(bps, (int, float)) or bps != bps:
+        return "-"
+    if bps <= 0:
+        return "never"
+    return "any" if bps == float("inf") else f"{bps / 1e6:.0f} MB/s"
+
+
+def _mine(rec: dict, model: str | None) -> bool:
+    if rec["dtype"] != "bfloat16" or rec["family"] != "model":
+        return False
+    return model is None or rec.get("model") == model
+
+
+def _table(bench: dict, model: str | None) -> list[str]:
+    rows: dict[str, dict] = {}
+    for a in bench["aggregates"]:
+        if _mine(a, model):
+            r = rows.setdefault(a["codec"], {"kind": a["kind"], "lossless": a["lossless"]})
+            r[a["role"]] = a
+    bounds = {b["role"]: b for b in bench["bound_aggregates"] if _mine(b, model)}
+    order = sorted(rows, key=lambda k: (not rows[k]["lossless"], rows[k]["kind"] != "codec", k))
+    out = [
         "| codec | kind | ratio activations | ratio gradients | min similarity | MB/s "
-        "| Apex score (act) |",
-        "|---|---|---|---|---|---|---|",
+        "| break-even | Apex score (act) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in order:
         r = rows[name]
@@ -52,11 +76,13 @@ def headline(bench: dict, report_dir: str) -> str:
         kind = ("lossless" if r["lossless"] else "lossy") + f" {r['kind']}"
         sims = [x["min_similarity"] for x in (act, grad) if x]
         score = act.get("mean_lossless_score") if r["lossless"] else act.get("mean_lossy_score")
+        be = act.get("break_even_bps")
         out.append(
             f"| {name} | {kind} | {_fmt(act.get('mean_ratio'), '.3f')} | "
             f"{_fmt(grad.get('mean_ratio'), '.3f')} | {_fmt(min(sims) if sims else None, '.4f')} | "
             f"{_fmt(act.get('compress_mbps'), '.0f')} / "
             f"{_fmt(act.get('decompress_mbps'), '.0f')} | "
+            f"{_bandwidth(be)} | "
             f"{_fmt(score, '.3f')} |"
         )
     for key, label in (
@@ -65,9 +91,9 @@ def headline(bench: dict, report_dir: str) -> str:
     ):
         out.append(
             f"| {label} | bound | {_fmt(bounds.get('activation', {}).get(key), '.3f')} | "
-            f"{_fmt(bounds.get('gradient', {}).get(key), '.3f')} | | | |"
+            f"{_fmt(bounds.get('gradient', {}).get(key), '.3f')} | | | | |"
         )
-    return "\n".join(out)
+    return out
 
 
 def main(argv: list[str]) -> int:

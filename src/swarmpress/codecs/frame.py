@@ -90,8 +90,11 @@ def pack(
         struct.pack("<Q", len(payload)),
         payload,
     ]
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    crc = 0
+    for part in parts:  # the checksum runs over the parts: one join, no body-sized copies
+        crc = zlib.crc32(part, crc)
+    parts.append(struct.pack("<I", crc))
+    return b"".join(parts)
 
 
 def unpack(blob: bytes | bytearray | memoryview) -> Frame:
