@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from dataclasses import dataclass
 
 import constriction
@@ -27,9 +28,16 @@ _HEAD = struct.Struct("<BBhhI")  # family, flags, k_min, k_max, escape count
 _ROW_SCALES = 0x01
 
 
+_local = threading.local()
+
+
 def pack_blob(data: bytes) -> bytes:
-    """A length-prefixed zstd frame."""
-    body = zstandard.ZstdCompressor(level=3).compress(data)
+    """A length-prefixed zstd frame (one compressor per thread: making one costs more than
+    compressing a few kilobytes of side information)."""
+    comp = getattr(_local, "zstd", None)
+    if comp is None:
+        comp = _local.zstd = zstandard.ZstdCompressor(level=3)
+    body = comp.compress(data)
     return struct.pack("<I", len(body)) + body
 
 
