@@ -247,6 +247,14 @@ def profiles_cmd(
         Path | None, typer.Option("--from-bench", help="Make profiles from a bench --json file.")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the profiles JSON here.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="With --from-bench: the corpus model whose figures become the profiles "
+            "(default SmolLM2-135M-Instruct, the Llama a pipeline ships; 'minilm' works).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List codec profiles (ratio, speed, break-even per role), or make them from a bench run."""
@@ -255,7 +263,7 @@ def profiles_cmd(
 
     if from_bench is not None:
         try:
-            data = make(from_bench)
+            data = make(from_bench) if model is None else make(from_bench, model=model)
         except (OSError, ValueError, KeyError) as exc:
             raise fail(f"cannot read bench results {from_bench}: {exc}") from None
         text = json.dumps(data, indent=1) + "\n"

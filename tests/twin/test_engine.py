@@ -80,7 +80,7 @@ def test_cache_limit_and_backward_priority_hold():
 
 
 def test_lossy_codec_helps_a_link_bound_swarm_and_not_a_compute_bound_one():
-    lossy = get_profile("lossy:mode=fast")
+    lossy = get_profile("lossy")
     link_none, link_lossy = run("link-bound"), run("link-bound", codec=lossy)
     assert link_lossy.total_epoch_time < 0.8 * link_none.total_epoch_time
     comp_none, comp_lossy = run("compute-bound"), run("compute-bound", codec=lossy)
