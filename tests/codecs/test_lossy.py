@@ -230,3 +230,50 @@ def test_spec_strings_build_the_same_codec_as_keywords():
         sp.get_codec("lossy:value=0.95", value=0.9)
     with pytest.raises(sp.CodecError, match="unknown parameter"):
         sp.get_codec("lossy:speed=9")
+
+
+def test_the_widest_fast_buckets_still_decode():
+    # Red team F1: scales whose raw low bits reached 33 overflowed the 64-bit bit stack and
+    # the decoder refused the encoder's own frame. Scan the amplitudes around that edge.
+    for seed in range(6):
+        for amp in (2.0**33, 2.0**33.25, 2.0**33.5, 2.0**34):
+            x = (np.random.default_rng(seed).standard_normal((64, 64)) * amp).astype(np.float32)
+            blob = sp.get_codec("lossy:target=max_abs:value=0.5").encode(x)
+            assert sp.max_abs_error(x, sp.decode(blob)) <= 0.5
+
+
+def test_few_rows_are_one_channel_and_cost_no_more_than_lossless():
+    # Red team F3: one token of 4096 values paid 8-byte means per channel.
+    x = np.random.default_rng(2).standard_normal((1, 4096)).astype(BF16)
+    lossy = sp.get_codec("lossy").encode(x)
+    assert len(lossy) < 0.5 * x.nbytes < len(sp.get_codec("lossless").encode(x))
+    assert sp.similarity(x, sp.decode(lossy)) > 0.99
+
+
+def test_frames_cannot_choose_the_receivers_thread_count():
+    # Red team F4: a frame whose params say threads=256 must not start 256 threads.
+    import threading
+
+    from swarmpress.codecs import frame
+
+    x = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    fr = frame.unpack(sp.get_codec("lossy").encode(x))
+    before = threading.active_count()
+    for t in (250, 251, 252, 253, 254, 255, 256):
+        blob = frame.pack("lossy", {"threads": t}, fr.dtype, fr.container, fr.shape, fr.payload)
+        assert sp.similarity(x, sp.decode(blob)) > 0.99
+    assert threading.active_count() <= before + 4
+
+
+@pytest.mark.parametrize("bad", [123, None, b"lossy"])
+def test_get_codec_names_must_be_strings(bad):
+    with pytest.raises(sp.CodecError, match="must be a string"):
+        sp.get_codec(bad)
+
+
+def test_parameter_values_that_overflow_or_are_not_ascii_are_refused():
+    with pytest.raises(sp.CodecError, match="too large"):
+        sp.get_codec("lossy", value=10**400)
+    for spec in ("lossy:threads=\u0663", "lossy:threads=\uff13", "lossy:value=\u0660.9"):
+        with pytest.raises(sp.CodecError, match="must be"):
+            sp.get_codec(spec)

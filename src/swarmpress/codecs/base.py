@@ -62,7 +62,10 @@ class Param:
         elif self.type is float:
             if isinstance(value, bool) or not isinstance(value, int | float | np.number):
                 raise CodecError(f"{codec_id}: parameter {self.name} must be a number")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise CodecError(f"{codec_id}: parameter {self.name} is too large") from None
             if not np.isfinite(value):
                 raise CodecError(f"{codec_id}: parameter {self.name} must be finite")
         elif self.type is str and not isinstance(value, str):
@@ -108,6 +111,9 @@ class Codec(ABC):
     #: zstd 32768); None where it cannot (an entropy coder turns a constant tensor into a
     #: few bytes), and decode_array then checks each stream against the shape itself.
     max_expansion: ClassVar[float | None] = None
+    #: Parameters that belong to the process running the codec (e.g. threads), never read
+    #: from a frame: a sender must not decide how a receiver spends its machine.
+    local_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}

@@ -57,6 +57,16 @@ def _as_rows(arr: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x.reshape(-1, 1)
 
 
+FEW_ROWS = 32  # fast mode: fewer rows than this and per-channel side information costs more
+
+
+def _fast_layout(shape: tuple[int, ...], numel: int) -> tuple[int, int]:
+    """(rows, channels) the fast mode codes: the last dimension as channels when there are
+    enough rows to pay for per-channel means and scales, else one channel of every value."""
+    rows, chans = _channels_rows(shape, numel)
+    return (rows, chans) if rows >= FEW_ROWS else (numel, 1)
+
+
 def _channels_rows(shape: tuple[int, ...], numel: int) -> tuple[int, int]:
     channels = shape[-1] if len(shape) >= 2 else 1
     return (numel // channels if channels else 0), channels
@@ -119,6 +129,7 @@ class LossyCodec(Codec):
     codec_id = "lossy"
     summary = "meets a quality target per tensor with the fewest bytes (Apex similarity default)"
     lossless = False
+    local_params = ("threads",)
     params = (
         Param("target", str, "similarity", "quality measure to meet", choices=TARGETS),
         Param(
@@ -300,7 +311,7 @@ class LossyCodec(Codec):
         if arr.size == 0:
             return b""
         if self.config["mode"] == "fast":
-            rows, chans = _channels_rows(arr.shape, arr.size)
+            rows, chans = _fast_layout(arr.shape, arr.size)
             dtype = DType.of(arr.dtype)
             t, v = self.config["target"], self.config["value"]
             try:
@@ -327,7 +338,7 @@ class LossyCodec(Codec):
             return None
         from swarmpress.codecs import lossy_torch
 
-        rows, chans = _channels_rows(info.shape, math.prod(info.shape))
+        rows, chans = _fast_layout(info.shape, math.prod(info.shape))
         t, v = self.config["target"], self.config["value"]
         payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v)
         return None if payload is None else bytes([_FAST]) + payload
@@ -339,7 +350,7 @@ class LossyCodec(Codec):
             return None
         from swarmpress.codecs import lossy_torch
 
-        rows, chans = _channels_rows(shape, math.prod(shape))
+        rows, chans = _fast_layout(shape, math.prod(shape))
         return lossy_torch.decode(mv[1:], dtype, shape, rows, chans, device)
 
     def _encode_max(self, arr: np.ndarray) -> bytes:
@@ -384,7 +395,8 @@ class LossyCodec(Codec):
                 raise CodecError("lossy frame uses the retired single-state fast format")
             raise CodecError("lossy payload has no known mode byte")
         if mv[0] == _FAST:
-            out = lossy_fast.decode(mv[1:], dtype, nrows, nchan, self.config["threads"])
+            frows, fchans = _fast_layout(shape, numel)
+            out = lossy_fast.decode(mv[1:], dtype, frows, fchans, self.config["threads"])
             return out.reshape(shape)
         mv = mv[1:]
         if len(mv) < _HEAD.size:

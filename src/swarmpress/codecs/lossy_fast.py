@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -38,9 +39,10 @@ _ROWS = 0x01
 FAMILY = "gaussian"
 MAX_TABLE_SCALE = 4.0  # larger bucket scales keep their low bits raw (near-uniform there)
 TAIL = 8.0  # modelled range |hi| <= TAIL * scale + 1; beyond: escape
-K_FAST_MAX = int(4 * math.log2(MAX_TABLE_SCALE * 2.0**32))  # raw bits stay <= 32
+RAW_BITS_MAX = 32  # a raw field must fit the kernels' 64-bit accumulator beside 31 others
 CHUNK_LOG = 15  # values per coded chunk: 32768 (24 bytes of overhead each)
 CHUNK_LOG_RANGE = (10, 24)
+LIGHT_PASS_VALUES = 1 << 22  # statistics passes use the threads from this many values on
 GROUPS = 16  # fixed partial-sum groups of rows: sums never depend on the thread count
 SAMPLE_VALUES = 1 << 15  # rows sampled for the step search
 ENERGY_STRIDE_FROM = 64  # row energies look at every 4th channel from this many on
@@ -54,6 +56,10 @@ def low_bits(k: int) -> int:
     """Raw low bits of bucket k: the table then models a scale of at most MAX_TABLE_SCALE."""
     s = 2.0 ** (k / scalemodel.STEPS_PER_OCTAVE)
     return math.floor(math.log2(s / MAX_TABLE_SCALE)) + 1 if s > MAX_TABLE_SCALE else 0
+
+
+# the widest bucket whose raw low bits still fit RAW_BITS_MAX (wider tensors go to max mode)
+K_FAST_MAX = max(k for k in range(4 * 64) if low_bits(k) <= RAW_BITS_MAX)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -92,6 +98,11 @@ def _stacked(keys: tuple[bytes, ...], ks: tuple[int, ...]) -> tuple[np.ndarray, 
     return enc, slots
 
 
+def distinct_row_codes(rc: np.ndarray) -> np.ndarray:
+    """Sorted distinct row codes; a zero-stride view (no row codes) is not expanded."""
+    return rc[:1].copy() if rc.strides == (0,) else np.unique(rc)
+
+
 class _Tables:
     """The tables of the buckets a field uses, for the kernels.
 
@@ -101,7 +112,8 @@ class _Tables:
     """
 
     def __init__(self, cc: np.ndarray, rc: np.ndarray) -> None:
-        used = np.unique(np.clip(np.unique(cc)[:, None] + np.unique(rc)[None, :], *K_RANGE))
+        rcodes = distinct_row_codes(rc)
+        used = np.unique(np.clip(np.unique(cc)[:, None] + rcodes[None, :], *K_RANGE))
         self.kmin, self.kmax = int(used[0]), int(used[-1])
         self.slot_of_k = np.zeros(self.kmax - self.kmin + 1, dtype=np.int64)
         self.slot_of_k[used - self.kmin] = np.arange(used.size)
@@ -123,9 +135,13 @@ class _Tables:
         self.sbase = self.shape * rans.TOTAL  # first slot of each table
         self.info = self.sbase | (self.lb << 32)  # what the decoder needs per table
         self.einfo = self.ebase | (self.m << 24) | (self.lb << 40)  # and the encoder
-        # one row of table numbers per distinct row code; rows point at theirs
-        codes = np.unique(rc)
-        self.rc_idx = np.searchsorted(codes, rc).astype(np.int64)
+        # one row of table numbers per distinct row code; rows point at theirs (without row
+        # codes every row points at row 0, by a zero-stride view: nothing per row is stored)
+        codes = rcodes
+        if codes.size == 1:
+            self.rc_idx = np.broadcast_to(np.zeros(1, dtype=np.int64), rc.shape)
+        else:
+            self.rc_idx = np.searchsorted(codes, rc).astype(np.int64)
         k = np.clip(cc[None, :] + codes[:, None], *K_RANGE)
         self.row_tab = self.slot_of_k[k - self.kmin].astype(np.uint8)
 
@@ -150,10 +166,13 @@ def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, bool]:
     return flat.astype(np.float32, copy=False), False
 
 
+ROW_SCALES_FROM = 8  # channels a row needs before it gets a scale code of its own
+
+
 def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
     """Quarter-octave row scale codes (median 0) from per-row normalised energies, or None
     when rows are alike enough that row scales would cost more than they save."""
-    if energy.size < 2 or chans < 8:
+    if energy.size < 2 or chans < ROW_SCALES_FROM:
         return None
     codes = _log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
     codes -= int(np.median(codes))
@@ -161,7 +180,12 @@ def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------- threads
-@functools.lru_cache(maxsize=8)
+def usable_threads(threads: int) -> int:
+    """Threads actually used: never more than the machine's cores (frames do not change)."""
+    return max(1, min(int(threads), os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=4)
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarmpress-lossy")
 
@@ -169,6 +193,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def run_all(fn: Callable, items: Iterable, threads: int) -> list:
     """fn over items, in order; on a pool of threads when asked (the kernels drop the GIL)."""
     items = list(items)
+    threads = usable_threads(threads)
     if threads <= 1 or len(items) <= 1:
         return [fn(it) for it in items]
     # the calling thread takes the first item itself: one hand-off fewer per pass
@@ -249,8 +274,13 @@ class NumbaBackend:
             fk.channel_stats(self.src, self.is_bf16, r0, r1, self.chans, s1, s2)
             return s1, s2
 
-        parts = map_items(part, len(self.groups), self.threads)
+        parts = map_items(part, len(self.groups), self._light_threads())
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def _light_threads(self) -> int:
+        """Threads for the two statistics passes: below about 4M values a pass takes less
+        than handing it to the pool and back costs, so it stays on the calling thread."""
+        return self.threads if self.rows * self.chans >= LIGHT_PASS_VALUES else 1
 
     def row_energy(self, mean: np.ndarray, inv_var: np.ndarray) -> np.ndarray:
         out = np.zeros(self.rows)
@@ -261,7 +291,7 @@ class NumbaBackend:
             fk.row_energy(self.src, self.is_bf16, r0, r1, self.chans, mean, inv_var,
                           stride, out)  # fmt: skip
 
-        map_items(part, len(self.groups), self.threads)
+        map_items(part, len(self.groups), self._light_threads())
         return out
 
     def sample(self, step: float, mu: np.ndarray):
@@ -337,10 +367,16 @@ class Search:
         var = np.maximum(s2 / self.rows - self.mean**2, 0.0)
         self.xx = float(s2.sum())
         inv = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
-        rc = row_codes(backend.row_energy(self.mean, inv), self.chans)
-        self.rc = rc if rc is not None else np.zeros(self.rows, dtype=np.int64)
+        rc = None
+        if self.rows >= 2 and self.chans >= ROW_SCALES_FROM:
+            rc = row_codes(backend.row_energy(self.mean, inv), self.chans)
         self.use_rows = rc is not None
-        self.row_w = np.exp2(-self.rc / 2.0)  # 1 / f_r^2 with f_r = 2**(code / 4)
+        if rc is None:  # zero-stride views: nothing per row is stored when rows share a scale
+            self.rc = np.broadcast_to(np.zeros(1, dtype=np.int64), (self.rows,))
+            self.row_w = np.broadcast_to(np.ones(1), (self.rows,))
+        else:
+            self.rc = rc
+            self.row_w = np.exp2(-rc / 2.0)  # 1 / f_r^2 with f_r = 2**(code / 4)
 
     def goal(self) -> float:
         return 1.0 - self.value if self.target == "similarity" else self.value
@@ -466,7 +502,7 @@ def encode_with(backend, target: str, value: float, threads: int = 1) -> bytes |
         return None  # the max mode takes it (and names the problem if it cannot either)
     cc = _log4(np.sqrt(acc / rows))
     rc = search.rc
-    if int(cc.max()) + int(rc.max()) > K_FAST_MAX:
+    if int(cc.max()) + int(distinct_row_codes(rc).max()) > K_FAST_MAX:
         return None  # codes too wide for the kernels' raw-bit fields: the max mode takes it
     q = backend.codes(step, mu)
     tables = _Tables(cc, rc)
@@ -555,16 +591,17 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
         raise CodecError("lossy channel means are out of range")
     raw, pos = unpack_blob(mv, pos, 2 * chans, "channel scales")
     cc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
-    rc = np.zeros(rows, dtype=np.int64)
+    rc = np.broadcast_to(np.zeros(1, dtype=np.int64), (rows,))  # no per-row storage
     if flags & _ROWS:
         raw, pos = unpack_blob(mv, pos, 2 * rows, "row scales")
         rc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
+    rcodes = distinct_row_codes(rc)
     if not (
         np.all((K_RANGE[0] <= cc) & (cc <= K_RANGE[1]))
-        and np.all(np.abs(rc) <= K_RANGE[1] - K_RANGE[0])
+        and np.all(np.abs(rcodes) <= K_RANGE[1] - K_RANGE[0])
     ):
         raise CodecError("lossy fast payload declares scale codes out of range")
-    if int(cc.max()) + int(rc.max()) > K_FAST_MAX:
+    if int(cc.max()) + int(rcodes.max()) > K_FAST_MAX:
         raise CodecError("lossy fast payload declares scales beyond the fast mode's range")
     if len(mv) - pos < 8 * bounds:
         raise CodecError("lossy fast payload truncated: chunk table runs past the end")
@@ -598,7 +635,7 @@ def chunk_bounds_count(n: int, chunk_log: int) -> int:
 
 def _ranges(count: int, threads: int) -> list[tuple[int, int]]:
     """Contiguous ranges of chunk indices, one per thread (results never depend on them)."""
-    t = max(1, min(threads, count))
+    t = max(1, min(usable_threads(threads), count))
     edges = [count * i // t for i in range(t + 1)]
     return [(edges[i], edges[i + 1]) for i in range(t)]
 

@@ -32,6 +32,8 @@ def codec_class(name: str) -> type[Codec]:
 def get_codec(name: str, **params: Any) -> Codec:
     """Build a codec by id or spec with parameters: get_codec("blockq", bits=4) and
     get_codec("blockq:bits=4") are the same codec (the CLI's spec grammar, specs.py)."""
+    if not isinstance(name, str):
+        raise CodecError(f"a codec name or spec must be a string, got {type(name).__name__}")
     if ":" in name:
         from swarmpress.codecs.specs import parse_codec_spec
 
@@ -57,8 +59,9 @@ def decode(blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
             f"frame from stateful codec {fr.codec_id!r}: decode it with the codec instance "
             "that follows the stream"
         )
+    params = {k: v for k, v in fr.params.items() if k not in cls.local_params}
     try:
-        codec = cls.from_config(fr.params)
+        codec = cls.from_config(params)
     except CodecError as exc:
         raise CodecError(f"frame carries invalid parameters for {fr.codec_id!r}: {exc}") from None
     return codec._decode_frame(fr, device)

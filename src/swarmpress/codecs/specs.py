@@ -46,6 +46,8 @@ def _coerce(codec_id: str, name: str, value: str, kind: type | None) -> Any:
             return False
         raise CodecError(f"{codec_id}: parameter {name} must be true or false, got {value!r}")
     if kind is int:
+        if not value.isascii():
+            raise CodecError(f"{codec_id}: parameter {name} must be an integer, got {value!r}")
         try:
             return int(value, 0)
         except ValueError:
@@ -53,6 +55,8 @@ def _coerce(codec_id: str, name: str, value: str, kind: type | None) -> Any:
                 f"{codec_id}: parameter {name} must be an integer, got {value!r}"
             ) from None
     if kind is float:
+        if not value.isascii():
+            raise CodecError(f"{codec_id}: parameter {name} must be a number, got {value!r}")
         try:
             return float(value)
         except ValueError:
