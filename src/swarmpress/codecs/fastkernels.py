@@ -211,6 +211,17 @@ def _sym(v, inf):
     return (inf & 0xFFFFFF) + s, v - (hi << lb), lb
 
 
+@numba.njit(nogil=True, inline="always")
+def _flush(acc, nacc, wi, bits):
+    """Move one whole 32-bit word from the accumulator to bits: (acc, nacc, wi, full)."""
+    if nacc < 32:
+        return acc, nacc, wi, False
+    if wi >= bits.size:
+        return acc, nacc, wi, True
+    bits[wi] = acc & 0xFFFFFFFF
+    return acc >> 32, nacc - 32, wi + 1, False
+
+
 @numba.njit(nogil=True)
 def _push_raw(acc, nacc, wi, bits, r, w):
     """Push w raw bits of r (w < 0: the escaped value r as two 26-bit zigzag halves), flushing
@@ -220,24 +231,13 @@ def _push_raw(acc, nacc, wi, bits, r, w):
         for half in (z & ((np.int64(1) << ESC_HALF) - 1), z >> ESC_HALF):
             acc |= half << nacc
             nacc += ESC_HALF
-            if nacc >= 32:
-                if wi >= bits.size:
-                    return acc, nacc, wi, True
-                bits[wi] = acc & 0xFFFFFFFF
-                wi += 1
-                acc >>= 32
-                nacc -= 32
+            acc, nacc, wi, full = _flush(acc, nacc, wi, bits)
+            if full:
+                return acc, nacc, wi, True
         return acc, nacc, wi, False
     acc |= r << nacc
     nacc += w
-    if nacc >= 32:
-        if wi >= bits.size:
-            return acc, nacc, wi, True
-        bits[wi] = acc & 0xFFFFFFFF
-        wi += 1
-        acc >>= 32
-        nacc -= 32
-    return acc, nacc, wi, False
+    return _flush(acc, nacc, wi, bits)
 
 
 @numba.njit(nogil=True, cache=True)
