@@ -362,35 +362,34 @@ def _bits_word(b16, wi):
     return np.int64(b16[2 * wi]) | (np.int64(b16[2 * wi + 1]) << 16)
 
 
+@numba.njit(nogil=True, inline="always")
+def _pop(acc, nacc, wi, b16, w):
+    """(value, acc, nacc, wi, ok): the top w bits of the stack, refilled from below."""
+    if nacc < w:
+        if wi == 0:
+            return np.int64(0), acc, nacc, wi, False
+        wi -= 1
+        acc = (acc << 32) | _bits_word(b16, wi)
+        nacc += 32
+    nacc -= w
+    val = (acc >> nacc) & ((np.int64(1) << w) - 1)
+    return val, acc & ((np.int64(1) << nacc) - 1), nacc, wi, True
+
+
 @numba.njit(nogil=True)
 def _take_value(f, lb, b16, acc, nacc, wi):
     """(residual, acc, nacc, wi, ok) of value field f, raw bits popped from the stack.
     Out of line: the general path (escapes, wide raw fields, stream ends)."""
-    if f == ESCAPE_FIELD:
-        z = np.int64(0)
-        for _ in range(2):  # two 26-bit halves of the zigzag code, high half on top
-            if nacc < ESC_HALF:
-                if wi == 0:
-                    return np.int64(0), acc, nacc, wi, False
-                wi -= 1
-                acc = (acc << 32) | _bits_word(b16, wi)
-                nacc += 32
-            nacc -= ESC_HALF
-            z = (z << ESC_HALF) | ((acc >> nacc) & ((np.int64(1) << ESC_HALF) - 1))
-            acc &= (np.int64(1) << nacc) - 1
-        return (z >> 1) ^ -(z & 1), acc, nacc, wi, True
+    if f == ESCAPE_FIELD:  # two 26-bit halves of the zigzag code, high half on top
+        hi, acc, nacc, wi, ok1 = _pop(acc, nacc, wi, b16, ESC_HALF)
+        lo, acc, nacc, wi, ok2 = _pop(acc, nacc, wi, b16, ESC_HALF)
+        z = (hi << ESC_HALF) | lo
+        return (z >> 1) ^ -(z & 1), acc, nacc, wi, ok1 and ok2
     v = f - FIELD_BIAS
-    if lb:
-        if nacc < lb:
-            if wi == 0:
-                return np.int64(0), acc, nacc, wi, False
-            wi -= 1
-            acc = (acc << 32) | _bits_word(b16, wi)
-            nacc += 32
-        nacc -= lb
-        v = (v << lb) + ((acc >> nacc) & ((np.int64(1) << lb) - 1))
-        acc &= (np.int64(1) << nacc) - 1
-    return v, acc, nacc, wi, True
+    if not lb:
+        return v, acc, nacc, wi, True
+    low, acc, nacc, wi, ok = _pop(acc, nacc, wi, b16, lb)
+    return (v << lb) + low, acc, nacc, wi, ok
 
 
 @numba.njit(nogil=True, cache=True)
