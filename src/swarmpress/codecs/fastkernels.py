@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from swarmpress.codecs.rans import PREC, RANS_L, TOTAL
+from swarmpress.codecs.rans import PREC, RANS_L, TOTAL, bits_add, bits_take, enc_step
 
 ESC_HALF = 26  # an escaped value travels as two 26-bit halves of its zigzag code
 LANES = 4
@@ -57,18 +57,26 @@ def dequant_row(r_row, mu, step, is_bf16, yf, yu, chans):
 
 @numba.njit(nogil=True, fastmath={"reassoc"})
 def _row_sums(sf, yf, chans):
-    """(x.y, y.y, |x-y|^2, max |x-y|) of one row; reassociated so the loop vectorizes."""
-    dot = yy = ee = 0.0
+    """(x.y, x.x, y.y, |x-y|^2, max |x-y|) of one row; reassociated so the loop vectorizes."""
+    dot = xx = yy = ee = 0.0
     emax = 0.0
     for j in range(chans):
         xv = np.float64(sf[j])
         yv = np.float64(yf[j])
         d = xv - yv
         dot += xv * yv
+        xx += xv * xv
         yy += yv * yv
         ee += d * d
         emax = max(emax, abs(d))
-    return dot, yy, ee, emax
+    return dot, xx, yy, ee, emax
+
+
+@numba.njit(nogil=True, inline="always")
+def _quantize_row(sf, inv, mu, rr, chans):
+    """rr = residual codes of one row: rint(x / step) - channel mean (strict IEEE)."""
+    for j in range(chans):
+        rr[j] = np.rint(np.float64(sf[j]) * inv) - mu[j]
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
@@ -111,17 +119,16 @@ def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16):
     dot = xx = yy = ee = emax = vmax = 0.0
     for r in row_ids:
         _load_row(src, is_bf16, r * chans, chans, sf, su)
+        _quantize_row(sf, inv, mu, rr, chans)
         for j in range(chans):
-            rr[j] = np.rint(np.float64(sf[j]) * inv) - mu[j]
             vmax = max(vmax, abs(rr[j]))
         dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
-        d, x2, e, m = _row_sums(sf, yf, chans)
+        d, x2, y2, e, m = _row_sums(sf, yf, chans)
         dot += d
-        yy += x2
+        xx += x2
+        yy += y2
         ee += e
         emax = max(emax, m)
-        for j in range(chans):
-            xx += np.float64(sf[j]) * np.float64(sf[j])
     return dot, xx, yy, ee, emax, vmax
 
 
@@ -156,8 +163,7 @@ def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, ch
     for r in range(r0, r1):
         base = r * chans
         _load_row(src, is_bf16, base, chans, sf, su)
-        for j in range(chans):
-            rr[j] = np.rint(np.float64(sf[j]) * inv) - mu[j]
+        _quantize_row(sf, inv, mu, rr, chans)
         rowmax = _code_sums(rr, row_w[r], chan_acc, chans)
         vmax = max(vmax, rowmax)
         if not wide and rowmax > CODE_LIMIT:
@@ -166,7 +172,7 @@ def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, ch
         for j in range(chans):
             qr[j] = rr[j]
         dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
-        d, y2, e, m = _row_sums(sf, yf, chans)
+        d, _x2, y2, e, m = _row_sums(sf, yf, chans)
         dot += d
         yy += y2
         ee += e
@@ -195,7 +201,7 @@ def _renc(x, enc, e, buf, pos):
     buf[np.uint64(pos - 1)] = x & 0xFFFF
     pos -= c
     x >>= 16 * c
-    return x + row[3] + ((x * row[1]) >> row[2]) * row[4], pos
+    return enc_step(x, row[1], row[2], row[3], row[4]), pos
 
 
 @numba.njit(nogil=True, inline="always")
@@ -228,15 +234,13 @@ def _push_raw(acc, nacc, wi, bits, r, w):
     whole 32-bit words; (acc, nacc, wi, full). Out of line: the rare and general path."""
     if w < 0:
         z = (r << 1) ^ (r >> 63)  # |r| < 2**50 keeps it below 2**52
-        for half in (z & ((np.int64(1) << ESC_HALF) - 1), z >> ESC_HALF):
-            acc |= half << nacc
-            nacc += ESC_HALF
+        for half in (z, z >> ESC_HALF):
+            acc, nacc = bits_add(acc, nacc, half, ESC_HALF)
             acc, nacc, wi, full = _flush(acc, nacc, wi, bits)
             if full:
                 return acc, nacc, wi, True
         return acc, nacc, wi, False
-    acc |= r << nacc
-    nacc += w
+    acc, nacc = bits_add(acc, nacc, r, w)
     return _flush(acc, nacc, wi, bits)
 
 
@@ -371,9 +375,8 @@ def _pop(acc, nacc, wi, b16, w):
         wi -= 1
         acc = (acc << 32) | _bits_word(b16, wi)
         nacc += 32
-    nacc -= w
-    val = (acc >> nacc) & ((np.int64(1) << w) - 1)
-    return val, acc & ((np.int64(1) << nacc) - 1), nacc, wi, True
+    val, acc, nacc = bits_take(acc, nacc, w)
+    return val, acc, nacc, wi, True
 
 
 @numba.njit(nogil=True)

@@ -237,12 +237,6 @@ def _groups(rows: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1]) for i in range(g)]
 
 
-def chunk_bounds(n: int, chunk_log: int) -> list[tuple[int, int]]:
-    """Flat (start, end) of every coded chunk of n values."""
-    size = 1 << chunk_log
-    return [(a, min(n, a + size)) for a in range(0, n, size)]
-
-
 class NonFinite(CodecError):
     """The tensor holds NaN or infinity (found by the statistics pass, at no extra cost)."""
 
