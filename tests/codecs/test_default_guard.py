@@ -2,8 +2,7 @@
 
 Issue 13's guard: on no corpus tensor may the default be more than 0.02 (in ratio) above the
 best mode. One bf16 tensor per (model, role) of the default corpus (MiniLM, SmolLM2, the
-synthetic stress family), the middle boundary of each. Where the guard is known to fail
-today the case is a strict xfail naming the reason, so it flips the day it holds.
+synthetic stress family), the deepest boundary of each.
 """
 
 from __future__ import annotations
@@ -16,15 +15,6 @@ from swarmpress.corpus.store import load_corpus
 
 GUARD = 0.02
 
-# The max mode's low-rank part finds structure the default does not look for yet:
-# MiniLM gradients at boundary 5 and the synthetic family (0.08-0.12 lower with max mode).
-LOW_RANK_GAP = "the default has no low-rank part yet (issue 13, item 4)"
-KNOWN_GAPS = {
-    ("all-MiniLM-L6-v2", "gradient"): LOW_RANK_GAP,
-    ("synthetic-llama-like", "activation"): LOW_RANK_GAP,
-    ("synthetic-llama-like", "gradient"): LOW_RANK_GAP,
-}
-
 
 @pytest.fixture(scope="module")
 def corpus():
@@ -35,10 +25,7 @@ def _cases() -> list:
     cases = []
     for model in ("all-MiniLM-L6-v2", "SmolLM2-135M-Instruct", "synthetic-llama-like"):
         for role in ("activation", "gradient"):
-            marks = []
-            if (model, role) in KNOWN_GAPS:
-                marks = [pytest.mark.xfail(reason=KNOWN_GAPS[model, role], strict=True)]
-            cases.append(pytest.param(model, role, marks=marks, id=f"{model}-{role}"))
+            cases.append(pytest.param(model, role, id=f"{model}-{role}"))
     return cases
 
 

@@ -43,10 +43,24 @@ def _load_row(src, is_bf16, base, chans, sf, su):
 
 
 @numba.njit(nogil=True, inline="always")
-def dequant_row(r_row, mu, step, is_bf16, yf, yu, chans):
-    """Decoded row: float32((r + mu) * step), then rounded to bf16 (kept in float32) if asked."""
+def _sub_proj(sf, proj, base, chans, cf):
+    """cf = the row minus its low-rank projection: the signal the quantizer codes."""
+    p = proj[base : base + chans]
     for j in range(chans):
-        yf[j] = np.float32((np.float64(r_row[j]) + mu[j]) * step)
+        cf[j] = sf[j] - p[j]
+
+
+@numba.njit(nogil=True, inline="always")
+def dequant_row(r_row, mu, step, is_bf16, yf, yu, chans, proj, base):
+    """Decoded row: float32((r + mu) * step [+ projection]), then rounded to bf16 (kept in
+    float32) if asked. An empty proj means no low-rank part."""
+    if proj.size:
+        p = proj[base : base + chans]
+        for j in range(chans):
+            yf[j] = np.float32((np.float64(r_row[j]) + mu[j]) * step + np.float64(p[j]))
+    else:
+        for j in range(chans):
+            yf[j] = np.float32((np.float64(r_row[j]) + mu[j]) * step)
     if is_bf16:
         for j in range(chans):
             u = yu[j]
@@ -80,26 +94,46 @@ def _quantize_row(sf, inv, mu, rr, chans):
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def channel_stats(src, is_bf16, r0, r1, chans, s1, s2):
-    """Add per-channel sum and sum of squares (float64) of rows r0..r1 to s1, s2."""
+def channel_stats(src, is_bf16, r0, r1, chans, s1, s2, proj):
+    """Add per-channel sum and sum of squares (float64) of rows r0..r1, minus their low-rank
+    projection if proj is not empty, to s1, s2; return the rows' |x|^2 (no projection)."""
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
+    cf = np.empty(chans, np.float32)
+    xx = 0.0
     for r in range(r0, r1):
         _load_row(src, is_bf16, r * chans, chans, sf, su)
+        if proj.size:
+            for j in range(chans):
+                v = np.float64(sf[j])
+                xx += v * v
+            _sub_proj(sf, proj, r * chans, chans, cf)
+            for j in range(chans):
+                v = np.float64(cf[j])
+                s1[j] += v
+                s2[j] += v * v
+        else:
+            for j in range(chans):
+                v = np.float64(sf[j])
+                s1[j] += v
+                s2[j] += v * v
+    if not proj.size:
         for j in range(chans):
-            v = np.float64(sf[j])
-            s1[j] += v
-            s2[j] += v * v
+            xx += s2[j]
+    return xx
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out):
-    """out[r] = mean over every stride-th channel of (x - mean)^2 / var, rows r0..r1."""
+def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out, proj):
+    """out[r] = mean over every stride-th channel of (x - mean)^2 / var, rows r0..r1 (x less
+    its low-rank projection if proj is not empty)."""
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
     cnt = (chans + stride - 1) // stride
     for r in range(r0, r1):
         _load_row(src, is_bf16, r * chans, chans, sf, su)
+        if proj.size:
+            _sub_proj(sf, proj, r * chans, chans, sf)
         acc = 0.0
         for j in range(0, chans, stride):
             d = np.float64(sf[j]) - mean[j]
@@ -108,21 +142,26 @@ def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16):
+def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16, proj):
     """(x.y, x.x, y.y, |x-y|^2, max |x-y|, max |code|) over the given rows at step."""
     inv = 1.0 / step
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
+    cf = np.empty(chans, np.float32)
     yf = np.empty(chans, np.float32)
     yu = yf.view(np.uint32)
     rr = np.empty(chans)
     dot = xx = yy = ee = emax = vmax = 0.0
     for r in row_ids:
         _load_row(src, is_bf16, r * chans, chans, sf, su)
-        _quantize_row(sf, inv, mu, rr, chans)
+        if proj.size:
+            _sub_proj(sf, proj, r * chans, chans, cf)
+            _quantize_row(cf, inv, mu, rr, chans)
+        else:
+            _quantize_row(sf, inv, mu, rr, chans)
         for j in range(chans):
             vmax = max(vmax, abs(rr[j]))
-        dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
+        dequant_row(rr, mu, step, out_bf16, yf, yu, chans, proj, r * chans)
         d, x2, y2, e, m = _row_sums(sf, yf, chans)
         dot += d
         xx += x2
@@ -144,7 +183,7 @@ def _code_sums(rr, w, chan_acc, chans):
 
 
 @numba.njit(nogil=True, cache=True)
-def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, chan_acc):
+def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, chan_acc, proj):
     """Quantize rows r0..r1 into q (flat, int16 or int64) and verify them.
 
     Returns (x.y, y.y, |x-y|^2, max |x-y|, max |code|); chan_acc (zeroed here) receives the
@@ -157,13 +196,18 @@ def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, ch
     su = sf.view(np.uint32)
     yf = np.empty(chans, np.float32)
     yu = yf.view(np.uint32)
+    cf = np.empty(chans, np.float32)
     rr = np.empty(chans)
     dot = yy = ee = emax = vmax = 0.0
     chan_acc[:] = 0.0
     for r in range(r0, r1):
         base = r * chans
         _load_row(src, is_bf16, base, chans, sf, su)
-        _quantize_row(sf, inv, mu, rr, chans)
+        if proj.size:
+            _sub_proj(sf, proj, base, chans, cf)
+            _quantize_row(cf, inv, mu, rr, chans)
+        else:
+            _quantize_row(sf, inv, mu, rr, chans)
         rowmax = _code_sums(rr, row_w[r], chan_acc, chans)
         vmax = max(vmax, rowmax)
         if not wide and rowmax > CODE_LIMIT:
@@ -171,7 +215,7 @@ def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, ch
         qr = q[base : base + chans]
         for j in range(chans):
             qr[j] = rr[j]
-        dequant_row(rr, mu, step, out_bf16, yf, yu, chans)
+        dequant_row(rr, mu, step, out_bf16, yf, yu, chans, proj, base)
         d, _x2, y2, e, m = _row_sums(sf, yf, chans)
         dot += d
         yy += y2
@@ -480,7 +524,7 @@ def decode_chunk(words, b16, nbits, n, info, slots, tt, codes):
 
 @numba.njit(nogil=True, cache=True)
 def decode_range(streams, woff, nwords, boff, nbits, c0, c1, n, size, chans, row_tab, rc_idx,
-                 info, slots, step, mu, out, out_mode, tt, codes):  # fmt: skip
+                 info, slots, step, mu, out, out_mode, tt, codes, proj):  # fmt: skip
     """Decode chunks c0..c1 into out; the first corrupt chunk's index, or -1."""
     for c in range(c0, c1):
         a = c * size
@@ -490,14 +534,17 @@ def decode_range(streams, woff, nwords, boff, nbits, c0, c1, n, size, chans, row
         chunk_tables(a, b, chans, row_tab, rc_idx, tt)
         if decode_chunk(words, b16, nbits[c], b - a, info, slots, tt, codes) != OK:
             return c
-        dequant_chunk(codes, a, b, chans, step, mu, out, out_mode)
+        dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj)
     return -1
 
 
 @numba.njit(nogil=True, cache=True)
-def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode):
+def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj):
     """Write elements a..b of the output from their codes (float32, bf16 bits or codes):
-    float32((code + mu) * step), rounded to bf16 as in dequant_row."""
+    float32((code + mu) * step [+ projection]), rounded to bf16 as in dequant_row."""
+    if proj.size and out_mode != OUT_CODES:
+        _dequant_proj(codes, a, b, chans, step, mu, out, out_mode == OUT_BF16, proj)
+        return
     yf = np.empty(min(chans, b - a), np.float32)
     yu = yf.view(np.uint32)
     i = a
@@ -522,3 +569,20 @@ def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode):
             for k in range(cnt):
                 o[k] = np.float32((np.float64(c[k]) + m[k]) * step)
         i = end
+
+
+@numba.njit(nogil=True)
+def _dequant_proj(codes, a, b, chans, step, mu, out, bf16, proj):
+    """dequant_chunk with a low-rank projection: the same float64 steps as dequant_row."""
+    yf = np.empty(1, np.float32)
+    yu = yf.view(np.uint32)
+    for i in range(a, b):
+        j = i % chans
+        v = np.float32((np.float64(codes[i - a]) + mu[j]) * step + np.float64(proj[i]))
+        if bf16:
+            yf[0] = v
+            u = yu[0]
+            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+            out[i] = np.uint16(u >> np.uint32(16))
+        else:
+            out[i] = v

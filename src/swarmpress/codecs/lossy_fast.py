@@ -29,13 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from swarmpress.codecs import fastkernels as fk
-from swarmpress.codecs import rans, scalemodel
+from swarmpress.codecs import lossy_lowrank, rans, scalemodel
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import K_RANGE, pack_blob, unpack_blob
 from swarmpress.codecs.tensors import DType
 
 _HEAD = struct.Struct("<dBBBB")
 _ROWS = 0x01
+_LOWRANK = 0x02
+_NO_PROJ = np.zeros(0, dtype=np.float32)
 FAMILY = "gaussian"
 MAX_TABLE_SCALE = 4.0  # larger bucket scales keep their low bits raw (near-uniform there)
 TAIL = 8.0  # modelled range |hi| <= TAIL * scale + 1; beyond: escape
@@ -249,8 +251,10 @@ class OutOfRange(CodecError):
 class NumbaBackend:
     """Statistics and measurement passes over a host array, by the compiled kernels."""
 
-    def __init__(self, arr: np.ndarray, dtype: DType, rows: int, chans: int, threads: int = 1):
+    def __init__(self, arr: np.ndarray, dtype: DType, rows: int, chans: int, threads: int = 1,
+                 proj: np.ndarray | None = None):  # fmt: skip
         self.src, self.is_bf16 = _source(arr, dtype)
+        self.proj = _NO_PROJ if proj is None else proj  # the low-rank projection, flat
         self.dtype, self.rows, self.chans, self.threads = dtype, rows, chans, threads
         self.out_bf16 = self.is_bf16
         self.groups = _groups(rows)
@@ -261,15 +265,17 @@ class NumbaBackend:
             None if 2 * ns >= rows else np.unique(np.linspace(0, rows - 1, ns).astype(np.int64))
         )
 
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+    def stats(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(per-channel sum, sum of squares) of what is quantized, and the tensor's |x|^2."""
+
         def part(i):
             s1, s2 = np.zeros(self.chans), np.zeros(self.chans)
             r0, r1 = self.groups[i]
-            fk.channel_stats(self.src, self.is_bf16, r0, r1, self.chans, s1, s2)
-            return s1, s2
+            xx = fk.channel_stats(self.src, self.is_bf16, r0, r1, self.chans, s1, s2, self.proj)
+            return s1, s2, xx
 
         parts = map_items(part, len(self.groups), self._light_threads())
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
     def _light_threads(self) -> int:
         """Threads for the two statistics passes: below about 4M values a pass takes less
@@ -283,7 +289,7 @@ class NumbaBackend:
         def part(i):
             r0, r1 = self.groups[i]
             fk.row_energy(self.src, self.is_bf16, r0, r1, self.chans, mean, inv_var,
-                          stride, out)  # fmt: skip
+                          stride, out, self.proj)  # fmt: skip
 
         map_items(part, len(self.groups), self._light_threads())
         return out
@@ -294,7 +300,7 @@ class NumbaBackend:
         if self.sample_rows is None:
             return None
         res = fk.measure_rows(self.src, self.is_bf16, self.sample_rows, self.chans, step, mu,
-                              self.out_bf16)  # fmt: skip
+                              self.out_bf16, self.proj)  # fmt: skip
         return (*res, self.sample_rows.size / self.rows)
 
     def measure(self, step: float, mu: np.ndarray, row_w: np.ndarray):
@@ -309,7 +315,7 @@ class NumbaBackend:
             def part(i, q=self.q, acc=acc):
                 r0, r1 = self.groups[i]
                 return fk.quantize_block(self.src, self.is_bf16, r0, r1, self.chans, step, mu,
-                                         row_w, self.out_bf16, q, acc[i])  # fmt: skip
+                                         row_w, self.out_bf16, q, acc[i], self.proj)  # fmt: skip
 
             res = map_items(part, len(self.groups), self.threads)
             vmax = max(r[4] for r in res)
@@ -332,7 +338,10 @@ class NumbaBackend:
         for r0, r1 in self.groups:
             sl = slice(r0 * self.chans, r1 * self.chans)
             q = self.q[sl].astype(np.float64).reshape(r1 - r0, self.chans)
-            y = ((q + mu) * step).astype(np.float32).astype(np.float16).astype(np.float64)
+            y = (q + mu) * step
+            if self.proj.size:  # as the decoder: float32(... + projection), then float16
+                y += self.proj[sl].astype(np.float64).reshape(r1 - r0, self.chans)
+            y = y.astype(np.float32).astype(np.float16).astype(np.float64)
             x = self.src[sl].astype(np.float64).reshape(r1 - r0, self.chans)
             d = x - y
             dot += float(np.vdot(x, y))
@@ -354,12 +363,12 @@ class Search:
         self.backend = backend
         self.dtype, self.rows, self.chans = backend.dtype, backend.rows, backend.chans
         self.target, self.value = target, value
-        s1, s2 = backend.stats()
-        if not (np.isfinite(s1).all() and np.isfinite(s2).all()):
+        s1, s2, xx = backend.stats()
+        if not (np.isfinite(s1).all() and np.isfinite(s2).all() and math.isfinite(xx)):
             raise NonFinite("lossy: the tensor holds NaN or infinite values")
         self.mean = s1 / self.rows
         var = np.maximum(s2 / self.rows - self.mean**2, 0.0)
-        self.xx = float(s2.sum())
+        self.xx = float(xx)
         inv = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
         rc = None
         if self.rows >= 2 and self.chans >= ROW_SCALES_FROM:
@@ -482,12 +491,16 @@ class Search:
 def encode(arr: np.ndarray, dtype: DType, rows: int, chans: int, target: str, value: float,
            threads: int = 1) -> bytes | None:  # fmt: skip
     """Fast-mode payload of one non-empty finite host tensor, or None when out of range."""
-    backend = NumbaBackend(arr, dtype, rows, chans, threads)
-    return encode_with(backend, target, value, threads)
+    lowrank = lossy_lowrank.plan(arr.reshape(rows, chans), target, value)
+    proj = None if lowrank is None else lowrank.proj
+    backend = NumbaBackend(arr, dtype, rows, chans, threads, proj)
+    return encode_with(backend, target, value, threads, lowrank)
 
 
-def encode_with(backend, target: str, value: float, threads: int = 1) -> bytes | None:
-    """Fast-mode payload from a measurement backend (host kernels or a torch device)."""
+def encode_with(backend, target: str, value: float, threads: int = 1,
+                lowrank: lossy_lowrank.LowRank | None = None) -> bytes | None:  # fmt: skip
+    """Fast-mode payload from a measurement backend (host kernels or a torch device); with
+    a low-rank part, the backend quantizes what its projection leaves."""
     search = Search(backend, target, value)
     rows, chans = search.rows, search.chans
     try:
@@ -529,12 +542,13 @@ def encode_with(backend, target: str, value: float, threads: int = 1) -> bytes |
             cap *= 4
 
     coded = run_all(code, _ranges(nchunks, threads), threads)
-    flags = _ROWS if search.use_rows else 0
+    flags = (_ROWS if search.use_rows else 0) | (_LOWRANK if lowrank is not None else 0)
     parts = [
         _HEAD.pack(step, scalemodel.FAMILIES.index(FAMILY), flags, CHUNK_LOG, fk.LANES),
         pack_blob(mu.astype("<i8").tobytes()),
         pack_blob(cc.astype("<i2").tobytes()),
         pack_blob(rc.astype("<i2").tobytes()) if search.use_rows else b"",
+        lossy_lowrank.pack(lowrank) if lowrank is not None else b"",
         table.astype("<u4").tobytes(),
         *(w for w, _ in coded),
         *(b for _, b in coded),
@@ -556,6 +570,7 @@ class Parsed:
     nwords: np.ndarray
     boff: np.ndarray  # per chunk: first raw-bit word (as uint16 pairs) in streams
     nbits: np.ndarray
+    proj: np.ndarray  # the low-rank projection (float32, flat), or empty
 
 
 def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
@@ -566,7 +581,7 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     step, fam, flags, chunk_log, lanes = _HEAD.unpack_from(mv, 0)
     if not (math.isfinite(step) and step > 0):
         raise CodecError("lossy payload declares an invalid quantization step")
-    if fam != scalemodel.FAMILIES.index(FAMILY) or flags & ~_ROWS:
+    if fam != scalemodel.FAMILIES.index(FAMILY) or flags & ~(_ROWS | _LOWRANK):
         raise CodecError("lossy fast payload has an unknown model or flags")
     if lanes != fk.LANES or not CHUNK_LOG_RANGE[0] <= chunk_log <= CHUNK_LOG_RANGE[1]:
         raise CodecError(f"lossy fast payload declares {lanes} lanes, chunks of 2**{chunk_log}")
@@ -597,6 +612,12 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
         raise CodecError("lossy fast payload declares scale codes out of range")
     if int(cc.max()) + int(rcodes.max()) > K_FAST_MAX:
         raise CodecError("lossy fast payload declares scales beyond the fast mode's range")
+    proj = _NO_PROJ
+    if flags & _LOWRANK:
+        if rows < lossy_lowrank.MIN_ROWS or chans < lossy_lowrank.MIN_CHANS:
+            raise CodecError(f"lossy fast payload has a low-rank part for a {rows}x{chans} tensor")
+        lowrank, pos = lossy_lowrank.parse(mv, pos, rows, chans)
+        proj = lowrank.proj
     if len(mv) - pos < 8 * bounds:
         raise CodecError("lossy fast payload truncated: chunk table runs past the end")
     table = np.frombuffer(mv[pos : pos + 8 * bounds], dtype="<u4").reshape(-1, 2).astype(np.int64)
@@ -619,7 +640,7 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     bsize = 2 * ((table[:, 1] + 31) // 32)  # raw-bit words, in uint16 units
     boff = int(table[:, 0].sum()) + np.concatenate([[0], np.cumsum(bsize)[:-1]]).astype(np.int64)
     return Parsed(step, mu, cc, rc, chunk_log, streams, woff, table[:, 0].copy(), boff,
-                  table[:, 1].copy())  # fmt: skip
+                  table[:, 1].copy(), proj)  # fmt: skip
 
 
 def chunk_bounds_count(n: int, chunk_log: int) -> int:
@@ -647,7 +668,7 @@ def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
         return fk.decode_range(
             p.streams, p.woff, p.nwords, p.boff, p.nbits, rng[0], rng[1], n, size, chans,
             tables.row_tab, tables.rc_idx, tables.info, slots, p.step, p.mu, out, mode,
-            tt, codes,
+            tt, codes, p.proj,
         )  # fmt: skip
 
     bad = [c for c in run_all(run, _ranges(len(p.woff), threads), threads) if c >= 0]

@@ -46,8 +46,9 @@ class TorchBackend:
     def _vec(self, a: np.ndarray) -> Any:
         return _torch().from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.device)
 
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.x.sum(0).cpu().numpy(), (self.x * self.x).sum(0).cpu().numpy()
+    def stats(self) -> tuple[np.ndarray, np.ndarray, float]:
+        s2 = (self.x * self.x).sum(0).cpu().numpy()
+        return self.x.sum(0).cpu().numpy(), s2, float(s2.sum())
 
     def row_energy(self, mean: np.ndarray, inv_var: np.ndarray) -> np.ndarray:
         d = self.x - self._vec(mean)
@@ -81,11 +82,15 @@ class TorchBackend:
         return self._codes(step, mu).to(torch.int64).reshape(-1).cpu().numpy()
 
 
-def dequantize(codes: Any, mu: np.ndarray, step: float, out_dtype: Any, device: Any) -> Any:
-    """float32((code + mu[channel]) * step) rounded to out_dtype, on codes' device."""
+def dequantize(codes: Any, mu: np.ndarray, step: float, out_dtype: Any, device: Any,
+               proj: Any = None) -> Any:  # fmt: skip
+    """float32((code + mu[channel]) * step [+ projection]) rounded to out_dtype, on codes'
+    device."""
     torch = _torch()
     m = torch.from_numpy(np.ascontiguousarray(mu, dtype=np.float64)).to(device)
     y = (codes.to(torch.float64) + m) * step
+    if proj is not None:
+        y = y + proj.to(torch.float64)
     return y.to(torch.float32).to(out_dtype)
 
 
@@ -104,4 +109,7 @@ def decode(
     torch = _torch()
     codes, parsed = lossy_fast.decode_codes(payload, rows, chans)
     q = torch.from_numpy(codes).to(device).reshape(rows, chans)
-    return dequantize(q, parsed.mu, parsed.step, torch_dtype(dtype), device).reshape(shape)
+    proj = None
+    if parsed.proj.size:  # the low-rank projection, added before the rounding as on the host
+        proj = torch.from_numpy(parsed.proj).to(device).reshape(rows, chans)
+    return dequantize(q, parsed.mu, parsed.step, torch_dtype(dtype), device, proj).reshape(shape)

@@ -1,0 +1,203 @@
+"""The default `lossy`'s low-rank part: found where it pays, exact on every machine, and safe
+to decode from a hostile peer."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import swarmpress as sp
+from swarmpress.codecs import frame, lossy_fast, lossy_lowrank
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+_HEAD = 12  # lossy_fast._HEAD: step f64, family, flags, chunk log, lanes
+
+
+def low_rank_tensor(rows=512, chans=256, rank=12, noise=0.05, seed=0, dtype=BF16):
+    """Rows that share a few directions (as Llama-like hidden states and many gradients do),
+    channel scales that vary, and a little full-rank noise."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((rows, rank)) * np.linspace(3.0, 0.5, rank)
+    v = rng.standard_normal((rank, chans))
+    x = (u @ v) * np.exp(0.5 * rng.standard_normal(chans)) + noise * rng.standard_normal(
+        (rows, chans)
+    )
+    return x.astype(dtype)
+
+
+def flags_of(blob: bytes) -> int:
+    payload = frame.unpack(blob).payload
+    assert payload[0] == 2, "not a fast-mode frame"
+    return payload[1 + 9]
+
+
+def lowrank_offset(payload: bytes) -> int:
+    """Where the low-rank section starts in a fast-mode payload (mode byte included)."""
+    pos = 1 + _HEAD
+    blobs = 3 if payload[1 + 9] & 0x01 else 2
+    for _ in range(blobs):
+        (n,) = struct.unpack_from("<I", payload, pos)
+        pos += 4 + n
+    return pos
+
+
+def with_payload(blob: bytes, payload: bytes) -> bytes:
+    fr = frame.unpack(blob)
+    return frame.pack(fr.codec_id, fr.params, fr.dtype, fr.container, fr.shape, payload)
+
+
+@pytest.fixture(scope="module")
+def lowrank_frame():
+    x = low_rank_tensor()
+    return x, sp.get_codec("lossy").encode(x)
+
+
+def test_the_default_finds_the_shared_directions_and_they_pay(lowrank_frame, monkeypatch):
+    x, blob = lowrank_frame
+    assert flags_of(blob) & lossy_fast._LOWRANK
+    assert sp.similarity(x, sp.decode(blob)) > 0.99
+    monkeypatch.setattr(lossy_lowrank, "MIN_GAIN_BITS", float("inf"))  # no low-rank part
+    plain = sp.get_codec("lossy").encode(x)
+    assert not flags_of(plain) & lossy_fast._LOWRANK
+    assert len(blob) < 0.8 * len(plain), (len(blob), len(plain))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: rng.standard_normal((512, 256)),  # full rank: nothing to find
+        lambda rng: rng.standard_normal((512, 256)) * np.exp(rng.standard_normal(256)),
+        lambda rng: rng.standard_normal((64, 256)),  # too few rows to pay for a basis
+    ],
+    ids=["gaussian", "channel-scaled", "few-rows"],
+)
+def test_tensors_without_shared_directions_pay_nothing_for_them(make):
+    x = make(np.random.default_rng(3)).astype(BF16)
+    blob = sp.get_codec("lossy").encode(x)
+    assert not flags_of(blob) & lossy_fast._LOWRANK
+    assert sp.similarity(x, sp.decode(blob)) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float16), np.dtype(np.float32)])
+@pytest.mark.parametrize(
+    "target,value",
+    [("similarity", 0.99), ("similarity", 0.999), ("rel_l2", 0.02), ("max_abs", 0.05)],
+)
+def test_every_target_is_met_with_a_low_rank_part(dtype, target, value):
+    x = low_rank_tensor(dtype=dtype, seed=1)
+    blob = sp.get_codec("lossy", target=target, value=value).encode(x)
+    assert flags_of(blob) & lossy_fast._LOWRANK
+    y = sp.decode(blob)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    if target == "similarity":
+        assert sp.similarity(x, y) > value
+    elif target == "rel_l2":
+        assert sp.rel_l2(x, y) <= value
+    else:
+        assert sp.max_abs_error(x, y) <= value
+
+
+def test_frames_are_identical_across_thread_counts(lowrank_frame):
+    x, blob = lowrank_frame
+    assert sp.get_codec("lossy", threads=2).encode(x) == blob
+    np.testing.assert_array_equal(
+        sp.get_codec("lossy", threads=2).decode(blob).view(np.uint16),
+        sp.decode(blob).view(np.uint16),
+    )
+
+
+def test_the_projection_does_not_depend_on_how_rows_are_blocked(monkeypatch):
+    rng = np.random.default_rng(5)
+    coeffs = rng.integers(-(1 << 20), 1 << 20, (300, 16)).astype(np.float64)
+    basis = rng.integers(-(1 << 15) + 1, 1 << 15, (16, 384)).astype(np.float64)
+    ref = lossy_lowrank.project(coeffs, basis, 3.7e-4)
+    monkeypatch.setattr(lossy_lowrank, "BLOCK_VALUES", 384 * 7)
+    other = lossy_lowrank.project(coeffs, basis, 3.7e-4)
+    np.testing.assert_array_equal(ref.view(np.uint32), other.view(np.uint32))
+    # and it is the exact integer product, rounded once
+    exact = (coeffs.astype(object) @ basis.astype(object))[:2, :3]
+    assert [float(v) * 3.7e-4 / (1 << 15) for v in exact.reshape(-1)] == pytest.approx(
+        ref.reshape(300, 384)[:2, :3].reshape(-1).astype(np.float64).tolist(), rel=1e-7
+    )
+
+
+def test_the_torch_path_adds_the_projection_as_the_host_does(lowrank_frame):
+    torch = pytest.importorskip("torch")
+    from swarmpress.codecs import lossy_torch
+    from swarmpress.codecs.tensors import DType
+
+    x, blob = lowrank_frame
+    payload = frame.unpack(blob).payload
+    got = lossy_torch.decode(memoryview(payload)[1:], DType.BFLOAT16, x.shape, *x.shape, "cpu")
+    ref = sp.decode(blob)
+    assert torch.equal(got.view(torch.int16), torch.from_numpy(ref.view(np.int16)))
+
+
+# ------------------------------------------------------------------------- hostile peers
+def _decode_error(blob: bytes) -> str:
+    with pytest.raises(sp.CodecError) as err:
+        sp.decode(blob)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda p, o: p[:o] + struct.pack("<dH", 1.0, 0) + p[o + 10 :], "rank 0"),
+        (lambda p, o: p[:o] + struct.pack("<dH", 1.0, 65) + p[o + 10 :], "rank 65"),
+        (lambda p, o: p[:o] + struct.pack("<dH", 1.0, 300) + p[o + 10 :], "rank 300"),
+        (lambda p, o: p[:o] + struct.pack("<d", float("nan")) + p[o + 8 :], "coefficient step"),
+        (lambda p, o: p[:o] + struct.pack("<d", -1.0) + p[o + 8 :], "coefficient step"),
+        (lambda p, o: p[: o + 5], "truncated"),
+    ],
+    ids=["rank-0", "rank-65", "rank-beyond-channels", "nan-step", "negative-step", "cut"],
+)
+def test_forged_low_rank_headers_are_refused_by_name(lowrank_frame, edit, message):
+    _x, blob = lowrank_frame
+    payload = bytes(frame.unpack(blob).payload)
+    bad = edit(payload, lowrank_offset(payload))
+    assert message in _decode_error(with_payload(blob, bad))
+
+
+def test_a_low_rank_flag_on_a_tensor_too_small_for_one_is_refused():
+    # 16 rows are coded as one channel of 384 values (few-row layout): no room for a basis
+    x = np.random.default_rng(0).standard_normal((16, 24)).astype(BF16)
+    blob = sp.get_codec("lossy").encode(x)
+    payload = bytearray(frame.unpack(blob).payload)
+    payload[1 + 9] |= lossy_fast._LOWRANK
+    assert "low-rank part for a 384x1 tensor" in _decode_error(with_payload(blob, bytes(payload)))
+
+
+def test_damaged_low_rank_frames_fail_cleanly_in_bounded_memory(lowrank_frame):
+    x, blob = lowrank_frame
+    payload = bytes(frame.unpack(blob).payload)
+    start = lowrank_offset(payload)
+    rng = np.random.default_rng(11)
+    edits = [payload[:cut] for cut in range(start, start + 400, 37)]
+    for _ in range(40):  # bit flips inside the low-rank section
+        p = bytearray(payload)
+        i = int(rng.integers(start * 8, (start + 300) * 8))
+        p[i // 8] ^= 1 << (i % 8)
+        edits.append(bytes(p))
+    bad_kinds = []
+    tracemalloc.start()
+    try:
+        for p in edits:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            try:
+                y = sp.decode(with_payload(blob, p))
+                ok = y.shape == x.shape
+            except sp.CodecError as exc:
+                ok = bool(str(exc)) and "\n" not in str(exc)
+            except Exception as exc:  # anything else is a bug
+                ok, bad_kinds = False, [*bad_kinds, repr(exc)]
+            peak = tracemalloc.get_traced_memory()[1] - base
+            assert ok, bad_kinds
+            assert peak <= max(8 * x.nbytes, 4 * len(blob)) + (16 << 20), peak
+    finally:
+        tracemalloc.stop()
