@@ -574,15 +574,26 @@ def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj):
 @numba.njit(nogil=True)
 def _dequant_proj(codes, a, b, chans, step, mu, out, bf16, proj):
     """dequant_chunk with a low-rank projection: the same float64 steps as dequant_row."""
-    yf = np.empty(1, np.float32)
+    yf = np.empty(min(chans, b - a), np.float32)
     yu = yf.view(np.uint32)
-    for i in range(a, b):
-        j = i % chans
-        v = np.float32((np.float64(codes[i - a]) + mu[j]) * step + np.float64(proj[i]))
+    i = a
+    while i < b:
+        r = i // chans
+        j0 = i - r * chans
+        end = min(b, (r + 1) * chans)
+        cnt = end - i
+        c = codes[i - a : end - a]
+        m = mu[j0 : j0 + cnt]
+        p = proj[i:end]
+        for k in range(cnt):
+            yf[k] = np.float32((np.float64(c[k]) + m[k]) * step + np.float64(p[k]))
+        o = out[i:end]
         if bf16:
-            yf[0] = v
-            u = yu[0]
-            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-            out[i] = np.uint16(u >> np.uint32(16))
+            for k in range(cnt):
+                u = yu[k]
+                u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+                o[k] = np.uint16(u >> np.uint32(16))
         else:
-            out[i] = v
+            for k in range(cnt):
+                o[k] = yf[k]
+        i = end

@@ -108,12 +108,16 @@ def estimate_bits(r: np.ndarray) -> float:
     return best * stride
 
 
-def encode_field(coder, r: np.ndarray) -> bytes:
-    """Append the field's symbols to coder; return its side information."""
+def encode_field(coder, r: np.ndarray, family: str | None = None) -> bytes:
+    """Append the field's symbols to coder; return its side information. The model family
+    is the one with the fewest ideal bits unless given (the choice costs a pass per family)."""
     chan, rows, use_rows = scale_codes(r)
     k = _buckets(chan, rows)
     flat = r.reshape(-1)
-    family = _pick_family(flat, k)
+    if family is None:
+        family = _pick_family(flat, k)
+    elif family not in scalemodel.FAMILIES:
+        raise CodecError(f"unknown model family {family!r}")
     lowbits, escapes = scalemodel.encode(coder, flat, k, family)
     head = _HEAD.pack(
         scalemodel.FAMILIES.index(family),

@@ -143,8 +143,9 @@ class LossyCodec(Codec):
             "mode",
             str,
             "fast",
-            "fast: sampled rate control and compiled rANS lanes; max: adds a low-rank search "
-            "and adaptive models (20-50x slower)",
+            "fast: sampled rate control, a low-rank part where rows share directions, "
+            "compiled rANS lanes; max: an exhaustive rank and step search with adaptive "
+            "models (20-50x slower, at most 0.015 smaller on the default corpus)",
             choices=("max", "fast"),
         ),
         Param(

@@ -1,7 +1,8 @@
 """The `lossy` fast mode: one global step by rate control on a sample, rANS lanes in chunks.
 
 Same quantizer family as the max mode (per-channel integer means, one uniform step chosen
-so the decoded tensor meets the target) without the low-rank search. The step comes from
+so the decoded tensor meets the target); tensors whose rows share a few directions first
+lose them (lossy_lowrank.py: a cheap held-out check decides, on every tensor). The step comes from
 a few passes over an evenly spaced sample of rows, then one full pass quantizes every value
 and checks the target on exactly what the decoder will produce (another pass only when the
 check fails or lands far inside the target). Each residual's model is the Gaussian bucket
@@ -12,7 +13,8 @@ decode on any number of threads and the frame never depends on how many.
 
 Payload: `step f64 | family u8 | flags u8 | chunk_log u8 | lanes u8 | means | channel
 codes | [row codes] | per chunk (words u32, bits u32) | every chunk's rANS words (u16) |
-every chunk's raw-bit words (u32)`.
+every chunk's raw-bit words (u32)`, with `[low-rank part]` before the chunk table when flag
+bit 1 is set (docs/frame-format.md).
 """
 
 from __future__ import annotations
