@@ -19,33 +19,37 @@ bit 1 is set (docs/frame-format.md).
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import struct
-import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from swarmpress.codecs import fastkernels as fk
-from swarmpress.codecs import lossy_lowrank, rans, scalemodel
+from swarmpress.codecs import lossy_lowrank, scalemodel
 from swarmpress.codecs.errors import CodecError
 from swarmpress.codecs.fieldcode import K_RANGE, pack_blob, unpack_blob
+from swarmpress.codecs.rans_field import (
+    CHUNK_LOG,
+    CHUNK_LOG_RANGE,
+    FAMILY,
+    Streams,
+    Tables,
+    check_scale_codes,
+    codable,
+    decode_values,
+    encode_values,
+    log4,
+    min_bytes,
+    read_streams,
+)
 from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.workers import map_items, scratch
 
 _HEAD = struct.Struct("<dBBBB")
 _ROWS = 0x01
 _LOWRANK = 0x02
 _NO_PROJ = np.zeros(0, dtype=np.float32)
-FAMILY = "gaussian"
-MAX_TABLE_SCALE = 4.0  # larger bucket scales keep their low bits raw (near-uniform there)
-TAIL = 8.0  # modelled range |hi| <= TAIL * scale + 1; beyond: escape
-RAW_BITS_MAX = 32  # a raw field must fit the kernels' 64-bit accumulator beside 31 others
-CHUNK_LOG = 15  # values per coded chunk: 32768 (24 bytes of overhead each)
-CHUNK_LOG_RANGE = (10, 24)
 LIGHT_PASS_VALUES = 1 << 22  # statistics passes use the threads from this many values on
 GROUPS = 16  # fixed partial-sum groups of rows: sums never depend on the thread count
 SAMPLE_VALUES = 1 << 15  # rows sampled for the step search
@@ -54,112 +58,6 @@ _SAMPLE_PASSES = 4
 _FULL_PASSES = 6
 _CLOSE = 0.97  # accept a verified step whose error is within 3 % of the target's
 _AIM = 0.985  # the sample search aims this far inside the target (one full pass, mostly)
-
-
-def low_bits(k: int) -> int:
-    """Raw low bits of bucket k: the table then models a scale of at most MAX_TABLE_SCALE."""
-    s = 2.0 ** (k / scalemodel.STEPS_PER_OCTAVE)
-    return math.floor(math.log2(s / MAX_TABLE_SCALE)) + 1 if s > MAX_TABLE_SCALE else 0
-
-
-# the widest bucket whose raw low bits still fit RAW_BITS_MAX (wider tensors go to max mode)
-K_FAST_MAX = max(k for k in range(4 * 64) if low_bits(k) <= RAW_BITS_MAX)
-
-
-@functools.lru_cache(maxsize=1024)
-def bucket_table(k: int) -> tuple[int, int, np.ndarray, np.ndarray, bytes]:
-    """(half width m, low bits, encoder entries, compact slot table, shape key) of bucket k;
-    a pure function. Buckets with the same shape key share their tables."""
-    lb = low_bits(k)
-    s = 2.0 ** (k / scalemodel.STEPS_PER_OCTAVE) / (1 << lb)
-    m = math.ceil(TAIL * s) + 1
-    edges = (np.arange(-m, m + 2, dtype=np.float64) - 0.5) / s
-    p = np.append(np.maximum(np.diff(scalemodel._cdf(FAMILY, edges)), 0.0), 0.0)
-    freq = rans.quantize(p)
-    slots = rans.dec_entries32(freq)
-    # the decoder wants the value, not the symbol: hi + 64, or 127 for the escape symbol
-    sym = slots & np.uint32(0x7F)
-    field = np.where(sym == 2 * m + 1, fk.ESCAPE_FIELD, sym.astype(np.int64) - m + fk.FIELD_BIAS)
-    slots = (slots & ~np.uint32(0x7F)) | field.astype(np.uint32)
-    key = m.to_bytes(2, "little") + freq.astype("<u2").tobytes()
-    return m, lb, rans.enc_entries(freq), slots, key
-
-
-@functools.lru_cache(maxsize=64)
-def _stacked(keys: tuple[bytes, ...], ks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(encoder entries, slot tables) of the distinct shapes keys (from buckets ks), cached:
-    consecutive tensors of one boundary use the same few tables."""
-    parts = [bucket_table(k) for k in ks]
-    width = max(p[2].shape[0] for p in parts)
-    enc = np.zeros((len(parts), width, 5), dtype=np.int64)
-    for i, p in enumerate(parts):
-        enc[i, : p[2].shape[0]] = p[2]
-    enc[:, :, 0] <<= rans.ENC_SHIFT  # the renormalisation bound replaces the frequency
-    enc = enc.reshape(-1, 5)
-    slots = np.concatenate([p[3] for p in parts])
-    enc.flags.writeable = False
-    slots.flags.writeable = False
-    return enc, slots
-
-
-def distinct_row_codes(rc: np.ndarray) -> np.ndarray:
-    """Sorted distinct row codes; a zero-stride view (no row codes) is not expanded."""
-    return rc[:1].copy() if rc.strides == (0,) else np.unique(rc)
-
-
-class _Tables:
-    """The tables of the buckets a field uses, for the kernels.
-
-    Buckets that differ only in their raw low bits share one probability table (above
-    MAX_TABLE_SCALE a bucket's table repeats every octave), so a field needs about ten
-    distinct tables: small enough to stay in cache while the coder jumps between them.
-    """
-
-    def __init__(self, cc: np.ndarray, rc: np.ndarray) -> None:
-        rcodes = distinct_row_codes(rc)
-        used = np.unique(np.clip(np.unique(cc)[:, None] + rcodes[None, :], *K_RANGE))
-        self.kmin, self.kmax = int(used[0]), int(used[-1])
-        self.slot_of_k = np.zeros(self.kmax - self.kmin + 1, dtype=np.int64)
-        self.slot_of_k[used - self.kmin] = np.arange(used.size)
-        parts = [bucket_table(int(k)) for k in used]
-        self.m = np.array([p[0] for p in parts], dtype=np.int64)
-        self.lb = np.array([p[1] for p in parts], dtype=np.int64)
-        shape_of: dict[bytes, int] = {}
-        first: list[int] = []
-        shape = []
-        for k, p in zip(used.tolist(), parts, strict=True):
-            if p[4] not in shape_of:
-                shape_of[p[4]] = len(shape_of)
-                first.append(k)
-            shape.append(shape_of[p[4]])
-        self.keys, self.first = tuple(shape_of), tuple(first)
-        self.width = max(bucket_table(k)[2].shape[0] for k in first)
-        self.shape = np.array(shape, dtype=np.int64)
-        self.ebase = self.shape * self.width  # first encoder entry of each table
-        self.sbase = self.shape * rans.TOTAL  # first slot of each table
-        self.info = self.sbase | (self.lb << 32)  # what the decoder needs per table
-        self.einfo = self.ebase | (self.m << 24) | (self.lb << 40)  # and the encoder
-        # one row of table numbers per distinct row code; rows point at theirs (without row
-        # codes every row points at row 0, by a zero-stride view: nothing per row is stored)
-        codes = rcodes
-        if codes.size == 1:
-            self.rc_idx = np.broadcast_to(np.zeros(1, dtype=np.int64), rc.shape)
-        else:
-            self.rc_idx = np.searchsorted(codes, rc).astype(np.int64)
-        k = np.clip(cc[None, :] + codes[:, None], *K_RANGE)
-        self.row_tab = self.slot_of_k[k - self.kmin].astype(np.uint8)
-
-    def encoder(self) -> np.ndarray:
-        return _stacked(self.keys, self.first)[0]
-
-    def decoder(self) -> np.ndarray:
-        return _stacked(self.keys, self.first)[1]
-
-
-def _log4(v: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        codes = np.rint(scalemodel.STEPS_PER_OCTAVE * np.log2(v))
-    return np.clip(np.nan_to_num(codes, neginf=K_RANGE[0]), *K_RANGE).astype(np.int64)
 
 
 def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, bool]:
@@ -178,62 +76,12 @@ def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
     when rows are alike enough that row scales would cost more than they save."""
     if energy.size < 2 or chans < ROW_SCALES_FROM:
         return None
-    codes = _log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
+    codes = log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
     codes -= int(np.median(codes))
     return None if np.abs(codes).mean() < 0.5 else codes
 
 
 # ---------------------------------------------------------------------------- threads
-def usable_threads(threads: int) -> int:
-    """Threads actually used: never more than the machine's cores (frames do not change)."""
-    return max(1, min(int(threads), os.cpu_count() or 1))
-
-
-@functools.lru_cache(maxsize=4)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarmpress-lossy")
-
-
-def run_all(fn: Callable, items: Iterable, threads: int) -> list:
-    """fn over items, in order; on a pool of threads when asked (the kernels drop the GIL)."""
-    items = list(items)
-    threads = usable_threads(threads)
-    if threads <= 1 or len(items) <= 1:
-        return [fn(it) for it in items]
-    # the calling thread takes the first item itself: one hand-off fewer per pass
-    futures = [_pool(threads - 1).submit(fn, it) for it in items[1:]]
-    first = fn(items[0])
-    return [first, *(f.result() for f in futures)]
-
-
-_scratch = threading.local()
-
-
-SCRATCH_KEEP = 64 << 20  # bytes of work arrays a thread keeps between calls, per name
-
-
-def scratch(name: str, size: int, dtype) -> np.ndarray:
-    """A per-thread work array of at least size elements, reused across calls: fresh
-    multi-page arrays cost more in page faults than the coding itself. Arrays above
-    SCRATCH_KEEP bytes are not kept. The caller must be done with it before the same
-    thread asks for the same name again."""
-    arr = getattr(_scratch, name, None)
-    if arr is None or arr.size < size or arr.dtype != dtype:
-        arr = np.empty(size, dtype=dtype)
-        if arr.nbytes <= SCRATCH_KEEP:
-            setattr(_scratch, name, arr)
-    return arr[:size]
-
-
-def map_items(fn: Callable[[int], object], count: int, threads: int) -> list:
-    """[fn(0), ..., fn(count - 1)], in order; with threads, each thread takes one contiguous
-    range (one pool task per thread: the items are too small to pay a task each)."""
-    if threads <= 1 or count <= 1:
-        return [fn(i) for i in range(count)]
-    parts = run_all(lambda r: [fn(i) for i in range(*r)], _ranges(count, threads), threads)
-    return [x for part in parts for x in part]
-
-
 def _groups(rows: int) -> list[tuple[int, int]]:
     """Fixed row ranges for partial sums (a function of the row count only)."""
     g = min(GROUPS, max(1, rows // 64))
@@ -509,41 +357,12 @@ def encode_with(backend, target: str, value: float, threads: int = 1,
         step, mu, acc = search.run()
     except OutOfRange:
         return None  # the max mode takes it (and names the problem if it cannot either)
-    cc = _log4(np.sqrt(acc / rows))
+    cc = log4(np.sqrt(acc / rows))
     rc = search.rc
-    if int(cc.max()) + int(distinct_row_codes(rc).max()) > K_FAST_MAX:
+    if not codable(cc, rc):
         return None  # codes too wide for the kernels' raw-bit fields: the max mode takes it
     q = backend.codes(step, mu)
-    tables = _Tables(cc, rc)
-    n = rows * chans
-    size = 1 << CHUNK_LOG
-    nchunks = chunk_bounds_count(n, CHUNK_LOG)
-    enc = tables.encoder()
-    table = np.zeros((nchunks, 2), dtype=np.int64)
-    # raw bits a chunk needs besides escapes, to size the output (escapes grow it on demand)
-    per_code = tables.lb[tables.row_tab].sum(axis=1)  # raw bits of a row, per row code
-    raw = int(per_code @ np.bincount(tables.rc_idx, minlength=per_code.size))
-    raw_words = raw // 32 + 64 * nchunks + 1024
-
-    def code(rng):
-        c0, c1 = rng
-        span = min(size, n)
-        buf = scratch("enc_words", span + 2 * fk.LANES + 1, np.uint16)
-        tt = scratch("tables", span, np.uint8)
-        bits = scratch("enc_bits", 2 * fk.ESC_HALF * span // 32 + 2, np.uint32)  # worst case
-        out_w = scratch("out_words", min(n, (c1 - c0) * size) + (c1 - c0) * 9, np.uint16)
-        cap = raw_words
-        while True:
-            out_b = scratch("out_bits", cap, np.uint32)
-            nw, nb = fk.encode_range(
-                q, c0, c1, n, size, chans, tables.row_tab, tables.rc_idx, tables.einfo, enc, tt,
-                buf, bits, out_w, out_b, table,
-            )  # fmt: skip
-            if nw >= 0:
-                return out_w[:nw].tobytes(), out_b[:nb].tobytes()
-            cap *= 4
-
-    coded = run_all(code, _ranges(nchunks, threads), threads)
+    coded = encode_values(q, rows, chans, Tables(cc, rc), threads)
     flags = (_ROWS if search.use_rows else 0) | (_LOWRANK if lowrank is not None else 0)
     parts = [
         _HEAD.pack(step, scalemodel.FAMILIES.index(FAMILY), flags, CHUNK_LOG, fk.LANES),
@@ -551,9 +370,7 @@ def encode_with(backend, target: str, value: float, threads: int = 1,
         pack_blob(cc.astype("<i2").tobytes()),
         pack_blob(rc.astype("<i2").tobytes()) if search.use_rows else b"",
         lossy_lowrank.pack(lowrank) if lowrank is not None else b"",
-        table.astype("<u4").tobytes(),
-        *(w for w, _ in coded),
-        *(b for _, b in coded),
+        coded,
     ]
     return b"".join(parts)
 
@@ -566,12 +383,7 @@ class Parsed:
     mu: np.ndarray
     cc: np.ndarray
     rc: np.ndarray
-    chunk_log: int
-    streams: np.ndarray  # every chunk's words then raw-bit words, as aligned uint16
-    woff: np.ndarray  # per chunk: first rANS word in streams
-    nwords: np.ndarray
-    boff: np.ndarray  # per chunk: first raw-bit word (as uint16 pairs) in streams
-    nbits: np.ndarray
+    streams: Streams
     proj: np.ndarray  # the low-rank projection (float32, flat), or empty
 
 
@@ -587,13 +399,11 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
         raise CodecError("lossy fast payload has an unknown model or flags")
     if lanes != fk.LANES or not CHUNK_LOG_RANGE[0] <= chunk_log <= CHUNK_LOG_RANGE[1]:
         raise CodecError(f"lossy fast payload declares {lanes} lanes, chunks of 2**{chunk_log}")
-    n = rows * chans
-    bounds = chunk_bounds_count(n, chunk_log)
     # Every chunk costs at least 8 table bytes and 16 state bytes: the payload must hold them
     # before the side information (sized by the shape) is even unpacked.
-    if len(mv) - _HEAD.size < 24 * bounds:
+    if len(mv) - _HEAD.size < min_bytes(rows * chans, chunk_log):
         raise CodecError(
-            f"lossy fast payload of {len(mv)} bytes cannot hold {bounds} chunks of a "
+            f"lossy fast payload of {len(mv)} bytes cannot hold the chunks of a "
             f"{rows}x{chans} tensor"
         )
     raw, pos = unpack_blob(mv, _HEAD.size, 8 * chans, "channel means")
@@ -606,76 +416,21 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     if flags & _ROWS:
         raw, pos = unpack_blob(mv, pos, 2 * rows, "row scales")
         rc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
-    rcodes = distinct_row_codes(rc)
-    if not (
-        np.all((K_RANGE[0] <= cc) & (cc <= K_RANGE[1]))
-        and np.all(np.abs(rcodes) <= K_RANGE[1] - K_RANGE[0])
-    ):
-        raise CodecError("lossy fast payload declares scale codes out of range")
-    if int(cc.max()) + int(rcodes.max()) > K_FAST_MAX:
-        raise CodecError("lossy fast payload declares scales beyond the fast mode's range")
+    check_scale_codes(cc, rc, "lossy fast payload")
     proj = _NO_PROJ
     if flags & _LOWRANK:
         if rows < lossy_lowrank.MIN_ROWS or chans < lossy_lowrank.MIN_CHANS:
             raise CodecError(f"lossy fast payload has a low-rank part for a {rows}x{chans} tensor")
         lowrank, pos = lossy_lowrank.parse(mv, pos, rows, chans)
         proj = lowrank.proj
-    if len(mv) - pos < 8 * bounds:
-        raise CodecError("lossy fast payload truncated: chunk table runs past the end")
-    table = np.frombuffer(mv[pos : pos + 8 * bounds], dtype="<u4").reshape(-1, 2).astype(np.int64)
-    pos += 8 * bounds
-    size = 1 << chunk_log
-    if np.any(table[:, 0] < 2 * fk.LANES) or np.any(table[:, 0] > size + 2 * fk.LANES):
-        raise CodecError("lossy fast payload declares an impossible rANS word count")
-    if np.any(table[:, 1] > size * 2 * fk.ESC_HALF):
-        raise CodecError("lossy fast payload declares more raw bits than values can carry")
-    need = int((2 * table[:, 0] + 4 * ((table[:, 1] + 31) // 32)).sum())
-    if len(mv) - pos != need:
-        raise CodecError(
-            f"lossy fast payload: chunk streams take {len(mv) - pos} bytes, the table says {need}"
-        )
-    streams = np.empty(need // 2, dtype=np.uint16)  # an aligned copy the kernels can index
-    streams.view(np.uint8)[:] = np.frombuffer(mv, dtype=np.uint8, count=need, offset=pos)
-    if streams.dtype.byteorder == ">":  # pragma: no cover - big-endian hosts
-        streams.byteswap(inplace=True)
-    woff = np.concatenate([[0], np.cumsum(table[:, 0])[:-1]]).astype(np.int64)
-    bsize = 2 * ((table[:, 1] + 31) // 32)  # raw-bit words, in uint16 units
-    boff = int(table[:, 0].sum()) + np.concatenate([[0], np.cumsum(bsize)[:-1]]).astype(np.int64)
-    return Parsed(step, mu, cc, rc, chunk_log, streams, woff, table[:, 0].copy(), boff,
-                  table[:, 1].copy(), proj)  # fmt: skip
-
-
-def chunk_bounds_count(n: int, chunk_log: int) -> int:
-    """Number of chunks of 2**chunk_log values in n values."""
-    return -(-n // (1 << chunk_log))
-
-
-def _ranges(count: int, threads: int) -> list[tuple[int, int]]:
-    """Contiguous ranges of chunk indices, one per thread (results never depend on them)."""
-    t = max(1, min(usable_threads(threads), count))
-    edges = [count * i // t for i in range(t + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(t)]
+    streams, _end = read_streams(mv, pos, rows * chans, chunk_log, "lossy fast payload", True)
+    return Parsed(step, mu, cc, rc, streams, proj)
 
 
 def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
                  threads: int = 1) -> None:  # fmt: skip
-    tables = _Tables(p.cc, p.rc)
-    slots = tables.decoder()
-    n = rows * chans
-    size = 1 << p.chunk_log
-
-    def run(rng):
-        tt = scratch("tables", min(size, n), np.uint8)
-        codes = scratch("codes", min(size, n), np.int64)
-        return fk.decode_range(
-            p.streams, p.woff, p.nwords, p.boff, p.nbits, rng[0], rng[1], n, size, chans,
-            tables.row_tab, tables.rc_idx, tables.info, slots, p.step, p.mu, out, mode,
-            tt, codes, p.proj,
-        )  # fmt: skip
-
-    bad = [c for c in run_all(run, _ranges(len(p.woff), threads), threads) if c >= 0]
-    if bad:
-        raise CodecError(f"lossy fast entropy-coded stream is corrupt (chunk {bad[0]})")
+    decode_values(p.streams, Tables(p.cc, p.rc), rows, chans, out, mode, p.step, p.mu, p.proj,
+                  threads, "lossy fast entropy-coded stream")  # fmt: skip
 
 
 def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1) -> np.ndarray:
