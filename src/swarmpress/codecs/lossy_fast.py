@@ -28,11 +28,12 @@ import numpy as np
 from swarmpress.codecs import fastkernels as fk
 from swarmpress.codecs import lossy_lowrank, scalemodel
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.fieldcode import K_RANGE, pack_blob, unpack_blob
+from swarmpress.codecs.fieldcode import pack_blob, unpack_blob
 from swarmpress.codecs.rans_field import (
     CHUNK_LOG,
     CHUNK_LOG_RANGE,
     FAMILY,
+    ROW_SCALES_FROM,
     Streams,
     Tables,
     check_scale_codes,
@@ -42,6 +43,7 @@ from swarmpress.codecs.rans_field import (
     log4,
     min_bytes,
     read_streams,
+    row_codes,
 )
 from swarmpress.codecs.tensors import DType
 from swarmpress.codecs.workers import map_items, scratch
@@ -66,19 +68,6 @@ def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, bool]:
     if dtype is DType.BFLOAT16:
         return flat.view(np.uint16), True
     return flat.astype(np.float32, copy=False), False
-
-
-ROW_SCALES_FROM = 8  # channels a row needs before it gets a scale code of its own
-
-
-def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
-    """Quarter-octave row scale codes (median 0) from per-row normalised energies, or None
-    when rows are alike enough that row scales would cost more than they save."""
-    if energy.size < 2 or chans < ROW_SCALES_FROM:
-        return None
-    codes = log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
-    codes -= int(np.median(codes))
-    return None if np.abs(codes).mean() < 0.5 else codes
 
 
 # ---------------------------------------------------------------------------- threads
@@ -363,13 +352,14 @@ def encode_with(backend, target: str, value: float, threads: int = 1,
         return None  # codes too wide for the kernels' raw-bit fields: the max mode takes it
     q = backend.codes(step, mu)
     coded = encode_values(q, rows, chans, Tables(cc, rc), threads)
-    flags = (_ROWS if search.use_rows else 0) | (_LOWRANK if lowrank is not None else 0)
+    section = b"" if lowrank is None else lossy_lowrank.pack(lowrank, threads)
+    flags = (_ROWS if search.use_rows else 0) | (_LOWRANK if section else 0)
     parts = [
         _HEAD.pack(step, scalemodel.FAMILIES.index(FAMILY), flags, CHUNK_LOG, fk.LANES),
         pack_blob(mu.astype("<i8").tobytes()),
         pack_blob(cc.astype("<i2").tobytes()),
         pack_blob(rc.astype("<i2").tobytes()) if search.use_rows else b"",
-        lossy_lowrank.pack(lowrank) if lowrank is not None else b"",
+        section,
         coded,
     ]
     return b"".join(parts)
@@ -421,7 +411,7 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     if flags & _LOWRANK:
         if rows < lossy_lowrank.MIN_ROWS or chans < lossy_lowrank.MIN_CHANS:
             raise CodecError(f"lossy fast payload has a low-rank part for a {rows}x{chans} tensor")
-        lowrank, pos = lossy_lowrank.parse(mv, pos, rows, chans)
+        lowrank, pos = lossy_lowrank.parse(mv, pos, rows, chans, chunk_log)
         proj = lowrank.proj
     streams, _end = read_streams(mv, pos, rows * chans, chunk_log, "lossy fast payload", True)
     return Parsed(step, mu, cc, rc, streams, proj)

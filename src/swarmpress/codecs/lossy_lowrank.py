@@ -13,8 +13,9 @@ encoder and decoder reproduce it bit for bit on any BLAS. The quantizer then cod
 x - projection, and the decoder adds the projection back before rounding to the dtype.
 
 Section (after the fast payload's side information): `coefficient step f64 | rank u16 |
-basis (zstd int16, rank x channels) | coefficient field (fieldcode) | words u32 | range-coded
-coefficient words`.
+flags u8 | basis (zstd int16, rank x channels) | coefficient scale codes (zstd int16, one
+per rank) | [row scale codes (zstd int16, one per row), flag bit 0] | the rows x rank
+coefficients as a chunked rANS field (rans_field.py)`.
 """
 
 from __future__ import annotations
@@ -24,18 +25,12 @@ import math
 import struct
 from dataclasses import dataclass
 
-import constriction
 import numpy as np
 
-from swarmpress.codecs.entropy import check_room, range_decoder
+from swarmpress.codecs import fastkernels as fk
+from swarmpress.codecs import rans_field
 from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.fieldcode import (
-    decode_field,
-    encode_field,
-    pack_blob,
-    read_field,
-    unpack_blob,
-)
+from swarmpress.codecs.fieldcode import pack_blob, unpack_blob
 
 FIX = 1 << 15  # basis fixed point: entries are n / 2**15, |n| < 2**15
 RANKS = (4, 8, 16, 32, 64)
@@ -51,7 +46,7 @@ COEFF_STEP = 8.0  # coefficient step / the residual's expected step: the residua
 # coarse coefficients' error at little cost (measured best from 4x to 16x on MiniLM and the
 # synthetic family), and coarse coefficients take a few bits fewer each
 BLOCK_VALUES = 1 << 18  # rows are projected this many values at a time (bounded temporaries)
-_HEAD = struct.Struct("<dH")
+_HEAD = struct.Struct("<dHB")  # coefficient step, rank, flags
 
 
 @dataclass(frozen=True)
@@ -176,6 +171,9 @@ def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
         coeffs[r0 : r0 + per] = np.rint(block @ bt - shift)
     if not np.isfinite(coeffs).all() or np.abs(coeffs).max() * rank * FIX >= 2.0**53:
         return None
+    cc, rc = _coefficient_scales(coeffs)
+    if not rans_field.codable(cc, np.zeros(1, dtype=np.int64) if rc is None else rc):
+        return None  # coefficients too wide for the coder's raw-bit fields
     return LowRank(step, basis.astype(np.float64), coeffs, project(coeffs, basis, step))
 
 
@@ -191,48 +189,77 @@ def project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
     return out.reshape(-1)
 
 
-def pack(lr: LowRank) -> bytes:
+_ROWS = 0x01  # section flag: the coefficients carry row scale codes
+
+
+def _coefficient_scales(coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(per-rank scale codes, per-row scale codes or None) of the coefficients, in quarter
+    octaves, as the fast mode models its residuals: rows whose coefficients are all large
+    (high-norm tokens) get a row scale, the ranks a scale net of it."""
+    rows, rank = coeffs.shape
+    sq = coeffs * coeffs
+    var = sq.mean(axis=0)
+    inv = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    rc = rans_field.row_codes(sq @ inv / rank, rank)
+    if rc is None:
+        return rans_field.log4(np.sqrt(var)), None
+    return rans_field.log4(np.sqrt(np.exp2(-rc / 2.0) @ sq / rows)), rc
+
+
+def _tables(cc: np.ndarray, rc: np.ndarray | None, rows: int) -> rans_field.Tables:
+    if rc is None:
+        rc = np.broadcast_to(np.zeros(1, dtype=np.int64), (rows,))
+    return rans_field.Tables(cc, rc)
+
+
+def pack(lr: LowRank, threads: int = 1) -> bytes:
     """The low-rank section of a fast-mode payload."""
-    coder = constriction.stream.queue.RangeEncoder()
-    # projections on principal directions: Gaussian within 1-3 % of the best family, measured
-    side = encode_field(coder, lr.coeffs.astype(np.int64), family="gaussian")
-    words = coder.get_compressed().tobytes()
+    rows = lr.coeffs.shape[0]
+    q = lr.coeffs.astype(np.int64).reshape(-1)
+    cc, rc = _coefficient_scales(lr.coeffs)
     return b"".join(
         [
-            _HEAD.pack(lr.step, lr.rank),
+            _HEAD.pack(lr.step, lr.rank, _ROWS if rc is not None else 0),
             pack_blob(lr.basis.astype("<i2").tobytes()),
-            side,
-            struct.pack("<I", len(words)),
-            words,
+            pack_blob(cc.astype("<i2").tobytes()),
+            pack_blob(rc.astype("<i2").tobytes()) if rc is not None else b"",
+            rans_field.encode_values(q, rows, lr.rank, _tables(cc, rc, rows), threads),
         ]
     )
 
 
-def parse(mv: memoryview, pos: int, rows: int, chans: int) -> tuple[LowRank, int]:
+def parse(mv: memoryview, pos: int, rows: int, chans: int, chunk_log: int,
+          threads: int = 1) -> tuple[LowRank, int]:  # fmt: skip
     """Read a low-rank section at pos; every size is checked before it is allocated."""
+    what = "lossy low-rank coefficients"
     if len(mv) - pos < _HEAD.size:
         raise CodecError("lossy fast payload truncated: low-rank header missing")
-    step, rank = _HEAD.unpack_from(mv, pos)
+    step, rank, flags = _HEAD.unpack_from(mv, pos)
     pos += _HEAD.size
-    if not (np.isfinite(step) and step > 0):
+    if flags & ~_ROWS:
+        raise CodecError("lossy low-rank part has unknown flags")
+    if not (math.isfinite(step) and step > 0):
         raise CodecError("lossy low-rank part declares an invalid coefficient step")
-    if not 1 <= rank <= min(MAX_RANK, chans, rows):
+    if not 1 <= rank <= min(MAX_RANK, chans // 4, rows):
         raise CodecError(f"lossy low-rank part declares rank {rank} for a {rows}x{chans} tensor")
+    if len(mv) - pos < rans_field.min_bytes(rows * rank, chunk_log):
+        raise CodecError(f"{what}: the payload cannot hold {rows}x{rank} of them")
     raw, pos = unpack_blob(mv, pos, 2 * rank * chans, "low-rank basis")
     basis = np.frombuffer(raw, dtype="<i2").astype(np.float64).reshape(rank, chans)
-    side, pos = read_field(mv, pos, rows, rank)
-    if len(mv) - pos < 4:
-        raise CodecError("lossy fast payload truncated: low-rank words missing")
-    (nbytes,) = struct.unpack_from("<I", mv, pos)
-    pos += 4
-    if nbytes > len(mv) - pos:
-        raise CodecError("lossy fast payload truncated: low-rank words run past the end")
-    check_room(nbytes, side.min_bits, "lossy low-rank coefficients")
-    coeffs = decode_field(range_decoder(mv[pos : pos + nbytes], "lossy low-rank coefficients"),
-                          side)  # fmt: skip
-    pos += nbytes
-    biggest = max(abs(int(coeffs.min())), abs(int(coeffs.max()))) if coeffs.size else 0
+    raw, pos = unpack_blob(mv, pos, 2 * rank, "low-rank coefficient scales")
+    cc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
+    rc = None
+    if flags & _ROWS:
+        raw, pos = unpack_blob(mv, pos, 2 * rows, "low-rank coefficient row scales")
+        rc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
+    tables = _tables(cc, rc, rows)
+    rans_field.check_scale_codes(cc, np.zeros(1, dtype=np.int64) if rc is None else rc, what)
+    streams, pos = rans_field.read_streams(mv, pos, rows * rank, chunk_log, what, False)
+    q = np.empty(rows * rank, dtype=np.int64)
+    rans_field.decode_values(streams, tables, rows, rank, q, fk.OUT_CODES, threads=threads,
+                             what=what)  # fmt: skip
+    biggest = max(abs(int(q.min())), abs(int(q.max())))
     if biggest * rank * FIX >= 2**53:
         raise CodecError("lossy low-rank coefficients are out of range")
-    coeffs = coeffs.astype(np.float64)
+    coeffs = q.astype(np.float64).reshape(rows, rank)
     return LowRank(step, basis, coeffs, project(coeffs, basis, step)), pos

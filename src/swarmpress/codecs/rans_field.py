@@ -139,6 +139,19 @@ def log4(v: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(codes, neginf=K_RANGE[0]), *K_RANGE).astype(np.int64)
 
 
+ROW_SCALES_FROM = 8  # channels a row needs before it gets a scale code of its own
+
+
+def row_codes(energy: np.ndarray, chans: int) -> np.ndarray | None:
+    """Quarter-octave row scale codes (median 0) from per-row normalised energies, or None
+    when rows are alike enough that row scales would cost more than they save."""
+    if energy.size < 2 or chans < ROW_SCALES_FROM:
+        return None
+    codes = log4(np.sqrt(np.where(energy > 0, energy, 2.0 ** (K_RANGE[0] / 2))))
+    codes -= int(np.median(codes))
+    return None if np.abs(codes).mean() < 0.5 else codes
+
+
 def chunk_bounds_count(n: int, chunk_log: int) -> int:
     """Number of chunks of 2**chunk_log values in n values."""
     return -(-n // (1 << chunk_log))
