@@ -34,6 +34,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from swarmpress import __version__
+
+        print(f"swarmpress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Compress what crosses the wire in decentralized training."""
+
+
 # ----------------------------------------------------------------------------- codecs
 @app.command("codecs")
 def codecs_cmd(as_json: JsonOpt = False) -> None:
