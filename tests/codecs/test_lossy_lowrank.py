@@ -201,3 +201,77 @@ def test_damaged_low_rank_frames_fail_cleanly_in_bounded_memory(lowrank_frame):
             assert peak <= max(8 * x.nbytes, 4 * len(blob)) + (16 << 20), peak
     finally:
         tracemalloc.stop()
+
+
+def _forged_large_frame(rows: int, chans: int, rank: int) -> bytes:
+    """A small frame declaring a large bf16 tensor: zero low-rank coefficients (coded for
+    real, a few bytes per chunk) and main chunks that hold only their lane states."""
+    from swarmpress.codecs import fastkernels as fk
+    from swarmpress.codecs import rans_field
+    from swarmpress.codecs.fieldcode import K_RANGE, pack_blob
+    from swarmpress.codecs.tensors import DType
+
+    zero_rows = np.broadcast_to(np.zeros(1, dtype=np.int64), (rows,))
+    cc = np.full(rank, K_RANGE[0], dtype=np.int64)  # the narrowest scale: ~0 bits a zero
+    coeffs = rans_field.encode_values(
+        np.zeros(rows * rank, dtype=np.int64), rows, rank, rans_field.Tables(cc, zero_rows)
+    )
+    section = b"".join(
+        [
+            struct.pack("<dHB", 1.0, rank, 0),
+            pack_blob(np.ones((rank, chans), dtype="<i2").tobytes()),
+            pack_blob(cc.astype("<i2").tobytes()),
+            coeffs,
+        ]
+    )
+    nchunks = rans_field.chunk_bounds_count(rows * chans, rans_field.CHUNK_LOG)
+    table = np.tile(np.array([2 * fk.LANES, 0], dtype="<u4"), nchunks).tobytes()
+    payload = b"".join(
+        [
+            bytes([2]),
+            struct.pack("<dBBBB", 1.0, 1, lossy_fast._LOWRANK, rans_field.CHUNK_LOG, fk.LANES),
+            pack_blob(np.zeros(chans, dtype="<i8").tobytes()),
+            pack_blob(np.zeros(chans, dtype="<i2").tobytes()),
+            section,
+            table,
+            bytes(4 * fk.LANES * nchunks),  # lane states of 0: every chunk is corrupt
+        ]
+    )
+    return frame.pack("lossy", {}, DType.BFLOAT16, frame.Container.NUMPY, (rows, chans), payload)
+
+
+def test_a_small_frame_cannot_make_the_decoder_project_a_large_tensor():
+    """Red-team finding: the projection of every row was built before the first chunk was
+    checked (a 65 KB frame cost 6.6 s and 774 MiB). Now a block at a time."""
+    rows, chans = 1 << 20, 64
+    blob = _forged_large_frame(rows, chans, 16)
+    assert len(blob) < 256 << 10
+    declared = rows * chans * 2
+    tracemalloc.start()
+    try:
+        with pytest.raises(sp.CodecError, match="corrupt"):
+            sp.decode(blob)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= declared + (32 << 20), peak / 2**20  # the output, and one block beside it
+
+
+def test_a_forged_coefficient_step_cannot_overflow_float32(lowrank_frame):
+    _x, blob = lowrank_frame
+    payload = bytes(frame.unpack(blob).payload)
+    o = lowrank_offset(payload)
+    bad = payload[:o] + struct.pack("<d", 1e300) + payload[o + 8 :]
+    with np.errstate(all="raise"):
+        assert "beyond float32" in _decode_error(with_payload(blob, bad))
+
+
+def test_an_fp16_frame_whose_values_pass_float16_decodes_to_inf_without_numpy_errors():
+    x = low_rank_tensor(dtype=np.dtype(np.float16), seed=2)
+    blob = sp.get_codec("lossy").encode(x)
+    payload = bytearray(frame.unpack(blob).payload)
+    (step,) = struct.unpack_from("<d", payload, 1)
+    struct.pack_into("<d", payload, 1, step * 1e6)
+    with np.errstate(all="raise"):
+        y = sp.decode(with_payload(blob, bytes(payload)))
+    assert y.dtype == np.float16 and np.isinf(y).any()

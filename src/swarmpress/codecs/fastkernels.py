@@ -524,8 +524,10 @@ def decode_chunk(words, b16, nbits, n, info, slots, tt, codes):
 
 @numba.njit(nogil=True, cache=True)
 def decode_range(streams, woff, nwords, boff, nbits, c0, c1, n, size, chans, row_tab, rc_idx,
-                 info, slots, step, mu, out, out_mode, tt, codes, proj):  # fmt: skip
-    """Decode chunks c0..c1 into out; the first corrupt chunk's index, or -1."""
+                 info, slots, step, mu, out, out_base, out_mode, tt, codes, proj,
+                 proj_base):  # fmt: skip
+    """Decode chunks c0..c1: element i goes to out[i - out_base] (and adds proj[i -
+    proj_base] when proj is not empty); the first corrupt chunk's index, or -1."""
     for c in range(c0, c1):
         a = c * size
         b = min(n, a + size)
@@ -534,16 +536,17 @@ def decode_range(streams, woff, nwords, boff, nbits, c0, c1, n, size, chans, row
         chunk_tables(a, b, chans, row_tab, rc_idx, tt)
         if decode_chunk(words, b16, nbits[c], b - a, info, slots, tt, codes) != OK:
             return c
-        dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj)
+        dequant_chunk(codes, a, b, chans, step, mu, out, out_base, out_mode, proj, proj_base)
     return -1
 
 
 @numba.njit(nogil=True, cache=True)
-def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj):
-    """Write elements a..b of the output from their codes (float32, bf16 bits or codes):
-    float32((code + mu) * step [+ projection]), rounded to bf16 as in dequant_row."""
+def dequant_chunk(codes, a, b, chans, step, mu, out, out_base, out_mode, proj, proj_base):
+    """Write elements a..b to out[a - out_base ...] from their codes (float32, bf16 bits or
+    codes): float32((code + mu) * step [+ projection]), rounded to bf16 as in dequant_row."""
     if proj.size and out_mode != OUT_CODES:
-        _dequant_proj(codes, a, b, chans, step, mu, out, out_mode == OUT_BF16, proj)
+        _dequant_proj(codes, a, b, chans, step, mu, out, out_base, out_mode == OUT_BF16, proj,
+                      proj_base)  # fmt: skip
         return
     yf = np.empty(min(chans, b - a), np.float32)
     yu = yf.view(np.uint32)
@@ -555,7 +558,7 @@ def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj):
         cnt = end - i
         c = codes[i - a : end - a]
         m = mu[j0 : j0 + cnt]
-        o = out[i:end]
+        o = out[i - out_base : end - out_base]
         if out_mode == OUT_CODES:
             o[:] = c
         elif out_mode == OUT_BF16:
@@ -572,7 +575,7 @@ def dequant_chunk(codes, a, b, chans, step, mu, out, out_mode, proj):
 
 
 @numba.njit(nogil=True)
-def _dequant_proj(codes, a, b, chans, step, mu, out, bf16, proj):
+def _dequant_proj(codes, a, b, chans, step, mu, out, out_base, bf16, proj, proj_base):
     """dequant_chunk with a low-rank projection: the same float64 steps as dequant_row."""
     yf = np.empty(min(chans, b - a), np.float32)
     yu = yf.view(np.uint32)
@@ -584,10 +587,10 @@ def _dequant_proj(codes, a, b, chans, step, mu, out, bf16, proj):
         cnt = end - i
         c = codes[i - a : end - a]
         m = mu[j0 : j0 + cnt]
-        p = proj[i:end]
+        p = proj[i - proj_base : end - proj_base]
         for k in range(cnt):
             yf[k] = np.float32((np.float64(c[k]) + m[k]) * step + np.float64(p[k]))
-        o = out[i:end]
+        o = out[i - out_base : end - out_base]
         if bf16:
             for k in range(cnt):
                 u = yu[k]

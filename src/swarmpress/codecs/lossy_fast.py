@@ -374,7 +374,11 @@ class Parsed:
     cc: np.ndarray
     rc: np.ndarray
     streams: Streams
-    proj: np.ndarray  # the low-rank projection (float32, flat), or empty
+    lowrank: lossy_lowrank.Section | None  # the low-rank part, if any
+
+    def projection(self) -> np.ndarray:
+        """The whole low-rank projection (float32, flat), or an empty array."""
+        return _NO_PROJ if self.lowrank is None else self.lowrank.projection()
 
 
 def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
@@ -407,20 +411,36 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
         raw, pos = unpack_blob(mv, pos, 2 * rows, "row scales")
         rc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
     check_scale_codes(cc, rc, "lossy fast payload")
-    proj = _NO_PROJ
+    section = None
     if flags & _LOWRANK:
         if rows < lossy_lowrank.MIN_ROWS or chans < lossy_lowrank.MIN_CHANS:
             raise CodecError(f"lossy fast payload has a low-rank part for a {rows}x{chans} tensor")
-        lowrank, pos = lossy_lowrank.parse(mv, pos, rows, chans, chunk_log)
-        proj = lowrank.proj
+        section, pos = lossy_lowrank.read(mv, pos, rows, chans, chunk_log)
     streams, _end = read_streams(mv, pos, rows * chans, chunk_log, "lossy fast payload", True)
-    return Parsed(step, mu, cc, rc, streams, proj)
+    return Parsed(step, mu, cc, rc, streams, section)
+
+
+DECODE_BLOCK_VALUES = 1 << 20  # with a low-rank part: values decoded per projected block
 
 
 def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
                  threads: int = 1) -> None:  # fmt: skip
-    decode_values(p.streams, Tables(p.cc, p.rc), rows, chans, out, mode, p.step, p.mu, p.proj,
-                  threads, "lossy fast entropy-coded stream")  # fmt: skip
+    """Decode every chunk into out; with a low-rank part, a block of chunks at a time, each
+    after the projection of the rows it covers (bounded memory, early failure)."""
+    what = "lossy fast entropy-coded stream"
+    tables = Tables(p.cc, p.rc)
+    if p.lowrank is None or mode == fk.OUT_CODES:
+        decode_values(p.streams, tables, rows, chans, out, mode, p.step, p.mu, None, threads,
+                      what)  # fmt: skip
+        return
+    n, size = rows * chans, 1 << p.streams.chunk_log
+    per = max(1, DECODE_BLOCK_VALUES // size)
+    for k0 in range(0, len(p.streams.woff), per):
+        k1 = min(len(p.streams.woff), k0 + per)
+        r0, r1 = (k0 * size) // chans, -(-min(n, k1 * size) // chans)
+        proj = p.lowrank.projection(r0, r1)
+        decode_values(p.streams, tables, rows, chans, out, mode, p.step, p.mu, proj, threads,
+                      what, chunks=(k0, k1), proj_base=r0 * chans)  # fmt: skip
 
 
 def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1) -> np.ndarray:
@@ -431,7 +451,10 @@ def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1
     _run_decoder(p, rows, chans, out, fk.OUT_BF16 if bf16 else fk.OUT_F32, threads)
     if bf16:
         return out.view(dtype.numpy)
-    return out.astype(np.float16) if dtype is DType.FLOAT16 else out
+    if dtype is DType.FLOAT16:
+        with np.errstate(over="ignore", under="ignore"):  # as the dtype says: inf or 0
+            return out.astype(np.float16)
+    return out
 
 
 def decode_codes(mv: memoryview, rows: int, chans: int) -> tuple[np.ndarray, Parsed]:

@@ -55,7 +55,7 @@ class LowRank:
 
     step: float  # coefficient quantization step
     basis: np.ndarray  # int16-valued float64, (rank, channels)
-    coeffs: np.ndarray  # integer-valued, (rows, rank)
+    coeffs: np.ndarray  # integer-valued (int64 or float64), (rows, rank)
     proj: np.ndarray  # float32, rows * channels, flat
 
     @property
@@ -179,13 +179,15 @@ def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
 
 def project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
     """float32(coeffs @ basis * step / FIX), flat; exact integer products in float64, a block
-    of rows at a time, so every machine gets the same bits."""
+    of rows at a time (integer coefficients are widened a block at a time too), so every
+    machine gets the same bits."""
     rows, chans = coeffs.shape[0], basis.shape[1]
     out = np.empty(rows * chans, dtype=np.float32).reshape(rows, chans)
     per = max(1, BLOCK_VALUES // max(chans, 1))
     scale = step / FIX
     for r0 in range(0, rows, per):
-        out[r0 : r0 + per] = (coeffs[r0 : r0 + per] @ basis) * scale
+        block = coeffs[r0 : r0 + per].astype(np.float64, copy=False)
+        out[r0 : r0 + per] = (block @ basis) * scale
     return out.reshape(-1)
 
 
@@ -228,9 +230,51 @@ def pack(lr: LowRank, threads: int = 1) -> bytes:
     )
 
 
-def parse(mv: memoryview, pos: int, rows: int, chans: int, chunk_log: int,
-          threads: int = 1) -> tuple[LowRank, int]:  # fmt: skip
-    """Read a low-rank section at pos; every size is checked before it is allocated."""
+@dataclass(frozen=True)
+class Section:
+    """A low-rank section read and checked; its coefficients decode a block of rows at a
+    time, so a decoder never holds more than a block of projection and a damaged payload
+    costs no more than the rows before the damage."""
+
+    step: float
+    basis: np.ndarray  # int16-valued float64, (rank, channels)
+    tables: rans_field.Tables
+    streams: rans_field.Streams
+    rows: int
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[0]
+
+    def coefficients(self, r0: int, r1: int) -> np.ndarray:
+        """The int64 coefficients of rows r0..r1, (r1 - r0, rank); CodecError when damaged
+        or too large for exact arithmetic."""
+        what = "lossy low-rank coefficients"
+        rank, size = self.rank, 1 << self.streams.chunk_log
+        v0, v1 = r0 * rank, r1 * rank
+        k0, k1 = v0 // size, -(-v1 // size)
+        buf = np.empty(min(self.rows * rank, k1 * size) - k0 * size, dtype=np.int64)
+        rans_field.decode_values(self.streams, self.tables, self.rows, rank, buf, fk.OUT_CODES,
+                                 what=what, chunks=(k0, k1), out_base=k0 * size)  # fmt: skip
+        q = buf[v0 - k0 * size : v1 - k0 * size]
+        biggest = max(abs(int(q.min())), abs(int(q.max()))) if q.size else 0
+        if biggest * rank * FIX >= 2**53:
+            raise CodecError(f"{what} are out of range")
+        # |projection| <= biggest * rank * step: beyond float32, values would be infinite
+        if biggest * rank * self.step >= float(np.finfo(np.float32).max):
+            raise CodecError(f"{what} make values beyond float32 (step {self.step:.3g})")
+        return q.reshape(r1 - r0, rank)
+
+    def projection(self, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """float32 projection of rows r0..r1 (all rows by default), flat."""
+        r1 = self.rows if r1 is None else r1
+        return project(self.coefficients(r0, r1), self.basis, self.step)
+
+
+def read(mv: memoryview, pos: int, rows: int, chans: int, chunk_log: int) -> tuple[Section, int]:
+    """Read a low-rank section at pos: every size is checked, nothing sized by the declared
+    shape is allocated beyond what the section's own bytes hold (the caller checks the rest
+    of the payload before the coefficients are decoded)."""
     what = "lossy low-rank coefficients"
     if len(mv) - pos < _HEAD.size:
         raise CodecError("lossy fast payload truncated: low-rank header missing")
@@ -252,14 +296,7 @@ def parse(mv: memoryview, pos: int, rows: int, chans: int, chunk_log: int,
     if flags & _ROWS:
         raw, pos = unpack_blob(mv, pos, 2 * rows, "low-rank coefficient row scales")
         rc = np.frombuffer(raw, dtype="<i2").astype(np.int64)
-    tables = _tables(cc, rc, rows)
     rans_field.check_scale_codes(cc, np.zeros(1, dtype=np.int64) if rc is None else rc, what)
+    tables = _tables(cc, rc, rows)
     streams, pos = rans_field.read_streams(mv, pos, rows * rank, chunk_log, what, False)
-    q = np.empty(rows * rank, dtype=np.int64)
-    rans_field.decode_values(streams, tables, rows, rank, q, fk.OUT_CODES, threads=threads,
-                             what=what)  # fmt: skip
-    biggest = max(abs(int(q.min())), abs(int(q.max())))
-    if biggest * rank * FIX >= 2**53:
-        raise CodecError("lossy low-rank coefficients are out of range")
-    coeffs = q.astype(np.float64).reshape(rows, rank)
-    return LowRank(step, basis, coeffs, project(coeffs, basis, step)), pos
+    return Section(step, basis, tables, streams, rows), pos

@@ -110,6 +110,6 @@ def decode(
     codes, parsed = lossy_fast.decode_codes(payload, rows, chans)
     q = torch.from_numpy(codes).to(device).reshape(rows, chans)
     proj = None
-    if parsed.proj.size:  # the low-rank projection, added before the rounding as on the host
-        proj = torch.from_numpy(parsed.proj).to(device).reshape(rows, chans)
+    if parsed.lowrank is not None:  # the projection, added before the rounding as on the host
+        proj = torch.from_numpy(parsed.projection()).to(device).reshape(rows, chans)
     return dequantize(q, parsed.mu, parsed.step, torch_dtype(dtype), device, proj).reshape(shape)

@@ -30,7 +30,7 @@ MAX_TABLE_SCALE = 4.0  # larger bucket scales keep their low bits raw (near-unif
 TAIL = 8.0  # modelled range |hi| <= TAIL * scale + 1; beyond: escape
 RAW_BITS_MAX = 32  # a raw field must fit the kernels' 64-bit accumulator beside 31 others
 CHUNK_LOG = 15  # values per coded chunk: 32768 (24 bytes of overhead each)
-CHUNK_LOG_RANGE = (10, 24)
+CHUNK_LOG_RANGE = (10, 16)  # decoders refuse others: a payload pays >= 24 bytes a chunk
 
 
 def low_bits(k: int) -> int:
@@ -262,24 +262,27 @@ _NO_PROJ = np.zeros(0, dtype=np.float32)
 def decode_values(st: Streams, tables: Tables, rows: int, chans: int, out: np.ndarray,
                   mode: int, step: float = 1.0, mu: np.ndarray | None = None,
                   proj: np.ndarray | None = None, threads: int = 1,
-                  what: str = "entropy-coded field") -> None:  # fmt: skip
-    """Decode a field into out: codes (mode OUT_CODES) or float32((code + mu) * step [+ proj])
-    as float32 or bf16 bits. CodecError names the first corrupt chunk."""
+                  what: str = "entropy-coded field", chunks: tuple[int, int] | None = None,
+                  out_base: int = 0, proj_base: int = 0) -> None:  # fmt: skip
+    """Decode a field's chunks (all, or the range `chunks`) into out: codes (mode OUT_CODES)
+    or float32((code + mu) * step [+ proj]) as float32 or bf16 bits. Value i lands in
+    out[i - out_base] and adds proj[i - proj_base]. CodecError names the first corrupt chunk."""
     slots = tables.decoder()
     n = rows * chans
     size = 1 << st.chunk_log
     mu = np.zeros(chans) if mu is None else mu
     proj = _NO_PROJ if proj is None else proj
+    c0, c1 = (0, len(st.woff)) if chunks is None else chunks
 
     def run(rng):
         tt = scratch("tables", min(size, n), np.uint8)
         codes = scratch("codes", min(size, n), np.int64)
         return fk.decode_range(
-            st.words, st.woff, st.nwords, st.boff, st.nbits, rng[0], rng[1], n, size, chans,
-            tables.row_tab, tables.rc_idx, tables.info, slots, step, mu, out, mode,
-            tt, codes, proj,
+            st.words, st.woff, st.nwords, st.boff, st.nbits, c0 + rng[0], c0 + rng[1], n, size,
+            chans, tables.row_tab, tables.rc_idx, tables.info, slots, step, mu, out, out_base,
+            mode, tt, codes, proj, proj_base,
         )  # fmt: skip
 
-    bad = [c for c in run_all(run, ranges(len(st.woff), threads), threads) if c >= 0]
+    bad = [c for c in run_all(run, ranges(c1 - c0, threads), threads) if c >= 0]
     if bad:
         raise CodecError(f"{what} is corrupt (chunk {bad[0]})")
