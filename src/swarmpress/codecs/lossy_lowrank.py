@@ -45,7 +45,7 @@ MIN_GAIN_BITS = 0.1  # estimated bits per value a basis must save (0.006 in bf16
 COEFF_STEP = 8.0  # coefficient step / the residual's expected step: the residual absorbs the
 # coarse coefficients' error at little cost (measured best from 4x to 16x on MiniLM and the
 # synthetic family), and coarse coefficients take a few bits fewer each
-BLOCK_VALUES = 1 << 18  # rows are projected this many values at a time (bounded temporaries)
+BLOCK_VALUES = 1 << 16  # rows are projected this many values at a time (bounded temporaries)
 _HEAD = struct.Struct("<dHB")  # coefficient step, rank, flags
 
 
@@ -185,9 +185,13 @@ def project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
     out = np.empty(rows * chans, dtype=np.float32).reshape(rows, chans)
     per = max(1, BLOCK_VALUES // max(chans, 1))
     scale = step / FIX
+    tmp = np.empty((min(per, rows), chans))
     for r0 in range(0, rows, per):
         block = coeffs[r0 : r0 + per].astype(np.float64, copy=False)
-        out[r0 : r0 + per] = (block @ basis) * scale
+        t = tmp[: block.shape[0]]
+        np.matmul(block, basis, out=t)
+        t *= scale
+        out[r0 : r0 + per] = t
     return out.reshape(-1)
 
 
