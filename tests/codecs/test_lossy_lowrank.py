@@ -291,3 +291,16 @@ def test_a_valid_low_rank_frame_decodes_in_little_more_than_its_output():
     assert sp.similarity(x, y) > 0.99
     # the output, a copy of the streams, one block of projection and coefficients
     assert peak < 2 * x.nbytes + 2 * len(blob) + (1 << 20), peak / x.nbytes
+
+
+def test_encoding_with_a_low_rank_part_stays_within_three_times_the_input():
+    x = low_rank_tensor(rows=4096, chans=512, rank=8, seed=4)
+    codec = sp.get_codec("lossy")
+    assert flags_of(codec.encode(x)) & lossy_fast._LOWRANK  # also compiles and warms up
+    tracemalloc.start()
+    try:
+        codec.encode(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3 * x.nbytes, peak / x.nbytes  # the projection alone is 2x a bf16 input

@@ -420,7 +420,7 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     return Parsed(step, mu, cc, rc, streams, section)
 
 
-DECODE_BLOCK_VALUES = 1 << 19  # with a low-rank part: values decoded per projected block
+DECODE_BLOCK_VALUES = 1 << 16  # with a low-rank part: values decoded per projected block
 
 
 def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,

@@ -2,10 +2,11 @@
 
 Some tensors keep most of their energy in a handful of directions common to all rows
 (MiniLM's last gradients, Llama-like hidden states). Per-channel scales cannot see that;
-a basis can. A held-out check on 128 sampled rows (a fraction of a millisecond) estimates
-the bits a rank-4 or rank-8 basis would save at high rate, basis and coefficients charged;
-only where that pays is the rank chosen the same way on 256 sampled rows (basis learnt on
-half, judged on the other half), the basis learnt on all of them, and every row projected.
+a basis can. A held-out check on 64 sampled rows (directions learnt on 32, judged on the
+other 32; about 0.2 ms) estimates the bits a rank-4 or rank-8 basis would save at high
+rate, basis and coefficients charged; only where that pays is the rank chosen the same way
+on 256 sampled rows (learnt on 192, judged on 64), the basis learnt on up to 512 rows, and
+every row projected.
 
 The basis is int16 fixed point and the coefficients integers, so the projection is an
 integer-valued float64 product, exact in any summation order, rounded once to float32:
@@ -45,7 +46,7 @@ MIN_GAIN_BITS = 0.1  # estimated bits per value a basis must save (0.006 in bf16
 COEFF_STEP = 8.0  # coefficient step / the residual's expected step: the residual absorbs the
 # coarse coefficients' error at little cost (measured best from 4x to 16x on MiniLM and the
 # synthetic family), and coarse coefficients take a few bits fewer each
-BLOCK_VALUES = 1 << 16  # rows are projected this many values at a time (bounded temporaries)
+BLOCK_VALUES = 1 << 15  # rows are projected this many values at a time (bounded temporaries)
 _HEAD = struct.Struct("<dHB")  # coefficient step, rank, flags
 
 
@@ -54,7 +55,7 @@ class LowRank:
     """A tensor's low-rank part: what travels and the projection both sides add."""
 
     step: float  # coefficient quantization step
-    basis: np.ndarray  # int16-valued float64, (rank, channels)
+    basis: np.ndarray  # int16, (rank, channels)
     coeffs: np.ndarray  # integer-valued (int64 or float64), (rows, rank)
     proj: np.ndarray  # float32, rows * channels, flat
 
@@ -84,23 +85,28 @@ def _probes(rows: int, count: int) -> np.ndarray:
 
 
 def _directions(a: np.ndarray, rank: int) -> np.ndarray:
-    """Top `rank` unit directions (rank, channels) of the centred rows a, via their Gram
-    matrix (a few hundred rows of many channels) and a subspace iteration on it."""
-    g = a @ a.T
+    """Top `rank` unit directions (rank, channels) of the centred rows a, by a subspace
+    iteration on the smaller of the Gram matrix (rows x rows) and the covariance
+    (channels x channels)."""
+    by_rows = a.shape[0] <= a.shape[1]
+    g = a @ a.T if by_rows else a.T @ a
     q = _probes(g.shape[0], min(rank + 8, g.shape[0]))
     for _ in range(2):
         q, _r = np.linalg.qr(g @ q)
     _w, u = np.linalg.eigh(q.T @ g @ q)
-    vt = (q @ u[:, ::-1][:, :rank]).T @ a
+    top = q @ u[:, ::-1][:, :rank]
+    vt = top.T @ a if by_rows else top.T
     norms = np.sqrt(np.einsum("ij,ij->i", vt, vt))
     return vt / np.where(norms > 0, norms, 1.0)[:, None]
 
 
 def _gains(a: np.ndarray, b: np.ndarray, ranks: tuple[int, ...], dist: float, rows: int):
     """Estimated bits per value saved by each rank: directions learnt on rows a, judged on
-    the held-out rows b. Bits of a Gaussian channel at distortion D: log2(1 + var/D)/2."""
+    the held-out rows b (both centred here, in place). Bits of a Gaussian channel at
+    distortion D: log2(1 + var/D)/2."""
     m = a.mean(axis=0)
-    a, b = a - m, b - m
+    a -= m
+    b -= m
     vt = _directions(a, max(ranks))
     chans = a.shape[1]
 
@@ -129,41 +135,61 @@ def distortion(xx: float, target: str, value: float) -> float:
 
 def plan(x: np.ndarray, target: str, value: float) -> LowRank | None:
     """The low-rank part worth sending for the (rows, channels) tensor x, or None."""
+    rank, step = choose(x, target, value)
+    return build(x, rank, step) if rank else None
+
+
+def choose(x: np.ndarray, target: str, value: float) -> tuple[int, float]:
+    """(rank worth sending, coefficient step) for the (rows, channels) tensor x; rank 0
+    when no basis pays. The held-out gate first, then the rank on more rows."""
     rows, chans = x.shape
     if rows < MIN_ROWS or chans < MIN_CHANS:
-        return None
+        return 0, 0.0
     a, b = _split_sample(x, GATE_ROWS, 2)
     ms = float(np.vdot(a, a)) / a.size
     if not (math.isfinite(ms) and ms > 0):
-        return None  # NaN, infinity or all zeros: nothing for a basis to find
+        return 0, 0.0  # NaN, infinity or all zeros: nothing for a basis to find
     # estimates on values of mean square 1: no float32 underflow on tiny gradients
     scale = np.float32(1.0 / math.sqrt(ms))
     dist = distortion(1.0, target, value * float(scale) if target == "max_abs" else value)
-    if max(_gains(a * scale, b * scale, (4, 8), dist, rows).values()) < MIN_GAIN_BITS:
-        return None
+    a *= scale
+    b *= scale
+    if max(_gains(a, b, (4, 8), dist, rows).values()) < MIN_GAIN_BITS:
+        return 0, 0.0
     a, b = _split_sample(x, CHOICE_ROWS, 4)
+    a *= scale
+    b *= scale
     limit = min(a.shape[0] // 4, chans // 4)
     ranks = tuple(k for k in RANKS if k <= limit)
-    gains = _gains(a * scale, b * scale, ranks, dist, rows)
+    gains = _gains(a, b, ranks, dist, rows)
     best = max(gains, key=gains.get)
     if gains[best] < MIN_GAIN_BITS:
-        return None
+        return 0, 0.0
     # coefficients coarser than the residual's step: the residual absorbs their error
-    return build(x, best, COEFF_STEP * math.sqrt(12.0 * dist) / float(scale))
+    return best, COEFF_STEP * math.sqrt(12.0 * dist) / float(scale)
+
+
+def _basis(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int16-valued basis (rank, channels), channel means) learnt on sampled rows; its
+    temporaries end with it (the projection comes after)."""
+    chans = x.shape[1]
+    count = min(BASIS_ROWS, max(CHOICE_ROWS, BASIS_VALUES // chans))
+    a, _none = _split_sample(x, count, count + 1)  # nothing held out
+    scale = np.float32(1.0 / max(math.sqrt(float(np.vdot(a, a)) / a.size), 1e-30))
+    a *= scale
+    m = a.mean(axis=0)
+    a -= m
+    basis = np.clip(np.rint(_directions(a, rank) * FIX), -(FIX - 1), FIX - 1)
+    return basis, m / scale
 
 
 def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
     """The low-rank part of rank `rank` with coefficients at `step`, or None when its
     integers would leave exact float64 arithmetic."""
     rows, chans = x.shape
-    count = min(BASIS_ROWS, max(CHOICE_ROWS, BASIS_VALUES // chans))
-    a, _none = _split_sample(x, count, count + 1)  # nothing held out
-    scale = 1.0 / max(math.sqrt(float(np.vdot(a, a)) / a.size), 1e-30)
-    s = a * np.float32(scale)
-    m = s.mean(axis=0)
-    basis = np.clip(np.rint(_directions(s - m, rank) * FIX), -(FIX - 1), FIX - 1)
+    basis, m = _basis(x, rank)
     bt = (basis.T / (FIX * step)).astype(np.float32)
-    shift = (m / np.float32(scale)) @ bt
+    shift = m @ bt
     coeffs = np.empty((rows, rank), dtype=np.float64)
     per = max(1, BLOCK_VALUES // chans)
     for r0 in range(0, rows, per):
@@ -174,7 +200,7 @@ def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
     cc, rc = _coefficient_scales(coeffs)
     if not rans_field.codable(cc, np.zeros(1, dtype=np.int64) if rc is None else rc):
         return None  # coefficients too wide for the coder's raw-bit fields
-    return LowRank(step, basis.astype(np.float64), coeffs, project(coeffs, basis, step))
+    return LowRank(step, basis.astype(np.int16), coeffs, project(coeffs, basis, step))
 
 
 def project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
@@ -182,6 +208,7 @@ def project(coeffs: np.ndarray, basis: np.ndarray, step: float) -> np.ndarray:
     of rows at a time (integer coefficients are widened a block at a time too), so every
     machine gets the same bits."""
     rows, chans = coeffs.shape[0], basis.shape[1]
+    basis = basis.astype(np.float64, copy=False)
     out = np.empty(rows * chans, dtype=np.float32).reshape(rows, chans)
     per = max(1, BLOCK_VALUES // max(chans, 1))
     scale = step / FIX
