@@ -3,7 +3,24 @@ database for the layers that run on both SQLite and PostgreSQL, and the arena's 
 engines."""
 
 import os
+import sys
 import uuid
+
+# One BLAS thread per process (this one and every process the tests start), unless the
+# environment says otherwise. On 2 cores OpenBLAS's default, a thread per core, spins
+# against anything else that is busy (a server, a sandbox, a neighbour's job): the SVDs of
+# test_corpus_synthetic took 5-17 s so instead of 0.3 s, and one thread is as fast on an
+# idle machine. It must be set before numpy loads OpenBLAS; if a plugin loaded numpy
+# first, threadpoolctl (where installed) sets the same limit.
+if "OPENBLAS_NUM_THREADS" not in os.environ:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    if "numpy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1, user_api="blas")
+        except ImportError:
+            pass
 
 import pytest
 from hypothesis import HealthCheck, settings

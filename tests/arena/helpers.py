@@ -10,6 +10,8 @@ import time
 
 import httpx
 
+from tests.inprocess import run_cli
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -62,14 +64,17 @@ class Server:
                 self.kill()
 
 
-def cli(*args, server=None, key=None):
-    argv = [sys.executable, "-m", "swarmpress.cli", "arena", *args]
+def cli(*args, server=None, key=None) -> subprocess.CompletedProcess:
+    """`swarmpress arena ARGS` (the client side: submit, status, keys, ...), run in this
+    process by tests.inprocess.run_cli: the same exit code, stdout and stderr as the
+    console script, without starting an interpreter per call. The server and its workers
+    stay real processes (Server)."""
+    argv = ["arena", *args]
     if server:
         argv += ["--server", server]
     if key:
         argv += ["--key", key]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    return r
+    return run_cli(*argv)
 
 
 def wait_state(url, sid, states=("done", "failed"), timeout=90):

@@ -2,12 +2,10 @@
 and watch the leaderboard, the leader and the staircase update."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.arena.helpers import Server
+from tests.arena.helpers import Server, cli
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -28,8 +26,10 @@ def _browser():
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module (each test's server has its own port, so its own origin
+    and localStorage)."""
     b = _browser()
     yield b
     b.quit()
@@ -44,8 +44,8 @@ def server(arena_home):
 
 
 def _export(codec, path):
-    subprocess.run([sys.executable, "-m", "swarmpress.cli", "arena", "export-solution",
-                    "--codec", codec, "--out", str(path)], check=True)  # fmt: skip
+    r = cli("export-solution", "--codec", codec, "--out", str(path))
+    assert r.returncode == 0, r.stderr
 
 
 def _submit(browser, path):

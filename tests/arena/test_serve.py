@@ -74,7 +74,17 @@ def test_submit_wait_exits_1_when_every_tensor_failed(server, tmp_path):
     assert httpx.get(f"{server.url}/api/competitions/lossless/leaderboard").json() == []
 
 
-def test_client_errors_are_one_line_with_exit_2(server, tmp_path):
+@pytest.fixture
+def idle_server(arena_home):
+    """A server without workers: for requests that never reach an evaluation."""
+    s = Server(arena_home, workers=0)
+    s.admin = s.start()
+    yield s
+    s.stop()
+
+
+def test_client_errors_are_one_line_with_exit_2(idle_server, tmp_path):
+    server = idle_server
     r = cli("status", "424242", server=server.url)
     assert r.returncode == 2 and "no submission 424242" in r.stderr
     r = cli("submit", str(tmp_path / "missing.py"), "-c", "lossless", server=server.url, key="x")

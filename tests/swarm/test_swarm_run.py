@@ -16,6 +16,7 @@ from swarmpress.swarm.config import build_config
 from swarmpress.swarm.orchestrator import Orchestrator, Slot
 from swarmpress.swarm.run import compare, load_data, train
 from swarmpress.swarm.wire import VERSION, Message
+from tests.inprocess import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,12 @@ def _garbage(address: str) -> None:
     sock.send_multipart(Message("stop", {}).encode())
     sock.send_multipart(Message("step", {"step": 2, "commit": []}).encode())
     ctx.destroy(linger=1000)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """The tokenized text of the tiny preset (read-only; what load_data gives every run)."""
+    return load_data(build_config("tiny", **SMALL))
 
 
 def test_killed_worker_and_garbage_peer_cost_no_sample():
@@ -124,10 +131,10 @@ def test_workers_join_by_address():
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmpress.cli", "swarm", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+    """`swarmpress swarm ARGS` run in this process (tests.inprocess.run_cli: the console
+    script's exit code, stdout and stderr, no interpreter start-up per call); the stage
+    workers it starts are real processes."""
+    return run_cli("swarm", *args, timeout=timeout)
 
 
 def _small_flags() -> list[str]:
@@ -186,8 +193,12 @@ def test_cli_bad_input_exits_2(args, needle):
 
 
 def test_worker_with_unreachable_orchestrator_exits_cleanly():
-    p = _cli("worker", "--orch", "tcp://127.0.0.1:1", "--stage", "0", "--name", "lonely",
-             "--timeout", "2", timeout=60)  # fmt: skip
+    # a process of its own: the worker sets process-wide state (torch threads, GIL switch)
+    p = subprocess.run(
+        [sys.executable, "-m", "swarmpress.cli", "swarm", "worker", "--orch",
+         "tcp://127.0.0.1:1", "--stage", "0", "--name", "lonely", "--timeout", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     # typer maps the worker's exit 2 through; the reason is one line, not a traceback
     assert p.returncode == 2
     assert "did not answer" in p.stderr
@@ -243,10 +254,10 @@ def test_a_worker_of_another_version_is_named_in_the_error():
         ("ready", {"step": [1]}),
     ],
 )
-def test_orchestrator_survives_malformed_messages(kind, head):
+def test_orchestrator_survives_malformed_messages(kind, head, tiny_data):
     """Fields of the wrong type from a known worker or a stranger: recorded, never raised."""
     cfg = build_config("tiny", steps=1, replicas=1, **SMALL)
-    orch = Orchestrator(cfg, load_data(cfg), spawn=False)
+    orch = Orchestrator(cfg, tiny_data, spawn=False)
     try:
         known = Slot("w", 0, 0, address="tcp://127.0.0.1:9", said_hello=True)
         orch.slots["w"] = known
@@ -272,5 +283,4 @@ def test_trains_on_a_data_pack(tmp_path):
 
 
 def _cli_data(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swarmpress.cli", "data", *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return run_cli("data", *args, timeout=120)
