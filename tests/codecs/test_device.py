@@ -82,3 +82,41 @@ def test_codec_routes_accelerator_tensors_through_the_device_path(monkeypatch):
     bad[0, 0] = float("nan")
     back = codec.decode(codec.encode(bad))  # the host path carries it bit-exact
     assert torch.equal(back.view(torch.int16), bad.view(torch.int16))
+
+
+def _low_rank(rows=512, chans=128, rank=8, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(rows, rank, generator=g, dtype=torch.float64) * torch.linspace(3, 0.5, rank)
+    v = torch.randn(rank, chans, generator=g, dtype=torch.float64)
+    return u @ v + 0.05 * torch.randn(rows, chans, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tdtype,dtype", DTYPES)
+def test_device_encoder_sends_the_low_rank_part_and_both_sides_agree(device, tdtype, dtype):
+    x = _low_rank().to(tdtype).to(device)
+    payload = lossy_torch.encode(x, dtype, 512, 128, "similarity", 0.99)
+    assert payload is not None and payload[9] & 0x02, "the shared directions were not sent"
+    host_frame = sp.get_codec("lossy").encode(x.cpu())
+    # the device encoder pays no more than the host one for the same tensor
+    assert len(payload) <= 1.02 * (len(frame.unpack(host_frame).payload) - 1)
+    host = sp.codecs.lossy_fast.decode(memoryview(payload), dtype, 512, 128)
+    on_device = lossy_torch.decode(memoryview(payload), dtype, (512, 128), 512, 128, device)
+    assert on_device.device.type == device
+    back = on_device.cpu().contiguous()
+    bits = back.view(torch.int16).numpy() if tdtype != torch.float32 else back.numpy()
+    host_bits = host.view(np.int16) if tdtype != torch.float32 else host
+    np.testing.assert_array_equal(bits.reshape(-1), host_bits.reshape(-1))
+    assert sp.similarity(x.cpu(), back) > 0.99
+
+
+def test_device_projection_matches_the_host_bits():
+    from swarmpress.codecs import lossy_lowrank
+
+    rng = np.random.default_rng(5)
+    basis = rng.integers(-(2**15) + 1, 2**15, size=(16, 96)).astype(np.int16)
+    coeffs = rng.integers(-3000, 3000, size=(300, 16)).astype(np.int64)
+    host = lossy_lowrank.project(coeffs, basis, 3.7e-4)
+    for device in DEVICES:
+        got = lossy_torch.project(torch.from_numpy(coeffs), basis, 3.7e-4, device)
+        np.testing.assert_array_equal(got.cpu().numpy().reshape(-1), host)

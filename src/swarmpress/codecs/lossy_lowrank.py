@@ -57,7 +57,7 @@ class LowRank:
     step: float  # coefficient quantization step
     basis: np.ndarray  # int16, (rank, channels)
     coeffs: np.ndarray  # integer-valued (int64 or float64), (rows, rank)
-    proj: np.ndarray  # float32, rows * channels, flat
+    proj: np.ndarray | None  # float32, rows * channels, flat (None: it lives on a device)
 
     @property
     def rank(self) -> int:
@@ -169,9 +169,9 @@ def choose(x: np.ndarray, target: str, value: float) -> tuple[int, float]:
     return best, COEFF_STEP * math.sqrt(12.0 * dist) / float(scale)
 
 
-def _basis(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int16-valued basis (rank, channels), channel means) learnt on sampled rows; its
-    temporaries end with it (the projection comes after)."""
+def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int16-valued basis (rank, channels), channel means) learnt on sampled rows of x (a
+    host array, or any object whose x[idx] gives those rows); its temporaries end with it."""
     chans = x.shape[1]
     count = min(BASIS_ROWS, max(CHOICE_ROWS, BASIS_VALUES // chans))
     a, _none = _split_sample(x, count, count + 1)  # nothing held out
@@ -183,23 +183,36 @@ def _basis(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return basis, m / scale
 
 
+def coefficient_map(basis: np.ndarray, m: np.ndarray, step: float):
+    """(float32 (channels, rank) matrix, float32 shift): coefficients = rint(row @ matrix -
+    shift). Any rounding of this product is fine: only the integers travel."""
+    bt = (basis.T / (FIX * step)).astype(np.float32)
+    return bt, (m @ bt).astype(np.float32)
+
+
+def admissible(coeffs: np.ndarray) -> bool:
+    """Whether integer coefficients keep the projection in exact float64 arithmetic and fit
+    the coder's raw-bit fields."""
+    rank = coeffs.shape[1]
+    if not np.isfinite(coeffs).all() or np.abs(coeffs).max() * rank * FIX >= 2.0**53:
+        return False
+    cc, rc = _coefficient_scales(coeffs)
+    return rans_field.codable(cc, np.zeros(1, dtype=np.int64) if rc is None else rc)
+
+
 def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
     """The low-rank part of rank `rank` with coefficients at `step`, or None when its
     integers would leave exact float64 arithmetic."""
     rows, chans = x.shape
-    basis, m = _basis(x, rank)
-    bt = (basis.T / (FIX * step)).astype(np.float32)
-    shift = m @ bt
+    basis, m = basis_for(x, rank)
+    bt, shift = coefficient_map(basis, m, step)
     coeffs = np.empty((rows, rank), dtype=np.float64)
     per = max(1, BLOCK_VALUES // chans)
     for r0 in range(0, rows, per):
         block = _rows(x, np.arange(r0, min(rows, r0 + per)))
         coeffs[r0 : r0 + per] = np.rint(block @ bt - shift)
-    if not np.isfinite(coeffs).all() or np.abs(coeffs).max() * rank * FIX >= 2.0**53:
+    if not admissible(coeffs):
         return None
-    cc, rc = _coefficient_scales(coeffs)
-    if not rans_field.codable(cc, np.zeros(1, dtype=np.int64) if rc is None else rc):
-        return None  # coefficients too wide for the coder's raw-bit fields
     return LowRank(step, basis.astype(np.int16), coeffs, project(coeffs, basis, step))
 
 

@@ -1,9 +1,10 @@
 """Device-side quantize and dequantize for the `lossy` fast mode, in torch on any device.
 
 When a tensor lives on an accelerator, the passes that touch every value (channel
-statistics, measuring a candidate step, producing the integer codes, and dequantizing on
-decode) run there; only the integer codes cross to the host, where the rANS coder of
-lossy_fast.py packs them. The arithmetic is the host kernels' to the bit: float64
+statistics, measuring a candidate step, producing the integer codes, the low-rank
+coefficients and projection, and dequantizing on decode) run there; only the integer codes
+and a few hundred sampled rows (for the low-rank gate and basis) cross to the host, where
+the rANS coder of lossy_fast.py packs them. The arithmetic is the host kernels' to the bit: float64
 products, round-half-even, float32, then the output dtype (round-to-nearest-even), so a
 frame encoded on either side decodes to the same bits on the other.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from swarmpress.codecs import lossy_fast
+from swarmpress.codecs import lossy_fast, lossy_lowrank
 from swarmpress.codecs.tensors import DType
 
 
@@ -36,32 +37,38 @@ def torch_dtype(dtype: DType) -> Any:
 class TorchBackend:
     """Statistics and measurement passes on the tensor's own device (lossy_fast.Search)."""
 
-    def __init__(self, tensor: Any, dtype: DType, rows: int, chans: int) -> None:
+    def __init__(self, tensor: Any, dtype: DType, rows: int, chans: int, proj: Any = None):
         torch = _torch()
         self.dtype, self.rows, self.chans = dtype, rows, chans
         self.device = tensor.device
         self.out_dtype = torch_dtype(dtype)
-        self.x = tensor.detach().reshape(rows, chans).to(torch.float64)
+        x32 = tensor.detach().reshape(rows, chans).to(torch.float32)
+        self.x = x32.to(torch.float64)
+        self.proj = proj  # float32 (rows, chans) low-rank projection on the device, or None
+        # what is quantized: float32(x - projection), as the host kernels' _sub_proj
+        self.r = self.x if proj is None else (x32 - proj).to(torch.float64)
 
     def _vec(self, a: np.ndarray) -> Any:
         return _torch().from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.device)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, float]:
-        s2 = (self.x * self.x).sum(0).cpu().numpy()
-        return self.x.sum(0).cpu().numpy(), s2, float(s2.sum())
+        """(per-channel sum, sum of squares) of what is quantized, and the tensor's |x|^2."""
+        s2 = (self.r * self.r).sum(0).cpu().numpy()
+        xx = float(s2.sum()) if self.proj is None else float((self.x * self.x).sum())
+        return self.r.sum(0).cpu().numpy(), s2, xx
 
     def row_energy(self, mean: np.ndarray, inv_var: np.ndarray) -> np.ndarray:
-        d = self.x - self._vec(mean)
+        d = self.r - self._vec(mean)
         return ((d * d) * self._vec(inv_var)).sum(1).cpu().numpy() / self.chans
 
     def _codes(self, step: float, mu: np.ndarray) -> Any:
-        return _torch().round(self.x * (1.0 / step)) - self._vec(mu)
+        return _torch().round(self.r * (1.0 / step)) - self._vec(mu)
 
     def measure(self, step: float, mu: np.ndarray, row_w: np.ndarray):
         """(dot, |x|^2, |y|^2, |x-y|^2, max |x-y|, max |code|, channel accumulators)."""
         torch = _torch()
         q = self._codes(step, mu)
-        y = dequantize(q, mu, step, self.out_dtype, self.device).to(torch.float64)
+        y = dequantize(q, mu, step, self.out_dtype, self.device, self.proj).to(torch.float64)
         d = self.x - y
         sums = torch.stack(
             [
@@ -99,7 +106,57 @@ def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value:
     torch = _torch()
     if not bool(torch.isfinite(tensor).all()):
         return None  # the host path sends such a tensor bit-exact (lossy.py)
-    return lossy_fast.encode_with(TorchBackend(tensor, dtype, rows, chans), target, value)
+    lowrank, proj = plan_lowrank(tensor.detach().reshape(rows, chans), target, value)
+    backend = TorchBackend(tensor, dtype, rows, chans, proj)
+    return lossy_fast.encode_with(backend, target, value, lowrank=lowrank)
+
+
+class _SampledRows:
+    """Rows of a device tensor fetched to the host on demand (float32), so the low-rank gate
+    and basis (lossy_lowrank.py, a few hundred rows) run there unchanged."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, x: Any) -> None:
+        self.x, self.shape = x, tuple(x.shape)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        rows = self.x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.x.device)]
+        return rows.to(torch.float32).cpu().numpy()
+
+
+def plan_lowrank(x: Any, target: str, value: float):
+    """(low-rank part, its float32 projection on the device) for the (rows, channels) device
+    tensor x, or (None, None): gate and basis from sampled rows on the host, coefficients and
+    projection on the device; only the integer coefficients come back."""
+    torch = _torch()
+    rows_src = _SampledRows(x)
+    rank, step = lossy_lowrank.choose(rows_src, target, value)
+    if not rank:
+        return None, None
+    basis, m = lossy_lowrank.basis_for(rows_src, rank)
+    bt, shift = lossy_lowrank.coefficient_map(basis, m, step)
+    dev = x.device
+    c = torch.round(
+        x.to(torch.float32) @ torch.from_numpy(bt).to(dev) - torch.from_numpy(shift).to(dev)
+    )
+    coeffs = c.to(torch.float64).cpu().numpy()
+    if not lossy_lowrank.admissible(coeffs):
+        return None, None
+    basis16 = basis.astype(np.int16)
+    proj = project(c.to(torch.float64), basis16, step, dev)
+    return lossy_lowrank.LowRank(step, basis16, coeffs, None), proj
+
+
+def project(coeffs: Any, basis: np.ndarray, step: float, device: Any) -> Any:
+    """float32(coeffs @ basis * step / FIX) on the device: integer products summed exactly in
+    float64 (in any order), one rounding for the scale, so it matches the host's bits."""
+    torch = _torch()
+    b = torch.from_numpy(basis.astype(np.float64)).to(device)
+    t = coeffs.to(device=device, dtype=torch.float64) @ b
+    t *= step / lossy_lowrank.FIX
+    return t.to(torch.float32)
 
 
 def decode(
@@ -111,5 +168,7 @@ def decode(
     q = torch.from_numpy(codes).to(device).reshape(rows, chans)
     proj = None
     if parsed.lowrank is not None:  # the projection, added before the rounding as on the host
-        proj = torch.from_numpy(parsed.projection()).to(device).reshape(rows, chans)
+        sec = parsed.lowrank  # the integer coefficients cross; the projection is made there
+        coeffs = torch.from_numpy(sec.coefficients(0, rows))
+        proj = project(coeffs, sec.basis, sec.step, device)
     return dequantize(q, parsed.mu, parsed.step, torch_dtype(dtype), device, proj).reshape(shape)
