@@ -344,16 +344,6 @@ class LossyCodec(Codec):
         payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v)
         return None if payload is None else bytes([_FAST]) + payload
 
-    def decode_on_device(self, payload, dtype: DType, shape: tuple[int, ...], device):
-        """Fast-mode frames dequantize on the device; others decode on the host."""
-        mv = memoryview(payload)
-        if math.prod(shape) == 0 or len(mv) < 1 or mv[0] != _FAST:
-            return None
-        from swarmpress.codecs import lossy_torch
-
-        rows, chans = _fast_layout(shape, math.prod(shape))
-        return lossy_torch.decode(mv[1:], dtype, shape, rows, chans, device)
-
     def _encode_max(self, arr: np.ndarray) -> bytes:
         x = _as_rows(arr)
         if not np.isfinite(x).all():

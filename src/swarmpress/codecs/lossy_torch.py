@@ -2,11 +2,15 @@
 
 When a tensor lives on an accelerator, the passes that touch every value (channel
 statistics, measuring a candidate step, producing the integer codes, the low-rank
-coefficients and projection, and dequantizing on decode) run there; only the integer codes
-and a few hundred sampled rows (for the low-rank gate and basis) cross to the host, where
-the rANS coder of lossy_fast.py packs them. The arithmetic is the host kernels' to the bit: float64
-products, round-half-even, float32, then the output dtype (round-to-nearest-even), so a
-frame encoded on either side decodes to the same bits on the other.
+coefficients and projection) run there; only the integer codes and a few hundred sampled
+rows (for the low-rank gate and basis) cross to the host, where the rANS coder of
+lossy_fast.py packs them. Frames decode on the host, fused with the rANS decoder, and the
+tensor moves: on an H200 that measured faster than decoding codes on the host and
+dequantizing on the device (codes cross at 8 bytes a value, a bf16 tensor at 2;
+docs/results/gpu). decode() below is that device dequantizer, kept as the encoder's model
+of the decoder and held to the host's bits by the tests. The arithmetic is the host
+kernels' to the bit: float64 products, round-half-even, float32, then the output dtype
+(round-to-nearest-even), so a frame encoded on either side decodes to the same bits.
 """
 
 from __future__ import annotations
@@ -165,7 +169,8 @@ def project(coeffs: Any, basis: np.ndarray, step: float, device: Any) -> Any:
 def decode(
     payload: memoryview, dtype: DType, shape: tuple[int, ...], rows: int, chans: int, device: Any
 ) -> Any:
-    """Decode a fast-mode payload: rANS on the host, dequantization on device."""
+    """Decode a fast-mode payload: rANS on the host, dequantization on the device (the
+    arithmetic the encoder's measure() assumes; tests hold it to the host decoder's bits)."""
     torch = _torch()
     codes, parsed = lossy_fast.decode_codes(payload, rows, chans)
     q = torch.from_numpy(codes).to(device).reshape(rows, chans)
