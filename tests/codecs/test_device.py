@@ -120,3 +120,11 @@ def test_device_projection_matches_the_host_bits():
     for device in DEVICES:
         got = lossy_torch.project(torch.from_numpy(coeffs), basis, 3.7e-4, device)
         np.testing.assert_array_equal(got.cpu().numpy().reshape(-1), host)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_frames_do_not_depend_on_the_coder_threads(device):
+    x = _low_rank(rows=2048).to(torch.bfloat16).to(device)
+    one = lossy_torch.encode(x, DType.BFLOAT16, 2048, 128, "similarity", 0.99, threads=1)
+    two = lossy_torch.encode(x, DType.BFLOAT16, 2048, 128, "similarity", 0.99, threads=2)
+    assert one == two

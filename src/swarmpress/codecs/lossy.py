@@ -341,7 +341,7 @@ class LossyCodec(Codec):
 
         rows, chans = _fast_layout(info.shape, math.prod(info.shape))
         t, v = self.config["target"], self.config["value"]
-        payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v)
+        payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v, self.config["threads"])
         return None if payload is None else bytes([_FAST]) + payload
 
     def _encode_max(self, arr: np.ndarray) -> bytes:

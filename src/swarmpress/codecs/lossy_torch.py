@@ -108,14 +108,16 @@ def dequantize(codes: Any, mu: np.ndarray, step: float, out_dtype: Any, device: 
     return y.to(torch.float32).to(out_dtype)
 
 
-def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value: float):
-    """Fast-mode payload with the per-value passes on the tensor's device (None: out of range)."""
+def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value: float,
+           threads: int = 1):  # fmt: skip
+    """Fast-mode payload with the per-value passes on the tensor's device, the rANS coder on
+    `threads` host threads (None: out of range)."""
     torch = _torch()
     if not bool(torch.isfinite(tensor).all()):
         return None  # the host path sends such a tensor bit-exact (lossy.py)
     lowrank, proj = plan_lowrank(tensor.detach().reshape(rows, chans), target, value)
     backend = TorchBackend(tensor, dtype, rows, chans, proj)
-    return lossy_fast.encode_with(backend, target, value, lowrank=lowrank)
+    return lossy_fast.encode_with(backend, target, value, threads, lowrank)
 
 
 class _SampledRows:
