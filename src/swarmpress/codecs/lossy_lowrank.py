@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -285,6 +285,9 @@ class Section:
     tables: rans_field.Tables
     streams: rans_field.Streams
     rows: int
+    # the coefficient chunks last decoded (k0, k1, values): row blocks are far smaller than a
+    # chunk, so consecutive blocks reuse them instead of decoding the same chunk again
+    _last: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def rank(self) -> int:
@@ -297,9 +300,16 @@ class Section:
         rank, size = self.rank, 1 << self.streams.chunk_log
         v0, v1 = r0 * rank, r1 * rank
         k0, k1 = v0 // size, -(-v1 // size)
-        buf = np.empty(min(self.rows * rank, k1 * size) - k0 * size, dtype=np.int64)
-        rans_field.decode_values(self.streams, self.tables, self.rows, rank, buf, fk.OUT_CODES,
-                                 what=what, chunks=(k0, k1), out_base=k0 * size)  # fmt: skip
+        if self._last and self._last[0] <= k0 and k1 <= self._last[1]:
+            k0, buf = self._last[0], self._last[2]
+        else:
+            k1 = min(len(self.streams.woff), max(k1, k0 + 2))  # the next block's chunk too
+            buf = np.empty(min(self.rows * rank, k1 * size) - k0 * size, dtype=np.int64)
+            self._last[:] = []  # a damaged chunk leaves nothing behind to reuse
+            rans_field.decode_values(self.streams, self.tables, self.rows, rank, buf,
+                                     fk.OUT_CODES, what=what, chunks=(k0, k1),
+                                     out_base=k0 * size)  # fmt: skip
+            self._last[:] = [k0, k1, buf]
         q = buf[v0 - k0 * size : v1 - k0 * size]
         biggest = max(abs(int(q.min())), abs(int(q.max()))) if q.size else 0
         if biggest * rank * FIX >= 2**53:

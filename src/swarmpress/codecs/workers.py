@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+_CPUS = os.cpu_count() or 1  # read once: the decoders ask per block of chunks
+
 
 def usable_threads(threads: int) -> int:
     """Threads actually used: never more than the machine's cores (frames do not change)."""
-    return max(1, min(int(threads), os.cpu_count() or 1))
+    return max(1, min(int(threads), _CPUS))
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,6 +66,8 @@ def map_items(fn: Callable[[int], object], count: int, threads: int) -> list:
 
 def ranges(count: int, threads: int) -> list[tuple[int, int]]:
     """Contiguous ranges of chunk indices, one per thread (results never depend on them)."""
+    if threads <= 1 or count <= 1:
+        return [(0, count)]
     t = max(1, min(usable_threads(threads), count))
     edges = [count * i // t for i in range(t + 1)]
     return [(edges[i], edges[i + 1]) for i in range(t)]
