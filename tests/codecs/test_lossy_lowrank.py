@@ -304,3 +304,22 @@ def test_encoding_with_a_low_rank_part_stays_within_three_times_the_input():
     finally:
         tracemalloc.stop()
     assert peak <= 3 * x.nbytes, peak / x.nbytes  # the projection alone is 2x a bf16 input
+
+
+def test_the_small_products_keep_blas_on_the_calling_thread(monkeypatch):
+    # A BLAS pool's threads spin after each call and take the cores the codec's own threads
+    # use; the gate, the basis and the projection must run with BLAS at one thread.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real_dirs = lossy_lowrank._directions
+
+    def dirs(*a, **k):  # numpy's own BLAS, the one these products run on
+        pools = [p for p in threadpoolctl.threadpool_info() if "numpy" in p["filepath"]]
+        seen.append(max(p["num_threads"] for p in pools))
+        return real_dirs(*a, **k)
+
+    monkeypatch.setattr(lossy_lowrank, "_directions", dirs)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        blob = sp.get_codec("lossy").encode(low_rank_tensor())
+        assert flags_of(blob) & 0x02
+    assert seen and set(seen) == {1}

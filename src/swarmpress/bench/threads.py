@@ -12,11 +12,8 @@ sections of a run and restores the previous sizes afterwards:
 - torch's intra-op pool (`torch.set_num_threads(1)`) when torch is already imported
   (the bench never imports it just for this).
 
-threadpoolctl is not a declared dependency of swarmpress (it comes with scikit-learn and
-blosc2). Without it the pools are left alone and `describe()` says so, and the run's
-`meta["threads"]` records it; the way to get the same effect then is to start the process
-with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 (read when numpy loads,
-so they must be set before it is imported, i.e. in the shell).
+threadpoolctl is a dependency of swarmpress: the lossy codec keeps its own small BLAS
+products on the calling thread with it as well (codecs/lossy_lowrank.py).
 """
 
 from __future__ import annotations
@@ -24,27 +21,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
 
-
-def _threadpoolctl() -> Any | None:
-    try:
-        import threadpoolctl
-    except ImportError:
-        return None
-    return threadpoolctl
+import threadpoolctl
 
 
 def describe() -> str:
     """One line for the report: how the native thread pools were limited during timing."""
-    parts = []
-    if _threadpoolctl() is not None:
-        parts.append("BLAS/OpenMP pools limited to 1 thread (threadpoolctl)")
-    else:
-        parts.append(
-            "BLAS/OpenMP pools NOT limited (threadpoolctl missing; set OMP_NUM_THREADS=1 "
-            "OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 before starting)"
-        )
+    parts = ["BLAS/OpenMP pools limited to 1 thread (threadpoolctl)"]
     if "torch" in sys.modules:
         parts.append("torch intra-op threads 1")
     return ", ".join(parts)
@@ -54,9 +37,7 @@ def describe() -> str:
 def one_thread() -> Iterator[None]:
     """Limit BLAS/OpenMP pools (and torch, if imported) to one thread inside the block."""
     with contextlib.ExitStack() as stack:
-        tpc = _threadpoolctl()
-        if tpc is not None:
-            stack.enter_context(tpc.threadpool_limits(limits=1))
+        stack.enter_context(threadpoolctl.threadpool_limits(limits=1))
         torch = sys.modules.get("torch")
         if torch is not None and hasattr(torch, "set_num_threads"):
             before = torch.get_num_threads()

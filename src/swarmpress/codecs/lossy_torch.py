@@ -141,10 +141,11 @@ def plan_lowrank(x: Any, target: str, value: float):
     projection on the device; only the integer coefficients come back."""
     torch = _torch()
     rows_src = _SampledRows(x)
-    rank, step = lossy_lowrank.choose(rows_src, target, value)
-    if not rank:
-        return None, None
-    basis, m = lossy_lowrank.basis_for(rows_src, rank)
+    with lossy_lowrank.one_blas_thread():
+        rank, step = lossy_lowrank.choose(rows_src, target, value)
+        if not rank:
+            return None, None
+        basis, m = lossy_lowrank.basis_for(rows_src, rank)
     bt, shift = lossy_lowrank.coefficient_map(basis, m, step)
     dev = x.device
     c = torch.round(
