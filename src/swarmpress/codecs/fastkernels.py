@@ -30,13 +30,39 @@ CODE_LIMIT = 32767  # int16 code buffers; a block with a larger code asks for in
 _MASK = TOTAL - 1
 
 
+SRC_F32, SRC_BF16, SRC_F16 = 0, 1, 2  # how a source holds its values: float32, or the 16
+# bits of a bf16 or an fp16 value (uint16, widened here a row at a time: no float32 copy)
+
+
 @numba.njit(nogil=True, inline="always")
-def _load_row(src, is_bf16, base, chans, sf, su):
+def f16_bits(h):
+    """float32 bits of the IEEE half whose 16 bits are h (exact, subnormals included)."""
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0x1F:
+        return sign | 0x7F800000 | (m << 13)
+    if e != 0:
+        return sign | ((e + 112) << 23) | (m << 13)
+    if m == 0:
+        return sign
+    e = 113  # subnormal: shift the mantissa up to its leading one
+    while (m & 0x400) == 0:
+        m <<= 1
+        e -= 1
+    return sign | (e << 23) | ((m & 0x3FF) << 13)
+
+
+@numba.njit(nogil=True, inline="always")
+def _load_row(src, src_kind, base, chans, sf, su):
     """Row of the tensor as float32 in sf (su is the same memory seen as uint32)."""
     row = src[base : base + chans]
-    if is_bf16:
+    if src_kind == SRC_BF16:
         for j in range(chans):
             su[j] = np.uint32(row[j]) << np.uint32(16)
+    elif src_kind == SRC_F16:
+        for j in range(chans):
+            su[j] = f16_bits(np.uint32(row[j]))
     else:
         for j in range(chans):
             sf[j] = row[j]
@@ -94,7 +120,7 @@ def _quantize_row(sf, inv, mu, rr, chans):
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def channel_stats(src, is_bf16, r0, r1, chans, s1, s2, proj):
+def channel_stats(src, src_kind, r0, r1, chans, s1, s2, proj):
     """Add per-channel sum and sum of squares (float64) of rows r0..r1, minus their low-rank
     projection if proj is not empty, to s1, s2; return the rows' |x|^2 (no projection)."""
     sf = np.empty(chans, np.float32)
@@ -102,7 +128,7 @@ def channel_stats(src, is_bf16, r0, r1, chans, s1, s2, proj):
     cf = np.empty(chans, np.float32)
     xx = 0.0
     for r in range(r0, r1):
-        _load_row(src, is_bf16, r * chans, chans, sf, su)
+        _load_row(src, src_kind, r * chans, chans, sf, su)
         if proj.size:
             for j in range(chans):
                 v = np.float64(sf[j])
@@ -124,14 +150,14 @@ def channel_stats(src, is_bf16, r0, r1, chans, s1, s2, proj):
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out, proj):
+def row_energy(src, src_kind, r0, r1, chans, mean, inv_var, stride, out, proj):
     """out[r] = mean over every stride-th channel of (x - mean)^2 / var, rows r0..r1 (x less
     its low-rank projection if proj is not empty)."""
     sf = np.empty(chans, np.float32)
     su = sf.view(np.uint32)
     cnt = (chans + stride - 1) // stride
     for r in range(r0, r1):
-        _load_row(src, is_bf16, r * chans, chans, sf, su)
+        _load_row(src, src_kind, r * chans, chans, sf, su)
         if proj.size:
             _sub_proj(sf, proj, r * chans, chans, sf)
         acc = 0.0
@@ -142,7 +168,7 @@ def row_energy(src, is_bf16, r0, r1, chans, mean, inv_var, stride, out, proj):
 
 
 @numba.njit(nogil=True, cache=True)
-def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16, proj):
+def measure_rows(src, src_kind, row_ids, chans, step, mu, out_bf16, proj):
     """(x.y, x.x, y.y, |x-y|^2, max |x-y|, max |code|) over the given rows at step."""
     inv = 1.0 / step
     sf = np.empty(chans, np.float32)
@@ -153,7 +179,7 @@ def measure_rows(src, is_bf16, row_ids, chans, step, mu, out_bf16, proj):
     rr = np.empty(chans)
     dot = xx = yy = ee = emax = vmax = 0.0
     for r in row_ids:
-        _load_row(src, is_bf16, r * chans, chans, sf, su)
+        _load_row(src, src_kind, r * chans, chans, sf, su)
         if proj.size:
             _sub_proj(sf, proj, r * chans, chans, cf)
             _quantize_row(cf, inv, mu, rr, chans)
@@ -183,7 +209,7 @@ def _code_sums(rr, w, chan_acc, chans):
 
 
 @numba.njit(nogil=True, cache=True)
-def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, chan_acc, proj):
+def quantize_block(src, src_kind, r0, r1, chans, step, mu, row_w, out_bf16, q, chan_acc, proj):
     """Quantize rows r0..r1 into q (flat, int16 or int64) and verify them.
 
     Returns (x.y, y.y, |x-y|^2, max |x-y|, max |code|); chan_acc (zeroed here) receives the
@@ -202,7 +228,7 @@ def quantize_block(src, is_bf16, r0, r1, chans, step, mu, row_w, out_bf16, q, ch
     chan_acc[:] = 0.0
     for r in range(r0, r1):
         base = r * chans
-        _load_row(src, is_bf16, base, chans, sf, su)
+        _load_row(src, src_kind, base, chans, sf, su)
         if proj.size:
             _sub_proj(sf, proj, base, chans, cf)
             _quantize_row(cf, inv, mu, rr, chans)

@@ -62,12 +62,15 @@ _CLOSE = 0.97  # accept a verified step whose error is within 3 % of the target'
 _AIM = 0.985  # the sample search aims this far inside the target (one full pass, mostly)
 
 
-def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, bool]:
-    """Flat kernel input: bf16 as its uint16 bits, fp32 as is, fp16 widened to fp32."""
+def _source(arr: np.ndarray, dtype: DType) -> tuple[np.ndarray, int]:
+    """Flat kernel input and its kind: fp32 as is, bf16 and fp16 as their uint16 bits (the
+    kernels widen a row at a time, so an fp16 tensor costs no float32 copy)."""
     flat = arr.reshape(-1)
     if dtype is DType.BFLOAT16:
-        return flat.view(np.uint16), True
-    return flat.astype(np.float32, copy=False), False
+        return flat.view(np.uint16), fk.SRC_BF16
+    if dtype is DType.FLOAT16:
+        return flat.view(np.uint16), fk.SRC_F16
+    return flat.astype(np.float32, copy=False), fk.SRC_F32
 
 
 # ---------------------------------------------------------------------------- threads
@@ -92,10 +95,10 @@ class NumbaBackend:
 
     def __init__(self, arr: np.ndarray, dtype: DType, rows: int, chans: int, threads: int = 1,
                  proj: np.ndarray | None = None):  # fmt: skip
-        self.src, self.is_bf16 = _source(arr, dtype)
+        self.src, self.src_kind = _source(arr, dtype)
         self.proj = _NO_PROJ if proj is None else proj  # the low-rank projection, flat
         self.dtype, self.rows, self.chans, self.threads = dtype, rows, chans, threads
-        self.out_bf16 = self.is_bf16
+        self.out_bf16 = dtype is DType.BFLOAT16
         self.groups = _groups(rows)
         self.q: np.ndarray | None = None
         self.q_step: float | None = None
@@ -110,7 +113,7 @@ class NumbaBackend:
         def part(i):
             s1, s2 = np.zeros(self.chans), np.zeros(self.chans)
             r0, r1 = self.groups[i]
-            xx = fk.channel_stats(self.src, self.is_bf16, r0, r1, self.chans, s1, s2, self.proj)
+            xx = fk.channel_stats(self.src, self.src_kind, r0, r1, self.chans, s1, s2, self.proj)
             return s1, s2, xx
 
         parts = map_items(part, len(self.groups), self._light_threads())
@@ -127,7 +130,7 @@ class NumbaBackend:
 
         def part(i):
             r0, r1 = self.groups[i]
-            fk.row_energy(self.src, self.is_bf16, r0, r1, self.chans, mean, inv_var,
+            fk.row_energy(self.src, self.src_kind, r0, r1, self.chans, mean, inv_var,
                           stride, out, self.proj)  # fmt: skip
 
         map_items(part, len(self.groups), self._light_threads())
@@ -138,7 +141,7 @@ class NumbaBackend:
         None when the sample would be most of the tensor."""
         if self.sample_rows is None:
             return None
-        res = fk.measure_rows(self.src, self.is_bf16, self.sample_rows, self.chans, step, mu,
+        res = fk.measure_rows(self.src, self.src_kind, self.sample_rows, self.chans, step, mu,
                               self.out_bf16, self.proj)  # fmt: skip
         return (*res, self.sample_rows.size / self.rows)
 
@@ -153,7 +156,7 @@ class NumbaBackend:
 
             def part(i, q=self.q, acc=acc):
                 r0, r1 = self.groups[i]
-                return fk.quantize_block(self.src, self.is_bf16, r0, r1, self.chans, step, mu,
+                return fk.quantize_block(self.src, self.src_kind, r0, r1, self.chans, step, mu,
                                          row_w, self.out_bf16, q, acc[i], self.proj)  # fmt: skip
 
             res = map_items(part, len(self.groups), self.threads)
@@ -181,7 +184,7 @@ class NumbaBackend:
             if self.proj.size:  # as the decoder: float32(... + projection), then float16
                 y += self.proj[sl].astype(np.float64).reshape(r1 - r0, self.chans)
             y = y.astype(np.float32).astype(np.float16).astype(np.float64)
-            x = self.src[sl].astype(np.float64).reshape(r1 - r0, self.chans)
+            x = self.src[sl].view(np.float16).astype(np.float64).reshape(r1 - r0, self.chans)
             d = x - y
             dot += float(np.vdot(x, y))
             yy += float(np.vdot(y, y))
@@ -421,39 +424,48 @@ def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
 
 
 DECODE_BLOCK_VALUES = 1 << 16  # with a low-rank part: values decoded per projected block
+NARROW_BLOCK_VALUES = 1 << 17  # fp16 output: values decoded as float32 per block, then cast
 
 
 def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
                  threads: int = 1) -> None:  # fmt: skip
-    """Decode every chunk into out; with a low-rank part, a block of chunks at a time, each
-    after the projection of the rows it covers (bounded memory, early failure)."""
+    """Decode every chunk into out. With a low-rank part, or into a float16 out (decoded as
+    float32, then narrowed), a block of chunks at a time: each block after the projection
+    of the rows it covers, through a float32 buffer of one block (bounded memory, early
+    failure)."""
     what = "lossy fast entropy-coded stream"
     tables = Tables(p.cc, p.rc)
-    if p.lowrank is None or mode == fk.OUT_CODES:
+    narrow = out.dtype == np.float16
+    if (p.lowrank is None and not narrow) or mode == fk.OUT_CODES:
         decode_values(p.streams, tables, rows, chans, out, mode, p.step, p.mu, None, threads,
                       what)  # fmt: skip
         return
     n, size = rows * chans, 1 << p.streams.chunk_log
-    per = max(1, DECODE_BLOCK_VALUES // size)
+    block = DECODE_BLOCK_VALUES if p.lowrank is not None else NARROW_BLOCK_VALUES
+    per = max(1, block // size)
     for k0 in range(0, len(p.streams.woff), per):
         k1 = min(len(p.streams.woff), k0 + per)
-        r0, r1 = (k0 * size) // chans, -(-min(n, k1 * size) // chans)
-        proj = p.lowrank.projection(r0, r1)
-        decode_values(p.streams, tables, rows, chans, out, mode, p.step, p.mu, proj, threads,
-                      what, chunks=(k0, k1), proj_base=r0 * chans)  # fmt: skip
+        v0, v1 = k0 * size, min(n, k1 * size)
+        r0, r1 = v0 // chans, -(-v1 // chans)
+        proj = None if p.lowrank is None else p.lowrank.projection(r0, r1)
+        dest, base = (scratch("narrow", v1 - v0, np.float32), v0) if narrow else (out, 0)
+        decode_values(p.streams, tables, rows, chans, dest, mode, p.step, p.mu, proj, threads,
+                      what, chunks=(k0, k1), out_base=base, proj_base=r0 * chans)  # fmt: skip
+        if narrow:
+            with np.errstate(over="ignore", under="ignore"):  # as the dtype says: inf or 0
+                out[v0:v1] = dest
 
 
 def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1) -> np.ndarray:
     """Flat decoded host array of a fast-mode payload."""
     p = parse(mv, rows, chans)
-    bf16 = dtype is DType.BFLOAT16
-    out = np.empty(rows * chans, dtype=np.uint16 if bf16 else np.float32)
-    _run_decoder(p, rows, chans, out, fk.OUT_BF16 if bf16 else fk.OUT_F32, threads)
-    if bf16:
+    n = rows * chans
+    if dtype is DType.BFLOAT16:
+        out = np.empty(n, dtype=np.uint16)
+        _run_decoder(p, rows, chans, out, fk.OUT_BF16, threads)
         return out.view(dtype.numpy)
-    if dtype is DType.FLOAT16:
-        with np.errstate(over="ignore", under="ignore"):  # as the dtype says: inf or 0
-            return out.astype(np.float16)
+    out = np.empty(n, dtype=np.float16 if dtype is DType.FLOAT16 else np.float32)
+    _run_decoder(p, rows, chans, out, fk.OUT_F32, threads)
     return out
 
 
