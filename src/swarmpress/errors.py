@@ -1,0 +1,26 @@
+"""The one error base every layer's errors derive from, with the exit code the CLI returns.
+
+A caller can catch `SwarmpressError` to handle anything swarmpress refuses, and the CLI maps
+any of them to a one-line message and its `exit_code` instead of a traceback. Layers define
+their own subclasses (CodecError, CorpusError, ...) and set `exit_code` where a different
+code means something to scripts.
+"""
+
+from __future__ import annotations
+
+
+class SwarmpressError(Exception):
+    """Something swarmpress refused or could not do, said in words a user can act on."""
+
+    exit_code: int = 1  # what the CLI exits with (cli_common: 0 ok, 1 failed, 2 usage, 3 internal)
+
+    def __init__(self, message: str = "", *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(SwarmpressError):
+    """A request that cannot mean anything: a bad option, spec or configuration field."""
+
+    exit_code = 2
