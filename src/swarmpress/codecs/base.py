@@ -191,15 +191,16 @@ class Codec(ABC):
                 f"frame was made by codec {fr.codec_id!r}, not {self.codec_id!r}; "
                 "use swarmpress.decode() for any frame"
             )
-        return self._decode_frame(fr, device)
+        return self.decode_frame(fr, device)
 
     @staticmethod
     def _check_ndim(ndim: int) -> None:
         if ndim > _frame.MAX_NDIM:
             raise CodecError(f"tensor has {ndim} dimensions; frames hold at most {_frame.MAX_NDIM}")
 
-    def _decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
-        """Checks that need no payload parsing, then the codec's decoder.
+    def decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
+        """Decode an unpacked frame (frame.unpack) with this codec instance: the size checks
+        that need no payload parsing, then the codec's decoder.
 
         A MemoryError (a tensor within the cap that this machine cannot hold, or a decoder
         bug) surfaces as CodecError, so a caller handles bad frames with one except clause.

@@ -3,6 +3,8 @@
 Callers catch a single type; the message says what is wrong in one line.
 """
 
+from swarmpress.errors import SwarmpressError
 
-class CodecError(ValueError):
+
+class CodecError(SwarmpressError, ValueError):
     """A frame could not be decoded, or a tensor/parameter set cannot be encoded."""

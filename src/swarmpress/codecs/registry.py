@@ -64,4 +64,4 @@ def decode(blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
         codec = cls.from_config(params)
     except CodecError as exc:
         raise CodecError(f"frame carries invalid parameters for {fr.codec_id!r}: {exc}") from None
-    return codec._decode_frame(fr, device)
+    return codec.decode_frame(fr, device)

@@ -375,7 +375,7 @@ class TopKCodec(Codec):
             peer = type(self).from_config(fr.params)
         except CodecError as exc:
             raise CodecError(f"frame carries invalid parameters for 'topk': {exc}") from None
-        return peer._decode_frame(fr, device)
+        return peer.decode_frame(fr, device)
 
     # ------------------------------------------------------------------ encode
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:

@@ -154,7 +154,7 @@ def decode_tensor(blob: bytes, shape: tuple[int, ...] | None = None) -> torch.Te
             raise WireError(f"tensor of shape {tuple(fr.shape)} where {tuple(shape)} was expected")
         # Stateful encoders (topk's error feedback) write frames that the frame's own
         # parameters decode; the state lives on the sending side only.
-        out = codec_class(fr.codec_id).from_config(fr.params)._decode_frame(fr)
+        out = codec_class(fr.codec_id).from_config(fr.params).decode_frame(fr)
     except CodecError as exc:
         raise WireError(f"bad tensor frame: {exc}") from None
     t = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, np.float32))
