@@ -195,8 +195,8 @@ def test_an_entry_whose_every_tensor_failed_is_failed_and_unranked(arena):
 def test_submit_wait_exit_codes(monkeypatch):
     from typer.testing import CliRunner
 
-    from swarmpress import cli_arena
     from swarmpress.cli import app
+    from swarmpress.cli import arena as cli_arena
 
     class Fake:
         def __init__(self, final):

@@ -131,8 +131,8 @@ def test_background_job_killed_and_resumed_without_duplicates(tmp_path):
 
 
 def test_a_job_visits_each_of_its_sources(server, tmp_path, monkeypatch):
-    """reddit then x in one round; the CLI's item factory, the replay server behind both."""
-    from swarmpress.cli_data import _job_items
+    """reddit then x in one round; the source registry's item factory (run_job's default),
+    the replay server behind both."""
 
     monkeypatch.setenv("SWARMPRESS_REDDIT_URL", server.url)
     monkeypatch.setenv("SWARMPRESS_X_URL", server.url)
@@ -145,7 +145,7 @@ def test_a_job_visits_each_of_its_sources(server, tmp_path, monkeypatch):
     })  # fmt: skip
     s = Store(str(tmp_path / "multi.db"))
     save_spec(s, parse_spec({"name": "both", "sources": ["reddit", "x"], "keywords": ["gpu"]}))
-    res = run_job(s, "both", _job_items)
+    res = run_job(s, "both")
     assert res["collected"] == 3 and res["rounds"] == 1
     assert sorted(r.source for r in s.iter_all()) == ["reddit", "reddit", "x"]
     assert [p for p, _, _ in server.log] == ["/search.json", "/2/tweets/search/recent"]

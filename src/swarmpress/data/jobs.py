@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -158,14 +161,17 @@ Items = Callable[[JobSpec, str, str | None], tuple[Any, Callable[[], str | None]
 def run_job(
     store: Store,
     name: str,
-    items_for: Items,
+    items_for: Items | None = None,
     progress: Callable[[dict], None] | None = None,
     sleep: Callable[[float], bool] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a job until a stop condition, SIGTERM, or the end of its single round.
 
-    items_for(spec, source, cursor) -> (items, a function giving that source's cursor now).
+    items_for(spec, source, cursor) -> (items, a function giving that source's cursor now);
+    by default the source registry's (swarmpress.data.sources.registry.job_items).
     sleep(seconds) -> False when the wait was interrupted (stop asked)."""
+    if items_for is None:
+        from swarmpress.data.sources.registry import job_items as items_for
     job = get_job(store, name)
     if job is None:
         raise JobError(f"no job {name!r}; define it with --source and the options first")
@@ -265,3 +271,46 @@ def run_job(
 
 class _Stop(Exception):
     """Raised from the progress callback to end a round between batches."""
+
+
+LOG_DIR = "~/.swarmpress/jobs"
+_DETACHED = "import sys; from swarmpress.data.jobs import main; sys.exit(main(sys.argv[1:]))"
+
+
+def start_detached(store: Store, name: str, log_dir: str | Path = LOG_DIR) -> dict[str, Any]:
+    """Run a defined job in a process of its own, detached from this one's session.
+
+    Its progress (a JSON line per committed batch) and its result go to LOG_DIR/NAME.log;
+    its state to the store, as for any job (`list_jobs`). The store's URL travels in the
+    environment, so a password never shows in `ps`. Returns {job, pid, log}."""
+    if get_job(store, name) is None:
+        raise JobError(f"no job {name!r}; define it first")
+    logdir = Path(log_dir).expanduser()
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{name}.log"
+    env = dict(os.environ, SWARMPRESS_DATA_STORE=store.url)
+    with open(log, "ab") as fh:
+        p = subprocess.Popen([sys.executable, "-c", _DETACHED, name], stdout=fh,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=env)  # fmt: skip
+    return {"job": name, "pid": p.pid, "log": str(log)}
+
+
+def main(argv: list[str]) -> int:
+    """A detached job's process: `start_detached` runs this with the job's name (the store
+    from env SWARMPRESS_DATA_STORE); a JSON line per batch on stderr, the result on stdout."""
+
+    def log_line(s: dict) -> None:
+        line = {k: s[k] for k in ("collected", "read", "duplicates", "skipped")}
+        print(json.dumps({"job": s["job"], "time": time.time(), **line}),
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    from swarmpress.errors import SwarmpressError
+
+    try:
+        result = run_job(Store(None), argv[0], progress=log_line)
+    except (JobError, SwarmpressError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(json.dumps(result), flush=True)
+    return 0

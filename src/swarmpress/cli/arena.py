@@ -6,21 +6,21 @@ leaderboard, download, lineage, keys), plus export-solution. Client commands tak
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.console import Group
 from rich.text import Text
 from rich.tree import Tree
 
-from swarmpress.cli_common import EXIT_FAILED, JsonOpt, console, err_console, fail
+from swarmpress.cli.arena_env import env_app
+from swarmpress.cli.common import EXIT_FAILED, console, err_console, fail
+from swarmpress.cli.options import JsonOpt, grouped, opt
+from swarmpress.cli.output import emit, table
 
 arena_app = typer.Typer(
     help="The open compression arena: serve one, submit to one, export codecs as solutions.",
@@ -28,51 +28,31 @@ arena_app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 arena_app.add_typer(keys_app, name="keys")
+arena_app.add_typer(env_app, name="env")
 
-HomeOpt = Annotated[
-    Path, typer.Option("--home", help="Arena directory: config, pool, logs and the SQLite db.")
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: SQLite in --home); postgresql://... "
-                 "lets workers on several machines share one arena."),
-]  # fmt: skip
-ServerOpt = Annotated[
-    str | None,
-    typer.Option("--server", help="Arena URL (default: env SWARMPRESS_ARENA_URL or "
-                 "http://127.0.0.1:8765)."),
-]  # fmt: skip
-KeyOpt = Annotated[
-    str | None, typer.Option("--key", help="API key (default: env SWARMPRESS_ARENA_KEY).")
-]
-CompOpt = Annotated[str, typer.Option("--competition", "-c", help="Competition name.")]
+HomeOpt = opt(Path, "--home", "Arena directory: config, pool, logs and the SQLite db.")
+DbOpt = opt(str | None, "--db", "Database URL (default: SQLite in --home); postgresql://... "
+            "lets workers on several machines share one arena.")  # fmt: skip
+SidArg = Annotated[int, typer.Argument(help="Submission id.")]
+ServerOpt = opt(str | None, "--server", "Arena URL (default: env SWARMPRESS_ARENA_URL or "
+                "http://127.0.0.1:8765).")  # fmt: skip
+KeyOpt = opt(str | None, "--key", "API key (default: env SWARMPRESS_ARENA_KEY).")
+CompOpt = opt(str, "--competition -c", "Competition name.")
+# Where the arena is and who asks: the options of every client command, as one group.
+CLIENT_FLAGS = {"server": (ServerOpt, None), "key": (KeyOpt, None)}
 
 
-def _client(server: str | None, key: str | None):
+def _client(remote: dict | None):
     from swarmpress.arena.client import ArenaClient
 
-    return ArenaClient(server, key)
-
-
-def _guard(fn, *args: Any) -> Any:
-    """Run a client call; a refusal or an unreachable server is one line and exit 2."""
-    from swarmpress.arena.client import ClientError
-
-    try:
-        return fn(*args)
-    except ClientError as exc:
-        raise fail(str(exc)) from None
+    remote = remote or {}
+    return ArenaClient(remote.get("server"), remote.get("key"))
 
 
 def _open_arena(home: Path, db: str | None):
-    from swarmpress.arena.config import ArenaConfigError
-    from swarmpress.arena.pool import PoolError
     from swarmpress.arena.service import Arena
 
-    try:
-        return Arena(home, db)
-    except (ArenaConfigError, PoolError) as exc:
-        raise fail(str(exc)) from None
+    return Arena(home, db)
 
 
 # ----------------------------------------------------------------------------- running one
@@ -105,16 +85,12 @@ def init_cmd(
     A random secret (pool/secret, mode 0600, never served) picks the text, the layers and
     the rounds, so the pool differs in every home and nobody can rebuild it.
     """
-    from swarmpress.arena.pool import PoolError
     from swarmpress.arena.service import init_home
 
     if corpus is not None and text is not None:
         raise fail("give --corpus or --text, not both")
-    try:
-        with console.status("drawing the held-out pool (MiniLM on secret-chosen text)"):
-            made = init_home(home, corpus, text=text, sequences=sequences, seq_len=seq_len)
-    except PoolError as exc:
-        raise fail(str(exc)) from None
+    with console.status("drawing the held-out pool (MiniLM on secret-chosen text)"):
+        made = init_home(home, corpus, text=text, sequences=sequences, seq_len=seq_len)
     console.print(f"{'created' if made else 'kept the existing'} arena in {home}")
 
 
@@ -125,43 +101,15 @@ def worker_cmd(
     slot: Annotated[int, typer.Option("--slot", help="Sandbox uid/CPU slot.")] = 0,
 ) -> None:
     """Evaluate queued submissions until stopped (run several, here or on other machines)."""
-    from swarmpress.arena.sandbox import SandboxUnavailable, check_available
-    from swarmpress.arena.worker import Worker
+    from swarmpress.arena.supervise import run_worker
 
-    try:
-        check_available()
-    except SandboxUnavailable as exc:
-        raise fail(str(exc)) from None
-    if os.environ.get("SWARMPRESS_ARENA_PARENT"):
-        _die_with_parent()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    Worker(_open_arena(home, db), slot=slot).run(stop)
+    run_worker(home, db, slot)
 
 
-def _die_with_parent() -> None:
-    """A worker started by `serve` ends when the server does (its job is then retried)."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(os.environ["SWARMPRESS_ARENA_PARENT"]):
-        os._exit(0)  # the server died before the death signal was armed
-
-
-def _spawn_worker(home: Path, db: str | None, slot: int) -> subprocess.Popen:
+def _worker_command(home: Path, db: str | None, slot: int) -> list[str]:
+    """The command line of a local worker `serve` starts (and restarts) in slot `slot`."""
     argv = [sys.executable, "-m", "swarmpress.cli", "arena", "worker", "--home", str(home)]
-    argv += ["--slot", str(slot)] + (["--db", db] if db else [])
-    env = {**os.environ, "SWARMPRESS_ARENA_PARENT": str(os.getpid())}
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
-
-
-def _supervise(procs: list[subprocess.Popen], make, stop: threading.Event) -> None:
-    """Restart workers that die (their jobs are retried once the lease runs out)."""
-    while not stop.wait(1.0):
-        for i, p in enumerate(procs):
-            if p.poll() is not None:
-                err_console.print(f"worker {i} exited with {p.returncode}; restarting it")
-                procs[i] = make(i)
+    return argv + ["--slot", str(slot)] + (["--db", db] if db else [])
 
 
 @arena_app.command("serve")
@@ -179,6 +127,7 @@ def serve_cmd(
 
     from swarmpress.arena.api import create_app
     from swarmpress.arena.service import init_home
+    from swarmpress.arena.supervise import WorkerPool
 
     if not (home / "arena.toml").exists():
         with console.status("creating the arena (building the pool from the embedded corpus)"):
@@ -187,24 +136,13 @@ def serve_cmd(
     if not arena.has_admin():
         key = arena.create_key("admin", admin=True)
         console.print(f"admin key (shown once): [bold]{key}[/]", highlight=False)
-    stop = threading.Event()
-    procs = [_spawn_worker(home, db, i) for i in range(workers)]
-    sup = threading.Thread(
-        target=_supervise, args=(procs, lambda i: _spawn_worker(home, db, i), stop), daemon=True
-    )
-    sup.start()
-    console.print(f"arena at http://{host}:{port}/ with {workers} worker(s)", highlight=False)
-    try:
+
+    def restarted(slot: int, code: int) -> None:
+        err_console.print(f"worker {slot} exited with {code}; restarting it")
+
+    with WorkerPool(lambda i: _worker_command(home, db, i), workers, on_restart=restarted):
+        console.print(f"arena at http://{host}:{port}/ with {workers} worker(s)", highlight=False)
         uvicorn.run(create_app(arena), host=host, port=port, log_level="warning")
-    finally:
-        stop.set()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @arena_app.command("openapi")
@@ -223,13 +161,13 @@ def openapi_cmd(
 
 # ----------------------------------------------------------------------------- using one
 @arena_app.command("submit")
+@grouped("remote", CLIENT_FLAGS)
 def submit_cmd(
     file: Annotated[Path, typer.Argument(help="Solution .py file (functions or FastAPI form).")],
     competition: CompOpt,
     fork: Annotated[int | None, typer.Option("--fork", help="Id of the submission forked.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is scored.")] = False,
-    server: ServerOpt = None,
-    key: KeyOpt = None,
+    remote: dict | None = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a solution; prints its id (and with --wait, its result).
@@ -238,97 +176,80 @@ def submit_cmd(
     1 (with --wait) it failed, or it scored 0 (not ranked); 2 refused by the server
     (key, size, form, rate limit) or the server cannot be reached.
     """
-    client = _client(server, key)
-    sid = _guard(client.submit, file, competition, fork)
+    client = _client(remote)
+    sid = client.submit(file, competition, fork)
     if not wait:
-        print(json.dumps({"id": sid})) if as_json else console.print(f"submitted: id {sid}")
+        emit({"id": sid}, as_json, lambda: f"submitted: id {sid}", indent=None)
         return
     with console.status(f"submission {sid} queued"):
-        while (st := _guard(client.status, sid))["state"] in ("queued", "running"):
+        while (st := client.status(sid))["state"] in ("queued", "running"):
             time.sleep(1.0)
-    _print_status(st, as_json)
+    emit(st, as_json, lambda: _status_view(st))
     if st["state"] != "done" or not (st["score"] or 0) > 0:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_status(st: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(st, indent=2))
-        return
-    score = "-" if st["score"] is None else f"{st['score']:.4f}"
-    console.print(
-        f"#{st['id']} {st['filename']} by {st['author']} in {st['competition']}: "
-        f"{st['state']}, score {score}" + (f" ({st['error']})" if st["error"] else ""),
-        highlight=False,
-        markup=False,
-    )
-    if st["results"]:
-        t = Table("tensor", "ok", "score", "ratio", "similarity", "compress s", "decompress s",
-                  "reason")  # fmt: skip
-        f = lambda v, d=4: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-        for r in st["results"]:
-            t.add_row(Text(r["tensor"]), "yes" if r["ok"] else "no", f(r["score"]),
-                      f(r["ratio"]), f(r["similarity"], 5), f(r["seconds_compress"], 3),
-                      f(r["seconds_decompress"], 3), Text(r["reason"]))  # fmt: skip
-        console.print(t)
+def _num(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _status_view(st: dict) -> Group:
+    line = Text(f"#{st['id']} {st['filename']} by {st['author']} in {st['competition']}: "
+                f"{st['state']}, score {_num(st['score'])}"
+                + (f" ({st['error']})" if st["error"] else ""))  # fmt: skip
+    if not st["results"]:
+        return Group(line)
+    rows = [(Text(r["tensor"]), "yes" if r["ok"] else "no", _num(r["score"]), _num(r["ratio"]),
+             _num(r["similarity"], 5), _num(r["seconds_compress"], 3),
+             _num(r["seconds_decompress"], 3), Text(r["reason"]))
+            for r in st["results"]]  # fmt: skip
+    return Group(line, table(("tensor", "ok", "score", "ratio", "similarity", "compress s",
+                              "decompress s", "reason"), rows))  # fmt: skip
+
+
+def _show(answer: Any, as_json: bool, view: Callable[[Any], Any]) -> None:
+    """A server's answer: as it came with --json, else drawn by view(answer)."""
+    emit(answer, as_json, lambda: view(answer))
 
 
 @arena_app.command("status")
-def status_cmd(
-    sid: Annotated[int, typer.Argument(help="Submission id.")],
-    server: ServerOpt = None,
-    key: KeyOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@grouped("remote", CLIENT_FLAGS)
+def status_cmd(sid: SidArg, remote: dict | None = None, as_json: JsonOpt = False) -> None:
     """State (queued|running|done|failed), score and per-tensor results of a submission."""
-    _print_status(_guard(_client(server, key).status, sid), as_json)
+    _show(_client(remote).status(sid), as_json, _status_view)
 
 
 @arena_app.command("leaderboard")
+@grouped("remote", CLIENT_FLAGS)
 def leaderboard_cmd(
-    competition: CompOpt, server: ServerOpt = None, key: KeyOpt = None, as_json: JsonOpt = False
+    competition: CompOpt, remote: dict | None = None, as_json: JsonOpt = False
 ) -> None:
     """Scored submissions of a competition, best first (the standing leader marked)."""
-    board = _guard(_client(server, key).leaderboard, competition)
-    if as_json:
-        print(json.dumps(board, indent=2))
-        return
-    t = Table("#", "id", "author", "score", "fork of", "leader", title=competition)
-    for e in board:
-        t.add_row(str(e["rank"]), str(e["id"]), e["author"], f"{e['score']:.4f}",
-                  str(e["parent"] or ""), "*" if e["leader"] else "")  # fmt: skip
-    console.print(t)
+    board = _client(remote).leaderboard(competition)
+    rows = [(str(e["rank"]), str(e["id"]), e["author"], f"{e['score']:.4f}",
+             str(e["parent"] or ""), "*" if e["leader"] else "") for e in board]  # fmt: skip
+    emit(board, as_json, lambda: table(("#", "id", "author", "score", "fork of", "leader"), rows,
+                                       title=competition))  # fmt: skip
 
 
 @arena_app.command("download")
+@grouped("remote", CLIENT_FLAGS)
 def download_cmd(
-    sid: Annotated[int, typer.Argument(help="Submission id.")],
+    sid: SidArg,
     out: Annotated[
         Path | None, typer.Option("--out", help="File to write (default: its name).")
     ] = None,
-    server: ServerOpt = None,
-    key: KeyOpt = None,
+    remote: dict | None = None,
 ) -> None:
     """Download a revealed submission's code (or your own at any time)."""
-    name, code = _guard(_client(server, key).download, sid)
+    name, code = _client(remote).download(sid)
     target = out or Path(Path(name).name)
     target.write_bytes(code)
     console.print(f"wrote {target} ({len(code)} bytes)")
 
 
-@arena_app.command("lineage")
-def lineage_cmd(
-    sid: Annotated[int, typer.Argument(help="Submission id.")],
-    server: ServerOpt = None,
-    key: KeyOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The forks a submission comes from and the forks made of it, drawn as a tree."""
-    lin = _guard(_client(server, key).lineage, sid)
-    if as_json:
-        print(json.dumps(lin, indent=2))
-        return
-    label = lambda n: f"#{n['id']}  {'-' if n['score'] is None else format(n['score'], '.4f')}"  # noqa: E731
+def _lineage_tree(lin: dict) -> Tree:
+    label = lambda n: f"#{n['id']}  {_num(n['score'])}"  # noqa: E731
     root = Tree(
         " → ".join([label(a) for a in lin["ancestors"]] + [f"[bold]{label(lin['tree'])}[/]"])
     )
@@ -338,10 +259,18 @@ def lineage_cmd(
             grow(node.add(label(c)), c)
 
     grow(root, lin["tree"])
-    console.print(root)
+    return root
+
+
+@arena_app.command("lineage")
+@grouped("remote", CLIENT_FLAGS)
+def lineage_cmd(sid: SidArg, as_json: JsonOpt = False, remote: dict | None = None) -> None:
+    """The forks a submission comes from and the forks made of it, drawn as a tree."""
+    _show(_client(remote).lineage(sid), as_json, _lineage_tree)
 
 
 @keys_app.command("create")
+@grouped("remote", CLIENT_FLAGS)
 def keys_create_cmd(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
     admin: Annotated[bool, typer.Option("--admin", help="May create keys.")] = False,
@@ -349,24 +278,16 @@ def keys_create_cmd(
         Path | None, typer.Option("--home", help="Create directly in this arena (no server).")
     ] = None,
     db: DbOpt = None,
-    server: ServerOpt = None,
-    key: KeyOpt = None,
+    remote: dict | None = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key, through the server (admin key) or directly with --home."""
     if home is not None:
-        from swarmpress.arena.service import ArenaError
-
-        try:
-            made = _open_arena(home, db).create_key(name, admin)
-        except ArenaError as exc:
-            raise fail(str(exc)) from None
+        made = _open_arena(home, db).create_key(name, admin)
     else:
-        made = _guard(_client(server, key).create_key, name, admin)
-    if as_json:
-        print(json.dumps({"name": name, "key": made}))
-    else:
-        console.print(f"key for {name}: [bold]{made}[/] (shown once)", highlight=False)
+        made = _client(remote).create_key(name, admin)
+    emit({"name": name, "key": made}, as_json,
+         lambda: f"key for {name}: [bold]{made}[/] (shown once)", indent=None)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- solutions
@@ -387,7 +308,7 @@ def arena_export_solution_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a codec as one standalone Apex matrix-compression solution file (< 20 KB)."""
-    from swarmpress.arena.export import ExportError, export_solution, solution_config
+    from swarmpress.arena.export import export_solution, solution_config
 
     options = {}
     for item in option or []:
@@ -397,18 +318,9 @@ def arena_export_solution_cmd(
         options[name.strip()] = value.strip()
     try:
         path = export_solution(codec, out, **options)
-        config = solution_config(codec, **options)
-    except ExportError as exc:
-        raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    config = solution_config(codec, **options)
     size = path.stat().st_size
-    if as_json:
-        info = {"path": str(path), "bytes": size, "codec": codec, "config": config}
-        print(json.dumps(info, indent=2))
-        return
-    console.print(
-        f"wrote {path} ({size} bytes, codec {codec}, CONFIG {config})",
-        highlight=False,
-        soft_wrap=True,
-    )
+    info = {"path": str(path), "bytes": size, "codec": codec, "config": config}
+    emit(info, as_json, lambda: f"wrote {path} ({size} bytes, codec {codec}, CONFIG {config})")

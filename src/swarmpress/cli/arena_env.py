@@ -3,13 +3,16 @@ and the sandbox engines this machine can use."""
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 
-from swarmpress.cli_common import JsonOpt, console, fail
+from swarmpress.cli.common import EXIT_FAILED, console, guard
+from swarmpress.cli.options import JsonOpt
+from swarmpress.cli.output import emit, table
 
 env_app = typer.Typer(
     help="Solution environments (the Apex requirements lists, one venv each) and sandboxes.",
@@ -41,15 +44,11 @@ def list_cmd(as_json: JsonOpt = False) -> None:
 
     rows = [_describe(n) for n in envs.names()]
     engines = {e: engine_unavailable(e) or "ok" for e in ENGINES}
-    if as_json:
-        print(json.dumps({"environments": rows, "engines": engines}, indent=1))
-        return
-    table = Table("environment", "built", "matches", "path")
-    for r in rows:
-        table.add_row(r["name"], "yes" if r["built"] else "no", r["matches"], r["path"])
-    console.print(table)
-    for e, why in engines.items():
-        console.print(f"sandbox engine {e}: {why}")
+    cells = [(r["name"], "yes" if r["built"] else "no", r["matches"], r["path"]) for r in rows]
+    emit({"environments": rows, "engines": engines}, as_json, lambda: Group(
+        table(("environment", "built", "matches", "path"), cells),
+        *(Text(f"sandbox engine {e}: {why}") for e, why in engines.items()),
+    ), indent=1)  # fmt: skip
 
 
 @env_app.command("build")
@@ -66,23 +65,16 @@ def build_cmd(
 
     todo = names or envs.names()
     for n in todo:
-        try:
-            envs.get(n)
-        except envs.EnvError as exc:
-            raise fail(str(exc)) from None
+        envs.get(n)  # an unknown name: exit 2 before building anything
     done = []
     for n in todo:
-        try:
-            with console.status(f"building the {n} environment (pip install)"):
-                path = envs.build(n)
-        except envs.EnvError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        with guard(code=EXIT_FAILED), console.status(f"building the {n} environment (pip install)"):
+            path = envs.build(n)
         done.append({"name": n, "path": str(path)})
         if not as_json:
             console.print(f"{n}: {path}")
     if as_json:
-        print(json.dumps(done, indent=1))
+        emit(done, True, indent=1)
 
 
 @env_app.command("show")
@@ -90,17 +82,11 @@ def show_cmd(name: str, as_json: JsonOpt = False) -> None:
     """One environment: the published file it matches and the modules entries may import."""
     from swarmpress.arena import envs
 
-    try:
-        info = _describe(name)
-        modules = sorted(envs.get(name).modules())
-    except envs.EnvError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        print(json.dumps({**info, "modules": modules}, indent=1))
-        return
-    console.print(f"{name}: {info['matches']}")
-    console.print(f"built: {'yes, ' + info['path'] if info['built'] else 'no'}")
-    import sys
-
+    info = _describe(name)
+    modules = sorted(envs.get(name).modules())
     extra = [m for m in modules if m not in sys.stdlib_module_names]
-    console.print("modules beyond the standard library: " + ", ".join(extra))
+    emit({**info, "modules": modules}, as_json, lambda: "\n".join((
+        f"{name}: {info['matches']}",
+        f"built: {'yes, ' + info['path'] if info['built'] else 'no'}",
+        "modules beyond the standard library: " + ", ".join(extra),
+    )), indent=1)  # fmt: skip

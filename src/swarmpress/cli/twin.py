@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 
-from swarmpress.cli_common import EXIT_FAILED, JsonOpt, console, fail
+from swarmpress.cli.common import EXIT_FAILED, console, guard
+from swarmpress.cli.options import JsonOpt, opt
+from swarmpress.cli.output import emit, progress, table
 
 twin_app = typer.Typer(
     help="The digital twin of a training swarm: routing, balancing and codecs vs epoch time.",
@@ -21,67 +24,54 @@ twin_app = typer.Typer(
 ScenarioArg = Annotated[
     str, typer.Argument(help="Built-in scenario name (see `twin scenarios`) or a TOML file.")
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", metavar="KEY=VALUE", help="Override a scenario field, e.g. "
-                 "model.bottleneck=1 or swarm.miners=200 (repeatable)."),
-]  # fmt: skip
-ProfilesOpt = Annotated[
-    Path | None,
-    typer.Option("--codec-profiles", help="Codec profile JSON (default: the bench-measured "
-                 "profiles shipped with swarmpress; make one with `twin profiles --from-bench`)."),
-]  # fmt: skip
-
-
-def _scenario(name: str, overrides: list[str] | None):
-    from swarmpress.twin.scenario import ScenarioError, load_scenario
-
-    try:
-        return load_scenario(name, overrides)
-    except ScenarioError as exc:
-        raise fail(str(exc)) from None
-
-
-def _codec(name: str, profiles: Path | None):
-    from swarmpress.twin.profiles import ProfileError, get_profile
-
-    try:
-        return get_profile(name, profiles)
-    except ProfileError as exc:
-        raise fail(str(exc)) from None
+SetOpt = opt(list[str] | None, "--set", "Override a scenario field, e.g. model.bottleneck=1 or "
+             "swarm.miners=200 (repeatable).", metavar="KEY=VALUE")  # fmt: skip
+ProfilesOpt = opt(Path | None, "--codec-profiles", "Codec profile JSON (default: the "
+                  "bench-measured profiles shipped with swarmpress; make one with `twin profiles "
+                  "--from-bench`).")  # fmt: skip
 
 
 def _policies(policy: str, router: str | None, limit: float):
-    from swarmpress.twin.policies import PolicyError, PolicyFailure, parse_policy
+    from swarmpress.twin.policies import parse_policy
 
     if router:
         from swarmpress.twin.remote import RemotePolicy
 
         remote = RemotePolicy(router, limit)
-        try:
-            remote.check()
-        except PolicyFailure as exc:
-            raise fail(str(exc)) from None
+        remote.check()
         return remote, remote
-    try:
-        return parse_policy(policy)
-    except PolicyError as exc:
-        raise fail(str(exc)) from None
+    return parse_policy(policy)
 
 
 def simulate(sc, seed: int, policy: str, router: str | None, codec, record: bool = False):
-    from swarmpress.twin.scenario import ScenarioError
     from swarmpress.twin.sim import Simulation
 
     r, b = _policies(policy, router, sc.rules.route_call_limit_s)
-    try:
-        sim = Simulation(sc, seed, r, b, codec, record=record)
-    except ScenarioError as exc:
-        raise fail(str(exc)) from None
-    res = sim.run()
+    res = Simulation(sc, seed, r, b, codec, record=record).run()
     if router:
         res.policy = f"router {router}"
     return res
+
+
+def _run_view(sc, seed: int, res) -> Group:
+    cols = ("layers", "total epoch time", "max epoch time", "score", "completed", "dropped",
+            "simulated s", "wall s", "x real time")  # fmt: skip
+    row = (str(res.n_layers), f"{res.total_epoch_time:.1f}", f"{res.max_epoch_time:.1f}",
+           f"{res.score:.4f}", str(res.completed), str(res.dropped),
+           f"{res.simulated_seconds:.0f}", f"{res.wall_seconds:.2f}",
+           f"{res.speedup:.0f}")  # fmt: skip
+    parts: list = [table(cols, [row], title=f"{sc.name}, seed {seed}: {res.policy}, codec "
+                         f"{res.codec}", right=cols)]  # fmt: skip
+    if res.invalid_routes and res.ok:  # Apex: invalid paths fail activations, not tasks
+        parts.append(f"[yellow]{res.invalid_routes} routes had invalid hops; their "
+                     f"activations failed[/] (first: {res.invalid_route})")  # fmt: skip
+    if not res.ok:
+        parts.append(f"[red]task failed:[/] {res.reason}")
+    return Group(*parts)
+
+
+RouterUrlOpt = opt(str | None, "--router", "URL of an external router (Apex contract).")
+TwinOutOpt = opt(Path | None, "--out", "Write simulation.json, timeline.png and series.png here.")
 
 
 @twin_app.command("run")
@@ -91,51 +81,26 @@ def run_cmd(
     policy: Annotated[
         str, typer.Option("--policy", help="ROUTER[+BALANCER] or `best` (see `twin policies`).")
     ] = "random",
-    router: Annotated[
-        str | None, typer.Option("--router", help="URL of an external router (Apex contract).")
-    ] = None,
+    router: RouterUrlOpt = None,
     codec: Annotated[str, typer.Option("--codec", help="Codec profile on every link.")] = "none",
     profiles: ProfilesOpt = None,
     overrides: SetOpt = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Write simulation.json, timeline.png and series.png here."),
-    ] = None,
+    out: TwinOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a scenario with one policy and one codec; prints the Apex score and timings."""
-    sc = _scenario(scenario, overrides)
-    prof = _codec(codec, profiles)
+    from swarmpress.twin.profiles import get_profile
+    from swarmpress.twin.scenario import load_scenario
+
+    sc = load_scenario(scenario, overrides)
+    prof = get_profile(codec, profiles)
     with console.status(f"simulating {sc.name} (seed {seed})"):
         res = simulate(sc, seed, policy, router, prof, record=out is not None)
     if out is not None:
         from swarmpress.twin.report import write_outputs
 
         write_outputs(res, out)
-    if as_json:
-        print(json.dumps(res.to_json(), indent=2))
-    else:
-        t = Table(title=f"{sc.name}, seed {seed}: {res.policy}, codec {res.codec}")
-        for col in ("layers", "total epoch time", "max epoch time", "score", "completed",
-                    "dropped", "simulated s", "wall s", "x real time"):  # fmt: skip
-            t.add_column(col, justify="right")
-        t.add_row(
-            str(res.n_layers),
-            f"{res.total_epoch_time:.1f}",
-            f"{res.max_epoch_time:.1f}",
-            f"{res.score:.4f}",
-            str(res.completed),
-            str(res.dropped),
-            f"{res.simulated_seconds:.0f}",
-            f"{res.wall_seconds:.2f}",
-            f"{res.speedup:.0f}",
-        )
-        console.print(t)
-        if res.invalid_routes and res.ok:  # Apex: invalid paths fail activations, not tasks
-            console.print(f"[yellow]{res.invalid_routes} routes had invalid hops; their "
-                          f"activations failed[/] (first: {res.invalid_route})")  # fmt: skip
-        if not res.ok:
-            console.print(f"[red]task failed:[/] {res.reason}")
+    emit(res.to_json(), as_json, lambda: _run_view(sc, seed, res))
     if not res.ok:
         raise typer.Exit(EXIT_FAILED)
 
@@ -156,19 +121,19 @@ def compare_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Several policies and/or codecs on the same seeds: one table, one plot."""
-    from rich.progress import Progress
+    from swarmpress.twin.profiles import get_profile
+    from swarmpress.twin.scenario import load_scenario
 
-    sc = _scenario(scenario, overrides)
+    sc = load_scenario(scenario, overrides)
     combos = [(p.strip(), c.strip()) for p in policies.split(",") for c in codecs.split(",")]
     rows = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("simulating", total=len(combos) * seeds)
+    with progress("simulating", total=len(combos) * seeds) as steps:
         for pol, cod in combos:
-            prof = _codec(cod, profiles)
+            prof = get_profile(cod, profiles)
             runs = []
             for seed in range(seeds):
                 runs.append(simulate(sc, seed, pol, None, prof))
-                progress.advance(task)
+                steps.advance()
             totals = [r.total_epoch_time for r in runs if r.ok] or [float("nan")]
             rows.append({
                 "label": pol if len(codecs.split(",")) == 1 else f"{pol} / {cod}",
@@ -187,22 +152,12 @@ def compare_cmd(
         from swarmpress.twin.report import compare_plot
 
         compare_plot(rows, plot)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    t = Table(title=f"{sc.name}: median over {seeds} seeds")
-    for col in ("policy / codec", "total epoch time", "vs first", "score", "failed", "x real time"):
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(
-            r["label"],
-            f"{r['median_total_epoch_time']:.1f}",
-            f"{100 * r['vs_first']:+.1f} %",
-            f"{r['median_score']:.4f}",
-            str(r["failed"]),
-            f"{r['median_speedup']:.0f}",
-        )
-    console.print(t)
+    cols = ("policy / codec", "total epoch time", "vs first", "score", "failed", "x real time")
+    cells = [(r["label"], f"{r['median_total_epoch_time']:.1f}", f"{100 * r['vs_first']:+.1f} %",
+              f"{r['median_score']:.4f}", str(r["failed"]), f"{r['median_speedup']:.0f}")
+             for r in rows]  # fmt: skip
+    emit(rows, as_json, lambda: table(cols, cells, title=f"{sc.name}: median over {seeds} seeds",
+                                      right=cols))  # fmt: skip
 
 
 @twin_app.command("policies")
@@ -215,15 +170,13 @@ def policies_cmd(as_json: JsonOpt = False) -> None:
         "balancing": [{"name": n, "description": DESCRIPTIONS[n]} for n in BALANCERS],
         "best": {"routing": BEST[0], "balancing": BEST[1], "spec": "+".join(BEST)},
     }
-    if as_json:
-        print(json.dumps(info, indent=2))
-        return
-    t = Table("kind", "name", "description", title="twin policies (--policy ROUTER[+BALANCER])")
-    for kind in ("routing", "balancing"):
-        for p in info[kind]:
-            t.add_row(kind, p["name"], p["description"])
-    console.print(t)
-    console.print(f"best = {info['best']['spec']}")
+    rows = [(kind, p["name"], p["description"]) for kind in ("routing", "balancing")
+            for p in info[kind]]  # fmt: skip
+    emit(info, as_json, lambda: Group(
+        table(("kind", "name", "description"), rows,
+              title="twin policies (--policy ROUTER[+BALANCER])"),
+        Text(f"best = {info['best']['spec']}"),
+    ))  # fmt: skip
 
 
 @twin_app.command("scenarios")
@@ -232,13 +185,8 @@ def scenarios_cmd(as_json: JsonOpt = False) -> None:
     from swarmpress.twin.scenario import builtin_names, load_scenario
 
     info = [{"name": n, "description": load_scenario(n).description} for n in builtin_names()]
-    if as_json:
-        print(json.dumps(info, indent=2))
-        return
-    t = Table("name", "description", title="built-in scenarios")
-    for s in info:
-        t.add_row(s["name"], s["description"])
-    console.print(t)
+    rows = [(s["name"], s["description"]) for s in info]
+    emit(info, as_json, lambda: table(("name", "description"), rows, title="built-in scenarios"))
 
 
 @twin_app.command("profiles")
@@ -258,40 +206,27 @@ def profiles_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List codec profiles (ratio, speed, break-even per role), or make them from a bench run."""
-    from swarmpress.twin.profiles import ProfileError, load_profiles
     from swarmpress.twin.profiles import from_bench as make
+    from swarmpress.twin.profiles import load_profiles
 
     if from_bench is not None:
-        try:
+        with guard(f"cannot read bench results {from_bench}", ValueError, KeyError):
             data = make(from_bench) if model is None else make(from_bench, model=model)
-        except (OSError, ValueError, KeyError) as exc:
-            raise fail(f"cannot read bench results {from_bench}: {exc}") from None
         text = json.dumps(data, indent=1) + "\n"
         if out:
             out.write_text(text)
         else:
             print(text, end="")
         return
-    try:
-        profiles = load_profiles()
-    except ProfileError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        print(json.dumps({k: v.to_json() for k, v in profiles.items()}, indent=2, default=str))
-        return
-    t = Table("codec", "role", "ratio", "encode MB/s", "decode MB/s", "break-even Mbit/s")
-    for name, p in profiles.items():
-        for role in ("activation", "gradient", "weight_delta"):
-            r = p.role(role)
-            t.add_row(
-                name,
-                role,
-                f"{r.ratio:.3f}",
-                f"{r.compress_bps / 1e6:.0f}",
-                f"{r.decompress_bps / 1e6:.0f}",
-                f"{r.break_even_bps() * 8 / 1e6:.0f}",
-            )
-    console.print(t)
+    profiles = load_profiles()
+    roles = ("activation", "gradient", "weight_delta")
+    rows = [(name, role, f"{r.ratio:.3f}", f"{r.compress_bps / 1e6:.0f}",
+             f"{r.decompress_bps / 1e6:.0f}", f"{r.break_even_bps() * 8 / 1e6:.0f}")
+            for name, p in profiles.items()
+            for role, r in ((x, p.role(x)) for x in roles)]  # fmt: skip
+    cols = ("codec", "role", "ratio", "encode MB/s", "decode MB/s", "break-even Mbit/s")
+    emit({k: v.to_json() for k, v in profiles.items()}, as_json, lambda: table(cols, rows),
+         default=str)  # fmt: skip
 
 
 @twin_app.command("serve-baseline")
