@@ -137,3 +137,42 @@ def test_stateful_codecs_only_for_weight_deltas(field):
     with pytest.raises(ConfigError, match=f"{field}: topk is stateful"):
         build_config("tiny", **{field: "topk"})
     assert build_config("tiny", codec_delta="topk").codec_delta == "topk"
+
+
+@pytest.mark.parametrize(
+    "field", ["codec_delta", "codec_activation", "codec_gradient", "codec_weights"]
+)
+@pytest.mark.parametrize("spec", ["lossy-stream", "lossy-stream:refresh=2", "auto:lossy-stream"])
+def test_a_codec_whose_receiver_must_follow_the_stream_is_refused(field, spec):
+    """lossy-stream's decoder keeps a basis learned from earlier frames; a swarm receiver
+    decodes each frame alone (frames come from any replica, attempt by attempt), so the
+    configuration refuses it, naming the field and why, before any worker starts."""
+    with pytest.raises(ConfigError) as info:
+        build_config("tiny", **{field: spec})
+    msg = str(info.value)
+    assert msg.startswith(f"{field}: {spec} cannot be followed by swarm receivers")
+    assert "earlier frames" in msg
+    assert "\n" not in msg
+
+
+def test_config_error_is_a_usage_error():
+    from swarmpress.errors import SwarmpressError, UsageError
+
+    assert issubclass(ConfigError, UsageError)
+    assert issubclass(ConfigError, SwarmpressError)
+    assert ConfigError("x").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "spec", ["topk", "topk:density=0.05:bits=4", "topk:error_feedback=false", "auto:topk"]
+)
+def test_a_codec_with_sender_side_state_only_is_fine_for_deltas(spec):
+    """topk's error feedback lives on the sender; each of its frames decodes alone."""
+    assert build_config("tiny", codec_delta=spec).codec_delta == spec
+
+
+@pytest.mark.parametrize("spec", ["none", "raw", "lossy", "lossless:mode=fast", "blockq", "zstd"])
+def test_stateless_codecs_are_fine_for_every_role(spec):
+    fields = ("codec_activation", "codec_gradient", "codec_delta", "codec_weights")
+    cfg = build_config("tiny", **dict.fromkeys(fields, spec))
+    assert all(getattr(cfg, f) == spec for f in fields)

@@ -13,9 +13,10 @@ import pytest
 import zmq
 
 from swarmpress.swarm.config import build_config
+from swarmpress.swarm.framing import VERSION, Message
 from swarmpress.swarm.orchestrator import Orchestrator, Slot
+from swarmpress.swarm.report import RunResult
 from swarmpress.swarm.run import compare, load_data, train
-from swarmpress.swarm.wire import VERSION, Message
 from tests.inprocess import run_cli
 
 pytestmark = pytest.mark.slow
@@ -64,26 +65,32 @@ def test_killed_worker_and_garbage_peer_cost_no_sample():
 
     orch = Orchestrator(cfg, data, on_step=on_step)
     res = orch.run()
-    assert res["steps"] == 14
-    assert math.isfinite(res["final_loss"])
-    f = res["faults"]
+    assert isinstance(res, RunResult)
+    assert res.steps == 14
+    assert math.isfinite(res.final_loss)
+    f = res.faults
     assert f["killed"] >= 2
     assert f["replacements"] >= 2
-    assert f["exactly_once"], f["miscounted_steps"]
+    assert res.exactly_once, f["miscounted_steps"]
     # every stage applied every micro-batch of every step exactly once, across its replicas
     for stage in range(cfg.stages):
-        applied = sum(w["samples_applied"] for w in res["workers"] if w["stage"] == stage)
+        applied = sum(w.samples_applied for w in res.workers if w.stage == stage)
         assert applied == cfg.steps * cfg.microbatches
     # the garbage was seen and survived: the attacked workers that were not killed finished
     assert len(attacked) == 4
-    survivors = [w for w in res["workers"] if w["name"] in attacked and w["alive"]]
+    survivors = [w for w in res.workers if w.name in attacked and w.alive]
     assert survivors
-    assert all(w["bad_inputs"] >= 6 for w in survivors)
+    assert all(w.bad_inputs >= 6 for w in survivors)
     # an attacked worker that is gone was SIGKILLed by the fault drill, nothing else
-    for w in res["workers"]:
-        if w["name"] in attacked and not w["alive"]:
-            assert f"{w['name']}: killed by the fault drill (SIGKILL)" in f["reasons"]
-    assert res["loss_curve"][-1] < res["loss_curve"][0]
+    for w in res.workers:
+        if w.name in attacked and not w.alive:
+            assert f"{w.name}: killed by the fault drill (SIGKILL)" in f["reasons"]
+    assert res.loss_curve[-1] < res.loss_curve[0]
+    # the JSON form is what `swarm train --json` prints
+    out = json.loads(json.dumps(res.to_json()))
+    assert out["steps"] == 14 and out["faults"]["exactly_once"]
+    assert out["workers"][0].keys() == {"name", "stage", "alive", "ready", "caught_up_from",
+                                        "samples_applied", "codecs", "bad_inputs"}  # fmt: skip
 
 
 def test_workers_join_by_address():

@@ -11,9 +11,11 @@ import torch
 import zmq
 
 from swarmpress.codecs import Role
+from swarmpress.swarm.framing import MAGIC, VERSION, Message
 from swarmpress.swarm.links import LinkSpec
+from swarmpress.swarm.role_codecs import RoleCodecs
+from swarmpress.swarm.tensors import decode_tensor
 from swarmpress.swarm.transport import Endpoint
-from swarmpress.swarm.wire import MAGIC, VERSION, Message, RoleCodecs, decode_tensor
 
 TIMEOUT = 5.0  # seconds a message may take on a busy loopback
 

@@ -15,18 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmpress.codecs import Role, get_codec
-from swarmpress.swarm.wire import (
-    MAGIC,
-    MAX_HEADER,
-    VERSION,
-    Message,
-    RoleCodecs,
-    WireError,
-    decode_tensor,
-    pack_tokens,
-    parse,
-    unpack_tokens,
-)
+from swarmpress.swarm.framing import MAGIC, MAX_HEADER, VERSION, Message, WireError, parse
+from swarmpress.swarm.role_codecs import RoleCodecs
+from swarmpress.swarm.tensors import decode_tensor
+from swarmpress.swarm.tokens import pack_tokens, unpack_tokens
 
 TAG = MAGIC + bytes([VERSION])
 
@@ -328,7 +320,7 @@ def test_unpack_tokens_of_truncated_blocks_raises_only_wire_error(cut):
 
 def test_pays_off_is_the_break_even_rule():
     from swarmpress.swarm.links import LinkSpec
-    from swarmpress.swarm.wire import pays_off
+    from swarmpress.swarm.role_codecs import pays_off
 
     slow, fast = LinkSpec(10e6), LinkSpec(10e9)
     # 1 MB raw -> 200 KB on the wire for 20 ms of codec time: saves 640 ms at 10 Mbit/s,
@@ -341,7 +333,7 @@ def test_pays_off_is_the_break_even_rule():
 
 def test_auto_settles_per_link():
     from swarmpress.swarm.links import LinkSpec
-    from swarmpress.swarm.wire import RoleCodecs
+    from swarmpress.swarm.role_codecs import RoleCodecs
 
     x = torch.randn(4, 64, 128)
     slow = RoleCodecs("auto", "auto:blockq", "none", "none")

@@ -21,9 +21,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from swarmpress.errors import UsageError
 from swarmpress.swarm.config import SwarmConfig, config_errors
+from swarmpress.swarm.protocol import Ping, Pong
+from swarmpress.swarm.role_codecs import WIRE_DTYPES
 from swarmpress.swarm.transport import Endpoint
-from swarmpress.swarm.wire import WIRE_DTYPES, Message
 from swarmpress.twin.policies import ROUTERS, EvenBalancer
 from swarmpress.twin.profiles import CodecProfile, RoleProfile
 from swarmpress.twin.scenario import Scenario, parse_scenario
@@ -32,7 +34,7 @@ from swarmpress.twin.sim import Simulation
 UNLIMITED_MBIT = 1e6  # an unshaped loopback link, as a bandwidth the twin can divide by
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UsageError, ValueError):
     """A run that cannot calibrate the twin (too few steps, no service times)."""
 
 
@@ -57,10 +59,10 @@ def message_overhead(payload: int = 65536, rounds: int = 200) -> float:
         times = []
         for i in range(rounds + 10):
             t0 = time.perf_counter()
-            a.send("calib-b", Message("ping", {"i": i}, [blob]), shaped=False)
+            a.send("calib-b", Ping(i, blob).envelope(), shaped=False)
             if b.recv(timeout=5) is None:
                 raise CalibrationError("the loopback ping-pong lost a message")
-            b.send("calib-a", Message("pong", {"i": i}), shaped=False)
+            b.send("calib-a", Pong(i).envelope(), shaped=False)
             if a.recv(timeout=5) is None:
                 raise CalibrationError("the loopback ping-pong lost a message")
             if i >= 10:  # the first messages connect the sockets

@@ -21,12 +21,13 @@ from pydantic import (
 )
 
 from swarmpress.codecs import CodecError
+from swarmpress.errors import UsageError
 from swarmpress.swarm.links import LinkError, LinkSpec, parse_link
 from swarmpress.swarm.model import ModelConfig
-from swarmpress.swarm.wire import WIRE_DTYPES, make_codec
+from swarmpress.swarm.role_codecs import WIRE_DTYPES, make_codec, stream_problem
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration that cannot run, naming the field."""
 
 
@@ -96,11 +97,20 @@ class SwarmConfig(BaseModel):
     def _codec(cls, v: str, info: ValidationInfo) -> str:
         try:
             codec = make_codec(v)
+            problem = stream_problem(v) if codec.stateful else None
         except CodecError as exc:
             raise ValueError(str(exc)) from None
+        if problem is not None:
+            # Every receiver decodes each frame alone: a codec whose receiver must follow one
+            # stream in order would see its frames refused (and a merge wait forever).
+            raise ValueError(
+                f"{v} cannot be followed by swarm receivers: {problem}; every frame must "
+                "decode on its own (each comes from any replica, attempt by attempt)"
+            )
         if codec.stateful and info.field_name != "codec_delta":
-            # Activations and gradients go to different replicas, attempt by attempt: a
-            # codec whose receiver must follow one stream cannot be followed there.
+            # Activations and gradients go to different replicas, attempt by attempt, and full
+            # weights once per newcomer: only one sender-side stream per tensor (the DiLoCo
+            # pseudo-gradient) lets a sender's state (error feedback) mean something.
             raise ValueError(f"{v} is stateful; use it for codec_delta only")
         return v
 

@@ -17,6 +17,8 @@ import re
 import threading
 from dataclasses import dataclass
 
+from swarmpress.errors import UsageError
+
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps)?(?:/s)?$", re.IGNORECASE)
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)?$", re.IGNORECASE)
@@ -24,7 +26,7 @@ _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}
 UNLIMITED = ("none", "off", "unlimited", "lan", "local")
 
 
-class LinkError(ValueError):
+class LinkError(UsageError, ValueError):
     """A link spec that does not parse; the message shows the accepted form."""
 
 

@@ -26,22 +26,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmpress.errors import SwarmpressError
 from swarmpress.swarm.config import SwarmConfig
+from swarmpress.swarm.framing import VERSION, Message
+from swarmpress.swarm.protocol import (
+    Bye,
+    Crash,
+    Directory,
+    Done,
+    Drop,
+    Failed,
+    Forward,
+    Heartbeat,
+    Hello,
+    Init,
+    Key,
+    Loss,
+    PassEvent,
+    ProtocolError,
+    Ready,
+    Reject,
+    Resume,
+    Resync,
+    Step,
+    Stepped,
+    Stop,
+    Unreadable,
+    WorkerStats,
+    read,
+)
+from swarmpress.swarm.report import FaultLog, RunResult, StepInfo, summarize
 from swarmpress.swarm.text import TokenData
-from swarmpress.swarm.transport import Endpoint, check_address
-from swarmpress.swarm.wire import VERSION, Message, pack_tokens
+from swarmpress.swarm.tokens import pack_tokens
+from swarmpress.swarm.transport import Endpoint
 from swarmpress.twin.policies import ROUTERS
 from swarmpress.twin.tracker import PROCESSING, Tracker
 
 
-def as_key(value: object) -> tuple[int, int, int] | None:
-    """A sample attempt's key (step, sample, attempt) from a message, or None."""
-    if isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value):
-        return (value[0], value[1], value[2])
-    return None
-
-
-class SwarmError(RuntimeError):
+class SwarmError(SwarmpressError, RuntimeError):
     """A run that cannot go on (a stage without replicas, workers that never came up)."""
 
 
@@ -59,8 +81,9 @@ class Slot:
     ready: bool = False
     said_hello: bool = False
     last_hb: float = field(default_factory=time.monotonic)
-    hb: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
+    progress_age: float = 0.0  # from its last heartbeat: seconds since it made progress
+    queued: int = 0  # from its last heartbeat: work it could do
+    stats: WorkerStats = field(default_factory=WorkerStats)
     catch_up_from: str | None = None
 
     @property
@@ -70,8 +93,8 @@ class Slot:
 
 @dataclass
 class Attempt:
-    key: tuple[int, int, int]
-    path: list[str]
+    key: Key
+    path: tuple[str, ...]
     sent: float
     loss: float | None = None
 
@@ -112,18 +135,9 @@ class Orchestrator:
         self.committed: dict[int, Attempt] = {}
         self.eval_losses: dict[int, float] = {}
         self.catch_up: dict[int, list[str]] = defaultdict(list)  # donor stage -> newcomers
-        self.faults = {
-            "killed": 0,
-            "dead": 0,
-            "stalled": 0,
-            "replayed": 0,
-            "failed_inputs": 0,
-            "timeouts": 0,
-            "replacements": 0,
-            "reasons": [],
-        }
+        self.faults = FaultLog()
         self.applied: dict[tuple[int, int], int] = defaultdict(int)  # (step, stage) -> samples
-        self.steps: list[dict] = []
+        self.steps: list[StepInfo] = []
         self.gen = 0
         self.kills = 0
         self.step = 0
@@ -137,7 +151,7 @@ class Orchestrator:
     def _heartbeat(self) -> list[tuple[str, Message]]:
         """Runs on the I/O thread: tells every live worker the run is still on."""
         live = [s.name for s in list(self.slots.values()) if s.alive and s.said_hello]
-        return [(name, Message("hb", {})) for name in live]
+        return [(name, Heartbeat().envelope()) for name in live]
 
     def _spawn(self, stage: int, name: str) -> Slot:
         slot = Slot(name, stage, len(self.slots))
@@ -182,49 +196,43 @@ class Orchestrator:
                         f"worker {slot.name} exited during start-up: {self._tail(slot)}"
                     )
 
-    def _hello(self, sender: str, h: dict) -> None:
-        check_address(h.get("address"))  # ValueError: recorded as a malformed hello
-        stage = h.get("stage")
-        if not isinstance(stage, int) or not 0 <= stage < self.cfg.stages:
-            self._reject(sender, h, f"stage {stage!r} is not in 0..{self.cfg.stages - 1}")
+    def _hello(self, sender: str, m: Hello) -> None:
+        if not 0 <= m.stage < self.cfg.stages:
+            self._reject(sender, m, f"stage {m.stage!r} is not in 0..{self.cfg.stages - 1}")
             return
         slot = self.slots.get(sender)
         if slot is None:
             if self.spawn:
-                self._reject(sender, h, f"unknown worker name {sender!r}")
+                self._reject(sender, m, f"unknown worker name {sender!r}")
                 return
-            slot = Slot(sender, stage, len(self.slots))
+            slot = Slot(sender, m.stage, len(self.slots))
             self.slots[sender] = slot
         if slot.said_hello:
             return
-        slot.said_hello, slot.address, slot.last_hb = True, h.get("address"), time.monotonic()
+        slot.said_hello, slot.address, slot.last_hb = True, m.address, time.monotonic()
         self.ep.connect(sender, slot.address)
         live = {s.name: s.address for s in self.slots.values() if s.alive and s.address}
         donor = None
         if self.training:
-            donor = next((s.name for s in self._stage(stage) if s.active), None)
+            donor = next((s.name for s in self._stage(m.stage) if s.active), None)
             if donor is None:
-                raise SwarmError(f"stage {stage} has no live replica to copy weights from")
-            self.catch_up[stage].append(sender)
+                raise SwarmError(f"stage {m.stage} has no live replica to copy weights from")
+            self.catch_up[m.stage].append(sender)
         slot.catch_up_from = donor
-        init = {
-            "config": self.cfg.model_dump(),
-            "vocab": self.data.vocab,
-            "directory": live,
-            "step": self.step,
-            "catch_up_from": donor,
-        }
-        self.ep.send(sender, Message("init", init), shaped=False)
+        init = Init(self.cfg.model_dump(), self.data.vocab, tuple(live.items()), self.step, donor)
+        self._tell(sender, init)
         for other in self.slots.values():
             if other.alive and other.said_hello and other.name != sender:
-                self.ep.send(
-                    other.name, Message("dir", {"add": {sender: slot.address}}), shaped=False
-                )
+                self._tell(other.name, Directory(add=((sender, slot.address),)))
 
-    def _reject(self, sender: str, h: dict, reason: str) -> None:
+    def _tell(self, name: str, message: Any) -> None:
+        """A control message to one worker (unshaped: control is not link traffic)."""
+        self.ep.send(name, message.envelope(), shaped=False)
+
+    def _reject(self, sender: str, m: Hello, reason: str) -> None:
         self._reject_msg(f"refused {sender!r}: {reason}")
-        self.ep.connect(sender, h["address"])  # checked by _hello
-        self.ep.send(sender, Message("reject", {"reason": reason}), shaped=False)
+        self.ep.connect(sender, m.address)
+        self._tell(sender, Reject(reason))
 
     def _stage(self, stage: int) -> list[Slot]:
         return [s for s in self.slots.values() if s.stage == stage]
@@ -249,110 +257,93 @@ class Orchestrator:
 
     def _handle(self, sender: str, msg: Message) -> None:
         """Handle one message; one whose fields do not fit is recorded and dropped."""
-        if msg.kind == "_bad":  # a message that did not parse (another version, garbage)
-            self._reject_msg(f"unreadable message from {sender!r}: {msg.head.get('reason')}")
-            return
         try:
-            self._handle_one(sender, msg)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            self._reject_msg(f"malformed {msg.kind!r} from {sender!r}: {exc!r}"[:300])
-
-    def _reason(self, text: str) -> None:
-        if len(self.faults["reasons"]) < 50:
-            self.faults["reasons"].append(text)
-
-    def _handle_one(self, sender: str, msg: Message) -> None:
-        h, k = msg.head, msg.kind
-        if k == "hello":
-            self._hello(sender, h)
+            m = read(msg)
+        except ProtocolError as exc:
+            self._reject_msg(f"malformed {msg.kind!r} from {sender!r}: {exc}"[:300])
             return
+        match m:
+            case Unreadable(reason=reason):  # did not parse (another version, garbage)
+                self._reject_msg(f"unreadable message from {sender!r}: {reason}")
+                return
+            case Hello():
+                self._hello(sender, m)
+                return
         slot = self.slots.get(sender)
         if slot is None or not slot.alive:
             return
         slot.last_hb = time.monotonic()
-        if k == "hb":
-            slot.hb = {
-                "progress_age": float(h.get("progress_age", 0.0)),
-                "queued": int(h.get("queued", 0)),
-            }
-        elif k == "ready":
-            self._ready(slot, h.get("step"))
-        elif k == "ev":
-            self._event(slot, h)
-        elif k == "loss":
-            self._loss(h)
-        elif k == "done":
-            self._done(h)
-        elif k == "failed":
-            self.faults["failed_inputs"] += 1
-            self._reason(f"{sender}: {str(h.get('reason'))[:300]}")
-            key = as_key(h.get("key"))
-            if key is not None:
-                self._abandon_key(key, replay=True)
-        elif k in ("stepped", "bye"):
-            stats = h.get("stats", slot.stats)
-            if not isinstance(stats, dict):
-                raise TypeError("stats must be an object")
-            slot.stats = stats
-            if k == "stepped":
-                step, applied = h["step"], h.get("applied", 0)
-                if type(step) is not int or type(applied) is not int:
-                    raise TypeError("step and applied must be integers")
+        match m:
+            case Heartbeat(progress_age=age, queued=queued):
+                slot.progress_age, slot.queued = age or 0.0, queued or 0
+            case Ready(step=step):
+                self._ready(slot, step)
+            case PassEvent():
+                self._event(slot, m)
+            case Loss():
+                self._loss(m)
+            case Done(key=key):
+                self._done(key)
+            case Failed(key=key, reason=reason):
+                self.faults.failed_inputs += 1
+                self.faults.reason(f"{sender}: {reason[:300]}")
+                if key is not None:
+                    self._abandon_key(key, replay=True)
+            case Stepped(step=step, applied=applied, stats=stats):
+                slot.stats = stats
                 self.applied[(step, slot.stage)] += applied
-        elif k == "crash":
-            reason = str(h.get("reason", ""))
-            if not self.training:
-                raise SwarmError(f"worker {sender} crashed during start-up: {reason[-600:]}")
-            self._reason(f"{sender} crashed: {reason[-300:]}")
-            self._dead(slot, "crashed")
+            case Bye(stats=stats):
+                slot.stats = stats
+            case Crash(reason=reason):
+                if not self.training:
+                    raise SwarmError(f"worker {sender} crashed during start-up: {reason[-600:]}")
+                self.faults.reason(f"{sender} crashed: {reason[-300:]}")
+                self._dead(slot, "crashed")
+            case _:
+                pass  # merged (the workers' own business), kinds of newer peers
 
-    def _ready(self, slot: Slot, step: object) -> None:
+    def _ready(self, slot: Slot, step: int) -> None:
         """A worker is set up; a newcomer also says which step its copied state is for."""
-        if not self.training or type(step) is not int or step >= self.step:
+        if not self.training or step >= self.step:
             slot.ready = True
             return
         if not any(step <= m < self.step for m in self.merged_at):
             # Steps passed while its state travelled, but no merge: its weights are a
             # replica's of a little earlier (replicas differ between merges anyway) and
             # its anchor is the current one. It serves from this step on.
-            self.ep.send(slot.name, Message("resume", {"step": self.step}), shaped=False)
+            self._tell(slot.name, Resume(self.step))
             slot.ready = True
             return
         # A merge moved the anchor meanwhile: fresh state from a live replica at the end of
         # this step.
-        self.ep.send(slot.name, Message("resync", {}), shaped=False)
+        self._tell(slot.name, Resync())
         self.catch_up[slot.stage].append(slot.name)
 
-    def _event(self, slot: Slot, h: dict) -> None:
+    def _event(self, slot: Slot, m: PassEvent) -> None:
         """A finished pass: into the tracking buffer (what routing policies read), placed
         by this clock (the worker's may differ), and into the service-time record."""
-        dur, direction, key = h.get("dur"), h.get("dir"), as_key(h.get("key"))
-        if not isinstance(dur, float) or not 0 <= dur < 3600 or direction not in (0, 1):
-            return
-        if key is None:
+        if m.seconds >= 3600:
             return
         now = time.monotonic() - self.t0
         tr = self.tracker
-        ev = tr.open(key[1], direction, PROCESSING, now - dur, slot.id, slot.id, slot.stage)
+        key, dur = m.key, m.seconds
+        ev = tr.open(key[1], m.direction, PROCESSING, now - dur, slot.id, slot.id, slot.stage)
         tr.close(ev, now)
         if self.training and key[0] > 0:  # step 0 pays first-use costs; it is not timed
-            self.service[(slot.stage, direction)].append(dur)
+            self.service[(slot.stage, m.direction)].append(dur)
 
-    def _loss(self, h: dict) -> None:
-        key, loss = as_key(h.get("key")), float(h["loss"])
-        if key is None:
-            return
-        if h.get("eval"):
+    def _loss(self, m: Loss) -> None:
+        key = m.key
+        if m.eval:
             if key[0] == self.cfg.steps:
-                self.eval_losses[key[1]] = loss
+                self.eval_losses[key[1]] = m.loss
             return
         att = self.attempts.get(key[1])
         if att is not None and att.key == key:
-            att.loss = loss
+            att.loss = m.loss
 
-    def _done(self, h: dict) -> None:
-        key = as_key(h.get("key"))
-        if key is None or key[0] != self.step:
+    def _done(self, key: Key) -> None:
+        if key[0] != self.step:
             return
         att = self.attempts.get(key[1])
         if att is not None and att.key == key and key[1] not in self.committed:
@@ -365,7 +356,7 @@ class Orchestrator:
             if not layer.active:
                 raise SwarmError(f"stage {s} has no live replica")
         now = time.monotonic() - self.t0
-        path = [m.name for m in self.router.route(sample, None, layers, self.tracker, now)]
+        path = tuple(m.name for m in self.router.route(sample, None, layers, self.tracker, now))
         key = (step, sample, attempt)
         index = (step if not evaluating else 10**6 + step) * self.cfg.microbatches + sample
         tokens = self.data.sample(
@@ -375,14 +366,13 @@ class Orchestrator:
             self.cfg.seq_len,
             split="eval" if evaluating else "train",
         )
-        head = {"key": list(key), "path": path, "eval": evaluating}
-        self.ep.send(path[0], Message("fwd", head, [pack_tokens(tokens)]), shaped=False)
+        self._tell(path[0], Forward(key, path, evaluating, pack_tokens(tokens)))
         if not evaluating:
             self.attempts[sample] = Attempt(key, path, time.monotonic())
         else:
             self.eval_paths[sample] = Attempt(key, path, time.monotonic())
 
-    def _abandon_key(self, key: tuple, replay: bool) -> None:
+    def _abandon_key(self, key: Key, replay: bool) -> None:
         att = self.attempts.get(key[1])
         if att is None or att.key != key or key[0] != self.step:
             return
@@ -392,10 +382,10 @@ class Orchestrator:
         for name in att.path:
             slot = self.slots[name]
             if slot.alive:
-                self.ep.send(name, Message("drop", {"keys": [list(att.key)]}), shaped=False)
+                self._tell(name, Drop((att.key,)))
         self.committed.pop(att.key[1], None)
         if replay:
-            self.faults["replayed"] += 1
+            self.faults.replayed += 1
             self._route(att.key[1], att.key[2] + 1, att.key[0])
 
     # ------------------------------------------------------------------ faults
@@ -413,29 +403,27 @@ class Orchestrator:
                 self._dead(slot, f"process exited with {slot.proc.returncode}")
             elif slot.said_hello and now - slot.last_hb > self.cfg.dead_after_s:
                 self._dead(slot, f"no heartbeat for {now - slot.last_hb:.1f} s")
-            elif (
-                slot.hb.get("queued", 0) and slot.hb.get("progress_age", 0) > self.cfg.dead_after_s
-            ):
-                self.faults["stalled"] += 1
+            elif slot.queued and slot.progress_age > self.cfg.dead_after_s:
+                self.faults.stalled += 1
                 self._dead(
                     slot,
-                    f"stalled: no progress for {slot.hb['progress_age']:.1f} s with work queued",
+                    f"stalled: no progress for {slot.progress_age:.1f} s with work queued",
                 )
         for att in list(self.attempts.values()):
             if att.key[1] not in self.committed and now - att.sent > self.cfg.sample_timeout_s:
-                self.faults["timeouts"] += 1
+                self.faults.timeouts += 1
                 self._abandon(att, replay=True)
 
     def _dead(self, slot: Slot, why: str) -> None:
         slot.alive = False
-        self.faults["dead"] += 1
-        self._reason(f"{slot.name}: {why}")
+        self.faults.dead += 1
+        self.faults.reason(f"{slot.name}: {why}")
         if slot.proc is not None and slot.proc.poll() is None:
             slot.proc.kill()
         self.ep.forget(slot.name)
         for other in self.slots.values():
             if other.alive and other.said_hello:
-                self.ep.send(other.name, Message("dir", {"remove": [slot.name]}), shaped=False)
+                self._tell(other.name, Directory(remove=(slot.name,)))
         for newcomers in self.catch_up.values():
             if slot.name in newcomers:
                 newcomers.remove(slot.name)
@@ -452,7 +440,7 @@ class Orchestrator:
             self.gen += 1
             base = slot.name.split("g")[0]
             self._spawn(slot.stage, f"{base}g{self.gen}")
-            self.faults["replacements"] += 1
+            self.faults.replacements += 1
         if not any(s.active for s in self._stage(slot.stage)):
             raise SwarmError(
                 f"stage {slot.stage} lost its last live replica ({slot.name}: {why}); "
@@ -472,13 +460,13 @@ class Orchestrator:
             return
         victim = victims[(self.kills // len(stages)) % len(victims)]
         self.kills += 1
-        self.faults["killed"] += 1
+        self.faults.killed += 1
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
         self._dead(victim, "killed by the fault drill (SIGKILL)")
 
     # ------------------------------------------------------------------ the run
-    def run_step(self, step: int) -> dict:
+    def run_step(self, step: int) -> StepInfo:
         self.step = step
         t_start = time.monotonic()
         self.attempts.clear()
@@ -496,24 +484,24 @@ class Orchestrator:
         if merge:
             self.merged_at.add(step)
         losses = [a.loss for a in self.committed.values() if a.loss is not None]
-        info = {
-            "step": step,
-            "seconds": time.monotonic() - t_start,
-            "loss": sum(losses) / len(losses) if losses else None,
-            "replays": sum(a.key[2] for a in self.committed.values()),
-            "merge": merge,
-            "live_workers": len(self._live()),
-        }
+        info = StepInfo(
+            step=step,
+            seconds=time.monotonic() - t_start,
+            loss=sum(losses) / len(losses) if losses else None,
+            replays=sum(a.key[2] for a in self.committed.values()),
+            merge=merge,
+            live_workers=len(self._live()),
+        )
         self.steps.append(info)
         if self.on_step is not None:
-            self.on_step(step, info)
+            self.on_step(step, info.to_json())
         return info
 
     def _send_step(self, step: int, merge: bool) -> None:
-        per_worker: dict[str, list] = defaultdict(list)
+        per_worker: dict[str, list[Key]] = defaultdict(list)
         for att in self.committed.values():
             for name in att.path:
-                per_worker[name].append(list(att.key))
+                per_worker[name].append(att.key)
         for stage in range(self.cfg.stages):
             replicas = [s for s in self._stage(stage) if s.active]
             donors = {}
@@ -521,19 +509,14 @@ class Orchestrator:
                 if replicas:
                     donors.setdefault(replicas[0].name, []).append(newcomer)
                     self.slots[newcomer].catch_up_from = replicas[0].name
+            peers = tuple(s.name for s in replicas) if merge else None
             for slot in replicas:
-                head = {
-                    "step": step,
-                    "commit": per_worker.get(slot.name, []),
-                    "send_state": donors.get(slot.name, []),
-                }
-                if merge:
-                    head["merge"] = {"peers": [s.name for s in replicas]}
-                self.ep.send(slot.name, Message("step", head), shaped=False)
+                commit = tuple(per_worker.get(slot.name, ()))
+                self._tell(slot.name, Step(step, commit, tuple(donors.get(slot.name, ())), peers))
 
     def evaluate(self, timeout: float = 120.0) -> float | None:
         """Mean loss of held-out micro-batches through the pipeline after the last step."""
-        self.eval_paths: dict[int, Attempt] = {}
+        self.eval_paths = {}
         self.eval_losses.clear()
         n = self.cfg.microbatches
         for i in range(n):
@@ -551,7 +534,7 @@ class Orchestrator:
     def shutdown(self, timeout: float = 10.0) -> None:
         for slot in self.slots.values():
             if slot.alive and slot.said_hello:
-                self.ep.send(slot.name, Message("stop", {}), shaped=False)
+                self._tell(slot.name, Stop())
         end = time.monotonic() + timeout
         for slot in self.slots.values():
             if slot.proc is None:
@@ -565,7 +548,7 @@ class Orchestrator:
             self.pump(0.1, check=False)
         self.ep.close()
 
-    def run(self) -> dict:
+    def run(self) -> RunResult:
         try:
             self.start_workers()
             self.training = True
@@ -586,9 +569,7 @@ class Orchestrator:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.result(final, train_seconds)
 
-    def result(self, final_loss: float | None, train_seconds: float) -> dict:
-        from swarmpress.swarm.report import summarize
-
+    def result(self, final_loss: float | None, train_seconds: float) -> RunResult:
         return summarize(self, final_loss, train_seconds)
 
 

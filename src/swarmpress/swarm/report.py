@@ -10,29 +10,192 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROLES = ("activation", "gradient", "weight-delta", "weights")
 TIMES = ("compute", "encode", "decode", "step", "wait", "transfer")
+MAX_REASONS = 50  # fault reasons kept (the first ones)
 
 
-def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict:
-    """The run's result object (what `swarm train --json` prints)."""
+@dataclass(frozen=True)
+class StepInfo:
+    """One optimizer step as the orchestrator saw it (what on_step receives as JSON)."""
+
+    step: int
+    seconds: float
+    loss: float | None  # mean training loss of the committed micro-batches
+    replays: int  # attempts beyond the first, summed over the micro-batches
+    merge: bool  # the step ended in a DiLoCo merge
+    live_workers: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "loss": self.loss,
+            "replays": self.replays,
+            "merge": self.merge,
+            "live_workers": self.live_workers,
+        }
+
+
+@dataclass
+class FaultLog:
+    """What went wrong during a run, counted as it happens."""
+
+    killed: int = 0  # SIGKILLed by the fault drill
+    dead: int = 0  # declared dead (exited, no heartbeat, stalled, crashed, killed)
+    stalled: int = 0  # work queued but no progress
+    replayed: int = 0  # sample attempts sent again
+    failed_inputs: int = 0  # samples a worker could not process
+    timeouts: int = 0  # samples not committed in time
+    replacements: int = 0  # workers spawned for dead ones
+    reasons: list[str] = field(default_factory=list)  # the first MAX_REASONS, in order
+
+    def reason(self, text: str) -> None:
+        if len(self.reasons) < MAX_REASONS:
+            self.reasons.append(text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "killed": self.killed,
+            "dead": self.dead,
+            "stalled": self.stalled,
+            "replayed": self.replayed,
+            "failed_inputs": self.failed_inputs,
+            "timeouts": self.timeouts,
+            "replacements": self.replacements,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class StageService:
+    """Seconds a pass holds a worker of one stage (decode + compute + encode)."""
+
+    stage: int
+    forward: float | None
+    backward: float | None
+    forward_median: float | None
+    backward_median: float | None
+    passes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "forward": self.forward,
+            "backward": self.backward,
+            "forward_median": self.forward_median,
+            "backward_median": self.backward_median,
+            "passes": self.passes,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    name: str
+    stage: int
+    alive: bool
+    ready: bool
+    caught_up_from: str | None
+    samples_applied: int
+    codecs: dict[str, str]  # role -> codec spec in use (after `auto`)
+    bad_inputs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "alive": self.alive,
+            "ready": self.ready,
+            "caught_up_from": self.caught_up_from,
+            "samples_applied": self.samples_applied,
+            "codecs": dict(self.codecs),
+            "bad_inputs": self.bad_inputs,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A swarm run's measurements; to_json() is what `swarm train --json` prints."""
+
+    codec: dict[str, str]  # role -> codec spec as configured
+    link: dict[str, Any]
+    steps: int
+    final_loss: float | None  # mean held-out loss after the last step
+    train_loss: float | None
+    seconds_per_step: float | None
+    median_seconds_per_step: float | None
+    train_seconds: float
+    bytes_on_wire: dict[str, int]  # per role, and "total"
+    raw_bytes: dict[str, int]  # the same tensors at the wire dtype
+    wire_ratio: dict[str, float]
+    service_s: list[StageService]
+    service_jitter: float
+    step_overhead_s: float
+    time_split: dict[str, float]
+    loss_curve: list[float | None]
+    step_seconds: list[float]
+    faults: dict[str, Any]  # FaultLog.to_json() plus exactly_once and what was unreadable
+    workers: list[WorkerReport]
+    data: dict[str, Any]
+    config: dict[str, Any]
+    label: str | None = None  # the run's name in a comparison
+    codec_spec: str | None = None  # the codec a comparison row ran (shorthands resolved)
+
+    @property
+    def exactly_once(self) -> bool:
+        return bool(self.faults["exactly_once"])
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "codec": dict(self.codec),
+            "link": dict(self.link),
+            "steps": self.steps,
+            "final_loss": self.final_loss,
+            "train_loss": self.train_loss,
+            "seconds_per_step": self.seconds_per_step,
+            "median_seconds_per_step": self.median_seconds_per_step,
+            "train_seconds": self.train_seconds,
+            "bytes_on_wire": dict(self.bytes_on_wire),
+            "raw_bytes": dict(self.raw_bytes),
+            "wire_ratio": dict(self.wire_ratio),
+            "service_s": [s.to_json() for s in self.service_s],
+            "service_jitter": self.service_jitter,
+            "step_overhead_s": self.step_overhead_s,
+            "time_split": dict(self.time_split),
+            "loss_curve": list(self.loss_curve),
+            "step_seconds": list(self.step_seconds),
+            "faults": dict(self.faults),
+            "workers": [w.to_json() for w in self.workers],
+            "data": dict(self.data),
+            "config": dict(self.config),
+        }
+        if self.label is not None:
+            out["label"] = self.label
+        if self.codec_spec is not None:
+            out["codec_spec"] = self.codec_spec
+        return out
+
+
+def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> RunResult:
+    """The run's result from an orchestrator that has finished."""
     cfg = orch.cfg
     bytes_by_role: dict[str, int] = defaultdict(int)
     raw_by_role: dict[str, int] = defaultdict(int)
     times: dict[str, float] = defaultdict(float)
     for slot in orch.slots.values():
-        for role, n in slot.stats.get("bytes", {}).items():
+        for role, n in slot.stats.bytes.items():
             bytes_by_role[role] += n
-        for role, n in slot.stats.get("raw", {}).items():
+        for role, n in slot.stats.raw.items():
             raw_by_role[role] += n
-        for name, t in slot.stats.get("time", {}).items():
+        for name, t in slot.stats.time.items():
             times[name] += t
-    secs = [s["seconds"] for s in orch.steps]
+    secs = [s.seconds for s in orch.steps]
     timed = secs[1:] if len(secs) > 1 else secs
-    losses = [s["loss"] for s in orch.steps]
+    losses = [s.loss for s in orch.steps]
     lost = {
         f"{step}/{stage}": n
         for (step, stage), n in sorted(orch.applied.items())
@@ -44,75 +207,75 @@ def summarize(orch: Any, final_loss: float | None, train_seconds: float) -> dict
         for stage in range(cfg.stages)
         if (step, stage) not in orch.applied
     )
-    faults = dict(orch.faults)
+    faults = orch.faults.to_json()
     faults["exactly_once"] = not lost and not missing_reports
     faults["unreadable_messages"] = list(orch.rejected)
     faults["miscounted_steps"] = lost
-    return {
-        "codec": {
+    return RunResult(
+        codec={
             "activation": cfg.codec_activation,
             "gradient": cfg.codec_gradient,
             "weight-delta": cfg.codec_delta,
             "weights": cfg.codec_weights,
         },
-        "link": cfg.link_spec.to_json(),
-        "steps": len(orch.steps),
-        "final_loss": final_loss,
-        "train_loss": losses[-1] if losses else None,
-        "seconds_per_step": statistics.fmean(timed) if timed else None,
-        "median_seconds_per_step": statistics.median(timed) if timed else None,
-        "train_seconds": train_seconds,
-        "bytes_on_wire": {role: bytes_by_role.get(role, 0) for role in ROLES}
+        link=cfg.link_spec.to_json(),
+        steps=len(orch.steps),
+        final_loss=final_loss,
+        train_loss=losses[-1] if losses else None,
+        seconds_per_step=statistics.fmean(timed) if timed else None,
+        median_seconds_per_step=statistics.median(timed) if timed else None,
+        train_seconds=train_seconds,
+        bytes_on_wire={role: bytes_by_role.get(role, 0) for role in ROLES}
         | {"total": sum(bytes_by_role.values())},
-        "raw_bytes": {role: raw_by_role.get(role, 0) for role in ROLES}
+        raw_bytes={role: raw_by_role.get(role, 0) for role in ROLES}
         | {"total": sum(raw_by_role.values())},
-        "wire_ratio": {
+        wire_ratio={
             role: bytes_by_role[role] / raw_by_role[role] for role in ROLES if raw_by_role.get(role)
         },
-        "service_s": _service(orch),
-        "service_jitter": _jitter(orch),
-        "step_overhead_s": times.get("step", 0.0)
+        service_s=_service(orch),
+        service_jitter=_jitter(orch),
+        step_overhead_s=times.get("step", 0.0)
         / max(1, len(orch.steps) * cfg.replicas * cfg.stages),
-        "time_split": {name: times.get(name, 0.0) for name in TIMES},
-        "loss_curve": losses,
-        "step_seconds": secs,
-        "faults": faults,
-        "workers": [
-            {
-                "name": s.name,
-                "stage": s.stage,
-                "alive": s.alive,
-                "ready": s.ready,
-                "caught_up_from": s.catch_up_from,
-                "samples_applied": s.stats.get("samples_applied", 0),
-                "codecs": s.stats.get("chosen", {}),
-                "bad_inputs": s.stats.get("bad_inputs", 0),
-            }
+        time_split={name: times.get(name, 0.0) for name in TIMES},
+        loss_curve=losses,
+        step_seconds=secs,
+        faults=faults,
+        workers=[
+            WorkerReport(
+                name=s.name,
+                stage=s.stage,
+                alive=s.alive,
+                ready=s.ready,
+                caught_up_from=s.catch_up_from,
+                samples_applied=s.stats.samples_applied,
+                codecs=dict(s.stats.chosen),
+                bad_inputs=s.stats.bad_inputs,
+            )
             for s in orch.slots.values()
         ],
-        "data": {
+        data={
             "text": orch.data.label,
             "tokens": int(orch.data.ids.size),
             "vocab": orch.data.vocab,
         },
-        "config": cfg.model_dump(),
-    }
+        config=cfg.model_dump(),
+    )
 
 
-def _service(orch: Any) -> list[dict]:
+def _service(orch: Any) -> list[StageService]:
     """Mean (and median) seconds a pass holds a worker (decode + compute + encode), per stage."""
     out = []
     for stage in range(orch.cfg.stages):
         fwd = orch.service.get((stage, 0), [])
         bwd = orch.service.get((stage, 1), [])
-        out.append({
-            "stage": stage,
-            "forward": statistics.fmean(fwd) if fwd else None,
-            "backward": statistics.fmean(bwd) if bwd else None,
-            "forward_median": statistics.median(fwd) if fwd else None,
-            "backward_median": statistics.median(bwd) if bwd else None,
-            "passes": len(fwd) + len(bwd),
-        })  # fmt: skip
+        out.append(StageService(
+            stage=stage,
+            forward=statistics.fmean(fwd) if fwd else None,
+            backward=statistics.fmean(bwd) if bwd else None,
+            forward_median=statistics.median(fwd) if fwd else None,
+            backward_median=statistics.median(bwd) if bwd else None,
+            passes=len(fwd) + len(bwd),
+        ))  # fmt: skip
     return out
 
 
@@ -128,8 +291,10 @@ def _jitter(orch: Any) -> float:
     return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else 0.0
 
 
-def plot(results: list[dict], out: Path) -> list[Path]:
-    """loss.png (loss per step, one line per run) and time.png (time split per run)."""
+def plot(results: list[RunResult] | list[dict], out: Path) -> list[Path]:
+    """loss.png (loss per step, one line per run) and time.png (time split per run), from
+    results or their JSON form."""
+    results = [r.to_json() if isinstance(r, RunResult) else r for r in results]
     import matplotlib
 
     matplotlib.use("Agg")

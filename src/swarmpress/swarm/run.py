@@ -1,8 +1,9 @@
 """Run the swarm from a configuration: one training run, or the same run once per codec.
 
 `train` builds the token data, starts the orchestrator (which spawns the stage workers, or
-waits for remote ones to dial in) and returns the run's result object; `compare` repeats
-it with the same seed and data for each codec, so only the codec differs between rows.
+waits for remote ones to dial in) and returns the run's result (report.RunResult) in its
+JSON form, what the CLI prints; `compare` repeats it with the same seed and data for each
+codec, so only the codec differs between rows.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from swarmpress.swarm.config import ConfigError, SwarmConfig, build_config
 from swarmpress.swarm.orchestrator import Orchestrator, SwarmError
+from swarmpress.swarm.role_codecs import codec_spec
 from swarmpress.swarm.text import DataError, TokenData
-from swarmpress.swarm.wire import codec_spec
 
 StepFn = Callable[[int, dict], None]
 
@@ -38,7 +39,7 @@ def train(
     remote_workers: bool = False,
     run_dir: str | Path | None = None,
 ) -> dict:
-    """One training run; the result dict of swarm.report.summarize.
+    """One training run; report.RunResult.to_json() of its result.
 
     listen: "HOST:PORT" for the orchestrator (default: loopback, a free port);
     remote_workers: spawn nothing and wait for `swarmpress swarm worker` processes.
@@ -54,7 +55,7 @@ def train(
         cfg, data, host=host, port=port, spawn=not remote_workers, on_step=on_step,
         run_dir=run_dir,
     )  # fmt: skip
-    return orch.run()
+    return orch.run().to_json()
 
 
 def with_codec(cfg: SwarmConfig, codec: str) -> SwarmConfig:
@@ -76,9 +77,7 @@ def compare(
     for codec, run_cfg in zip(codecs, runs, strict=True):
         step_fn = None if on_step is None else (lambda s, info, c=codec: on_step(c, s, info))
         res = train(run_cfg, data, on_step=step_fn)
-        res["label"] = codec
-        res["codec_spec"] = codec_spec(codec)
-        results.append(res)
+        results.append(res | {"label": codec, "codec_spec": codec_spec(codec)})
     return results
 
 

@@ -21,9 +21,10 @@ import torch
 
 from swarmpress.data.tokenizer import DEFAULT_TOKENIZER, TokenizerError, load_tokenizer
 from swarmpress.data.tokenizer import tokenizer_file as _tokenizer_file
+from swarmpress.errors import UsageError
 
 
-class DataError(ValueError):
+class DataError(UsageError, ValueError):
     """Text or tokenizer that cannot be used, with the reason."""
 
 

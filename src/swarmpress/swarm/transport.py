@@ -22,7 +22,6 @@ import heapq
 import itertools
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +29,8 @@ from dataclasses import dataclass
 
 import zmq
 
+from swarmpress.swarm.framing import Message, WireError, check_address, parse
 from swarmpress.swarm.links import LinkSpec, Shaper
-from swarmpress.swarm.wire import Message, WireError, parse
 
 log = logging.getLogger("swarmpress.swarm")
 HWM = 1000  # messages queued per peer before sends to it are dropped
@@ -46,14 +45,6 @@ class SendReceipt:
 
 
 MAX_MESSAGE = 1 << 30  # bytes: a message larger than this is refused by the socket
-_ADDRESS = re.compile(r"^tcp://[A-Za-z0-9_.:\[\]-]+:\d{1,5}$")
-
-
-def check_address(address: object) -> str:
-    """`address` if it is tcp://HOST:PORT, else ValueError naming it."""
-    if not isinstance(address, str) or not _ADDRESS.match(address):
-        raise ValueError(f"peer address {address!r} is not tcp://HOST:PORT")
-    return address
 
 
 class Endpoint:

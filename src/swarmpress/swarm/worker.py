@@ -16,46 +16,64 @@ import argparse
 import math
 import os
 import sys
-import threading
 import time
 import traceback
 import zlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 
 from swarmpress.codecs import Role
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.diloco import OuterOptimizer, flat, unflat
+from swarmpress.swarm.framing import Message, WireError, check_address
 from swarmpress.swarm.links import parse_link
 from swarmpress.swarm.model import Stage, lm_loss, split
-from swarmpress.swarm.transport import Endpoint, check_address
-from swarmpress.swarm.wire import (
-    WIRE_DTYPES,
-    Message,
-    RoleCodecs,
-    WireError,
-    decode_tensor,
-    make_codec,
-    unpack_tokens,
+from swarmpress.swarm.protocol import (
+    FROM_ORCHESTRATOR,
+    Backward,
+    Bye,
+    Crash,
+    Delta,
+    Directory,
+    Done,
+    Drop,
+    Failed,
+    Forward,
+    Heartbeat,
+    Hello,
+    Init,
+    Key,
+    Loss,
+    Merged,
+    PassEvent,
+    ProtocolError,
+    Ready,
+    Reject,
+    Resume,
+    Resync,
+    State,
+    Step,
+    Stepped,
+    Stop,
+    Unreadable,
+    WorkerStats,
+    read,
 )
+from swarmpress.swarm.role_codecs import WEIGHTS_ROLE, WIRE_DTYPES, RoleCodecs, make_codec
+from swarmpress.swarm.tensors import decode_tensor
+from swarmpress.swarm.tokens import unpack_tokens
+from swarmpress.swarm.transport import Endpoint
 
-Key = tuple[int, int, int]  # (step, sample, attempt)
-CONTROL = {
-    "step",
-    "drop",
-    "dir",
-    "stop",
-    "resync",
-    "resume",
-}  # message kinds only the orchestrator may send
-# The name each tensor role's traffic is reported under (full weights travel as UNSPECIFIED).
+# The name each tensor role's traffic is reported under.
 WIRE_ROLE = {
     Role.ACTIVATION: "activation",
     Role.GRADIENT: "gradient",
     Role.WEIGHT_DELTA: "weight-delta",
-    Role.UNSPECIFIED: "weights",
+    WEIGHTS_ROLE: "weights",
 }
+Work = tuple[str, Forward | Backward]  # (sender, message)
 
 
 def lr_at(cfg: SwarmConfig, step: int) -> float:
@@ -67,79 +85,107 @@ def lr_at(cfg: SwarmConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+@dataclass
 class Stats:
     """Cumulative counters a worker reports with every step."""
 
-    def __init__(self) -> None:
-        self.bytes = defaultdict(int)  # role -> bytes sent
-        self.raw = defaultdict(int)  # role -> bytes those tensors hold at the wire dtype
-        self.messages = defaultdict(int)
-        self.time = defaultdict(float)  # compute, encode, decode, transfer, wait
-        self.samples_applied = 0
-        self.bad_inputs = 0
-        self.chosen: dict[str, str] = {}  # role -> the codec spec in use (after `auto`)
+    bytes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    raw: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    time: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    samples_applied: int = 0
+    bad_inputs: int = 0
+    chosen: dict[str, str] = field(default_factory=dict)  # role -> codec spec (after `auto`)
 
-    def to_json(self) -> dict:
-        return {
-            "bytes": dict(self.bytes),
-            "raw": dict(self.raw),
-            "messages": dict(self.messages),
-            "time": dict(self.time),
-            "samples_applied": self.samples_applied,
-            "chosen": self.chosen,
-            "bad_inputs": self.bad_inputs,
-        }
+    def snapshot(self) -> WorkerStats:
+        return WorkerStats(
+            bytes=dict(self.bytes),
+            raw=dict(self.raw),
+            messages=dict(self.messages),
+            time=dict(self.time),
+            samples_applied=self.samples_applied,
+            chosen=dict(self.chosen),
+            bad_inputs=self.bad_inputs,
+        )
+
+
+@dataclass
+class Pulse:
+    """What the heartbeat tells the orchestrator; the I/O thread reads it on every tick."""
+
+    last_progress: float = field(default_factory=time.monotonic)
+    queued: int = 0  # work the worker could do now
+    ep: Endpoint | None = None
+
+    def beat(self) -> list[tuple[str, Message]]:
+        age = time.monotonic() - self.last_progress
+        bad = self.ep.bad_messages if self.ep is not None else 0
+        return [("orch", Heartbeat(age, self.queued, bad).envelope())]
+
+
+@dataclass
+class MergeWait:
+    """A DiLoCo merge under way: the replicas whose pseudo-gradient it still needs."""
+
+    step: int
+    peers: set[str]
+    t0: float
+
+
+def connect(name: str, orch: str, host: str = "127.0.0.1") -> tuple[Endpoint, Pulse]:
+    """The worker's endpoint (listening, heartbeating) and its pulse; OSError, or
+    ValueError for an orchestrator address that is not tcp://HOST:PORT."""
+    check_address(orch)
+    pulse = Pulse()
+    pulse.ep = Endpoint(name, host, tick=pulse.beat)
+    pulse.ep.connect("orch", orch)
+    return pulse.ep, pulse
+
+
+def join(ep: Endpoint, orch: str, stage: int, timeout: float = 60.0) -> Init:
+    """Say hello to the orchestrator and wait for its init; SystemExit saying why not."""
+    ep.send("orch", Hello(stage, ep.address, os.getpid()).envelope(), shaped=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        got = ep.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if got is None:
+            raise SystemExit(
+                f"{ep.name}: the orchestrator at {orch} did not answer within "
+                f"{timeout:g} s (is it running, and is the address reachable?)"
+            )
+        sender, msg = got
+        if sender != "orch":
+            continue  # a peer that knows this worker already; not yet its business
+        try:
+            m = read(msg)
+        except ProtocolError as exc:
+            raise SystemExit(f"{ep.name}: the orchestrator sent {exc}") from None
+        match m:
+            case Reject(reason=reason):
+                raise SystemExit(f"{ep.name}: rejected by the orchestrator: {reason}")
+            case Init():
+                return m
 
 
 class StageWorker:
+    """One stage replica, from the orchestrator's init to its stop; everything it holds is
+    declared here: the run (config, model, optimizers, codecs), then the work in flight."""
+
     def __init__(
-        self, name: str, stage: int, orch: str, host: str = "127.0.0.1", timeout: float = 60.0
+        self, ep: Endpoint, pulse: Pulse, stage: int, init: Init, timeout: float = 60.0
     ) -> None:
-        self.name, self.stage_index, self.orch_addr = name, stage, orch
+        # -- who it is, how it hears the orchestrator
+        self.ep, self.pulse = ep, pulse
+        self.name, self.stage_index = ep.name, stage
         self.timeout = timeout  # seconds without a word from the orchestrator before leaving
         self.last_orch = time.monotonic()
-        self.busy_since: float | None = None
-        self.last_progress = time.monotonic()
-        self.queued = 0
-        self.ep = Endpoint(name, host, tick=self._heartbeat)
-        self.ep.connect("orch", orch)
         self.stats = Stats()
-        self.lock = threading.Lock()
-
-    # ------------------------------------------------------------------ heartbeat
-    def _heartbeat(self) -> list[tuple[str, Message]]:
-        age = time.monotonic() - self.last_progress
-        ep = getattr(self, "ep", None)
-        head = {"progress_age": age, "queued": self.queued, "bad": ep.bad_messages if ep else 0}
-        return [("orch", Message("hb", head))]
-
-    def send_orch(self, kind: str, **head) -> None:
-        self.ep.send("orch", Message(kind, head), shaped=False)
-
-    # ------------------------------------------------------------------ set-up
-    def start(self) -> None:
-        self.send_orch("hello", stage=self.stage_index, address=self.ep.address, pid=os.getpid())
-        deadline = time.monotonic() + self.timeout
-        while True:
-            got = self.ep.recv(timeout=max(0.0, deadline - time.monotonic()))
-            if got is None:
-                raise SystemExit(
-                    f"{self.name}: the orchestrator at {self.orch_addr} did not answer within "
-                    f"{self.timeout:g} s (is it running, and is the address reachable?)"
-                )
-            sender, msg = got
-            if sender != "orch":
-                continue  # a peer that knows this worker already; not yet its business
-            if msg.kind == "reject":
-                raise SystemExit(f"{self.name}: rejected by the orchestrator: {msg.head['reason']}")
-            if msg.kind == "init":
-                break
-        h = msg.head
-        self.cfg = SwarmConfig(**h["config"])
-        self.vocab = h["vocab"]
+        # -- the run: configuration, this stage's slice of the model, optimizers, codecs
+        self.cfg = SwarmConfig(**init.config)
+        self.vocab = init.vocab
         self.mcfg = self.cfg.model_cfg(self.vocab)
         torch.manual_seed(self.cfg.seed)
-        self.model: Stage = split(self.mcfg, self.cfg.stages, self.cfg.seed)[self.stage_index]
+        self.model: Stage = split(self.mcfg, self.cfg.stages, self.cfg.seed)[stage]
         self.params = list(self.model.parameters())
         self.opt = torch.optim.AdamW(
             self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, betas=(0.9, 0.95)
@@ -152,24 +198,33 @@ class StageWorker:
             self.cfg.codec_weights,
         )
         self.dtype = WIRE_DTYPES[self.cfg.wire_dtype]
-        self.ep.set_link(parse_link(self.cfg.link), seed=zlib.crc32(self.name.encode()))
-        for name, addr in h["directory"].items():
-            self.ep.connect(name, addr)
-        self.step = h["step"]
         self.width = self.mcfg.dim // self.mcfg.bottleneck
-        self.cache: dict[Key, tuple[torch.Tensor | None, torch.Tensor]] = {}
-        self.pending: dict[Key, list[torch.Tensor]] = {}
-        self.fwd: list[tuple[str, Message]] = []
-        self.bwd: list[tuple[str, Message]] = []
-        self.deltas: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
-        self.merge_wait: dict | None = None
-        self.future_steps: dict[int, dict] = {}
-        self.state_to: list[str] = []
+        # -- work in flight
+        self.step = init.step
+        self.step_started = time.monotonic()
+        self.cache: dict[Key, tuple[torch.Tensor | None, torch.Tensor]] = {}  # forward outputs
+        self.pending: dict[Key, list[torch.Tensor]] = {}  # gradients kept per attempt
+        self.fwd: list[Work] = []
+        self.bwd: list[Work] = []
+        self.deltas: defaultdict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        self.merge_wait: MergeWait | None = None
+        self.future_steps: dict[int, Step] = {}  # step messages that came early
+        self.state_to: list[str] = []  # newcomers to send state to after this step
         self.stopping = False
+        self.caught_up = not init.catch_up_from
+        ep.set_link(parse_link(self.cfg.link), seed=zlib.crc32(self.name.encode()))
+        for name, addr in init.directory:
+            ep.connect(name, addr)
+
+    def send_orch(self, message) -> None:
+        self.ep.send("orch", message.envelope(), shaped=False)
+
+    # ------------------------------------------------------------------ set-up
+    def start(self) -> None:
+        """Warm the codecs, take a live replica's state if told to, say ready."""
         self._warm_up()
-        self.caught_up = not h.get("catch_up_from")
         if self.caught_up:
-            self.send_orch("ready", step=self.step)
+            self.send_orch(Ready(self.step))
         else:
             self._wait_state()
 
@@ -196,30 +251,28 @@ class StageWorker:
             item = self._next_work()
             if item is None:
                 continue
-            sender, msg = item
-            self.busy_since = time.monotonic()
+            sender, m = item
             try:
-                if msg.kind == "fwd":
-                    self._forward(msg)
-                else:
-                    self._backward(msg)
-            except (WireError, ValueError, TypeError, KeyError, IndexError) as exc:
-                # a tensor or header that does not fit what this stage expects: the sample
-                # is reported failed (and replayed elsewhere), the worker goes on
+                match m:
+                    case Forward():
+                        self._forward(m)
+                    case Backward():
+                        self._backward(m)
+            except WireError as exc:
+                # a tensor or token block that does not fit what this stage expects: the
+                # sample is reported failed (and replayed elsewhere), the worker goes on
                 self.stats.bad_inputs += 1
-                self.send_orch("failed", key=msg.head.get("key"), reason=str(exc), frm=sender)
-            self.last_progress = time.monotonic()
-            self.busy_since = None
+                self.send_orch(Failed(m.key, str(exc), sender))
+            self.pulse.last_progress = time.monotonic()
         self.ep.flush()
 
     def _has_work(self) -> bool:
         return any(self._current(m) for _, m in self.bwd + self.fwd)
 
-    def _current(self, msg: Message) -> bool:
-        key = msg.head.get("key")
-        return isinstance(key, list) and len(key) == 3 and key[0] == self.step
+    def _current(self, m: Forward | Backward) -> bool:
+        return m.key[0] == self.step
 
-    def _next_work(self) -> tuple[str, Message] | None:
+    def _next_work(self) -> Work | None:
         for q in (self.bwd, self.fwd):
             for i, (_, m) in enumerate(q):
                 if self._current(m):
@@ -241,83 +294,73 @@ class StageWorker:
                 f"{self.name}: no word from the orchestrator for {self.timeout:g} s; leaving"
             )
         # drop work of steps already taken (stale attempts)
-        self.fwd = [(s, m) for s, m in self.fwd if self._fresh(m)]
-        self.bwd = [(s, m) for s, m in self.bwd if self._fresh(m)]
+        self.fwd = [(s, m) for s, m in self.fwd if m.key[0] >= self.step]
+        self.bwd = [(s, m) for s, m in self.bwd if m.key[0] >= self.step]
         # work it could do now (none while merging: it is waiting on its peers, not stalled)
         queued = 0 if self.merge_wait else sum(self._current(m) for _, m in self.fwd + self.bwd)
-        if queued and not self.queued:
-            self.last_progress = time.monotonic()  # idle until now: the stall clock starts here
-        self.queued = queued
+        if queued and not self.pulse.queued:
+            self.pulse.last_progress = time.monotonic()  # idle until now: the stall clock starts
+        self.pulse.queued = queued
 
-    def _fresh(self, msg: Message) -> bool:
-        key = msg.head.get("key")
-        return isinstance(key, list) and len(key) == 3 and key[0] >= self.step
-
-    def _well_formed(self, msg: Message) -> bool:
-        """A work message's header as this run writes it: key [step, sample, attempt] and a
-        path naming one worker per stage (anything else came from a confused or hostile peer)."""
-        key, path = msg.head.get("key"), msg.head.get("path")
+    def _well_formed(self, m: Forward | Backward) -> bool:
+        """Work as this run writes it (the protocol checked the types): a path naming one
+        worker per stage, no far-future work to hoard, a sample of this step's count."""
         return (
-            isinstance(key, list)
-            and len(key) == 3
-            and all(type(v) is int and v >= 0 for v in key)
-            and key[0] <= max(self.step + 1, self.cfg.steps)  # no far-future work to hoard
-            and key[1] < self.cfg.microbatches
-            and isinstance(path, list)
-            and len(path) == self.cfg.stages
-            and all(isinstance(p, str) for p in path)
-            and isinstance(msg.head.get("eval", False), bool)
+            m.key[0] <= max(self.step + 1, self.cfg.steps)
+            and m.key[1] < self.cfg.microbatches
+            and len(m.path) == self.cfg.stages
         )
 
     def _dispatch(self, sender: str, msg: Message) -> None:
         """Handle one message; a malformed one is counted and dropped, never raised."""
         try:
-            self._dispatch_one(sender, msg)
-        except (WireError, ValueError, TypeError, KeyError, IndexError) as exc:
+            self._handle(sender, read(msg))
+        except WireError as exc:  # ProtocolError included: a field that does not fit
             self.stats.bad_inputs += 1
             print(f"{self.name}: dropped a {msg.kind!r} from {sender}: {exc}", file=sys.stderr)
 
-    def _dispatch_one(self, sender: str, msg: Message) -> None:
-        k = msg.kind
-        if k in CONTROL and sender != "orch":
+    def _handle(self, sender: str, m: object) -> None:
+        if isinstance(m, FROM_ORCHESTRATOR) and sender != "orch":
             self.stats.bad_inputs += 1  # only the orchestrator steers the run
             return
-        if k in ("fwd", "bwd"):
-            if not self._well_formed(msg):
+        match m:
+            case Forward() | Backward():
+                if not self._well_formed(m):
+                    self.stats.bad_inputs += 1
+                    return
+                (self.fwd if isinstance(m, Forward) else self.bwd).append((sender, m))
+            case Step():
+                self._apply_step(m)
+            case Drop(keys=keys):
+                for key in keys:
+                    self.cache.pop(key, None)
+                    self.pending.pop(key, None)
+            case Directory(add=add, remove=remove):
+                for name, addr in add:
+                    self.ep.connect(name, addr)
+                for name in remove:
+                    self.ep.forget(name)
+                    if self.merge_wait is not None:
+                        self.merge_wait.peers.discard(name)
+            case Delta():
+                self._receive_delta(sender, m)
+            case State():
+                if self.caught_up:  # only while it waits for one (at start or after resync)
+                    self.stats.bad_inputs += 1
+                    return
+                self._load_state(sender, m)
+            case Resync():
+                self.caught_up = False  # its first state came too late: another is on the way
+            case Resume(step=step):
+                self.step = step  # the state it holds is current enough
+                self._run_future_steps()
+            case Stop():
+                self.stopping = True
+                self.send_orch(Bye(self.stats.snapshot(), self.step))
+            case Unreadable():
                 self.stats.bad_inputs += 1
-                return
-            (self.fwd if k == "fwd" else self.bwd).append((sender, msg))
-        elif k == "step":
-            self._apply_step(msg.head)
-        elif k == "drop":
-            for key in msg.head.get("keys", []):
-                self.cache.pop(tuple(key), None)
-                self.pending.pop(tuple(key), None)
-        elif k == "dir":
-            for name, addr in msg.head.get("add", {}).items():
-                self.ep.connect(name, addr)
-            for name in msg.head.get("remove", []):
-                self.ep.forget(name)
-                if self.merge_wait is not None and name in self.merge_wait["peers"]:
-                    self.merge_wait["peers"].remove(name)
-        elif k == "delta":
-            self._receive_delta(sender, msg)
-        elif k == "state":
-            if self.caught_up:  # only while it waits for one (at start or after "resync")
-                self.stats.bad_inputs += 1
-                return
-            self._load_state(sender, msg)
-        elif k == "resync":
-            self.caught_up = False  # its first state came too late: another is on the way
-        elif k == "resume":
-            self.step = int(msg.head["step"])  # the state it holds is current enough
-            self._run_future_steps()
-        elif k == "stop":
-            self.stopping = True
-            self.send_orch("bye", stats=self.stats.to_json(), step=self.step)
-        elif k == "_bad":
-            self.stats.bad_inputs += 1
-        # anything else (hb echoes, unknown kinds from newer peers) is ignored
+            case _:
+                pass  # hb echoes, kinds of newer peers, messages meant for the orchestrator
 
     # ------------------------------------------------------------------ compute
     def _encode(self, tensor: torch.Tensor, role: Role) -> bytes:
@@ -333,32 +376,34 @@ class StageWorker:
         self.stats.time["decode"] += time.monotonic() - t0
         return t
 
-    def _send(self, dst: str, msg: Message, role: str) -> None:
-        r = self.ep.send(dst, msg)
+    def _send(self, dst: str, message, role: str) -> None:
+        r = self.ep.send(dst, message.envelope())
         self.stats.bytes[role] += r.nbytes
         self.stats.messages[role] += 1
         self.stats.time["transfer"] += r.link_s
 
-    def _event(self, key, direction: int, started: float) -> None:
+    def _event(self, key: Key, direction: int, started: float) -> None:
         """Tell the orchestrator how long this pass held the worker (decode, compute and
         encode): the service time its routing policy and the twin calibration read."""
-        self.send_orch("ev", key=key, dir=direction, dur=time.monotonic() - started)
+        self.send_orch(PassEvent(key, direction, time.monotonic() - started))
 
-    def _forward(self, msg: Message) -> None:
-        h, key = msg.head, msg.head["key"]
-        path, s = h["path"], self.stage_index
-        if not isinstance(path, list) or len(path) != self.cfg.stages or path[s] != self.name:
-            raise WireError(f"forward message for {key} has a path that does not name me at {s}")
-        if len(msg.parts) != (1 if s == 0 else 2):
-            raise WireError(f"forward message for {key} has {len(msg.parts)} parts")
+    def _forward(self, m: Forward) -> None:
+        key, path, s = m.key, m.path, self.stage_index
+        if path[s] != self.name:
+            raise WireError(
+                f"forward message for {list(key)} has a path that does not name me at {s}"
+            )
+        if (m.activation is None) != (s == 0):
+            parts = 1 if m.activation is None else 2
+            raise WireError(f"forward message for {list(key)} has {parts} parts")
         started = time.monotonic()
-        tokens = unpack_tokens(msg.parts[0], self.vocab)
+        tokens = unpack_tokens(m.tokens, self.vocab)
         if tokens.shape != (self.cfg.microbatch, self.cfg.seq_len):
             raise WireError(f"token block of shape {tuple(tokens.shape)}")
         x = None
-        if s > 0:
-            x = self._decode(msg.parts[1], (self.cfg.microbatch, self.cfg.seq_len, self.width))
-        evaluating = bool(h.get("eval"))
+        if m.activation is not None:
+            x = self._decode(m.activation, (self.cfg.microbatch, self.cfg.seq_len, self.width))
+        evaluating = m.eval
         c0 = time.monotonic()
         with torch.set_grad_enabled(not evaluating):
             if x is not None and not evaluating:
@@ -370,52 +415,44 @@ class StageWorker:
                     loss.backward()
         self.stats.time["compute"] += time.monotonic() - c0
         if self.model.is_last:
-            self.send_orch("loss", key=key, loss=loss.item(), eval=evaluating)
+            self.send_orch(Loss(key, loss.item(), evaluating))
             if evaluating:
                 return
-            self._keep_grads(tuple(key))
+            self._keep_grads(key)
             if s == 0:
                 self._event(key, 0, started)
-                self.send_orch("done", key=key)
+                self.send_orch(Done(key))
                 return
             grad = self._encode(x.grad, Role.GRADIENT)
             self._event(key, 0, started)
-            self._send(path[s - 1], Message("bwd", {"key": key, "path": path}, [grad]), "gradient")
+            self._send(path[s - 1], Backward(key, path, grad), "gradient")
             return
         if not evaluating:
-            self.cache[tuple(key)] = (x, out)
+            self.cache[key] = (x, out)
         blob = self._encode(out, Role.ACTIVATION)
         if not evaluating:
             self._event(key, 0, started)
-        head = {"key": key, "path": path, "eval": evaluating}
-        self._send(path[s + 1], Message("fwd", head, [msg.parts[0], blob]), "activation")
+        self._send(path[s + 1], Forward(key, path, evaluating, m.tokens, blob), "activation")
 
-    def _backward(self, msg: Message) -> None:
-        key = tuple(msg.head["key"])
-        if len(msg.parts) != 1:
-            raise WireError(f"backward message for {list(key)} has {len(msg.parts)} parts")
+    def _backward(self, m: Backward) -> None:
+        key = m.key
         entry = self.cache.pop(key, None)
         if entry is None:
             return  # dropped or already replayed elsewhere
         x, out = entry
         started = time.monotonic()
-        grad = self._decode(msg.parts[0], tuple(out.shape))
+        grad = self._decode(m.gradient, tuple(out.shape))
         c0 = time.monotonic()
         out.backward(grad)
         self.stats.time["compute"] += time.monotonic() - c0
         self._keep_grads(key)
         if self.stage_index == 0:
-            self._event(list(key), 1, started)
-            self.send_orch("done", key=list(key))
+            self._event(key, 1, started)
+            self.send_orch(Done(key))
             return
         blob = self._encode(x.grad, Role.GRADIENT)
-        self._event(list(key), 1, started)
-        path = msg.head["path"]
-        self._send(
-            path[self.stage_index - 1],
-            Message("bwd", {"key": list(key), "path": path}, [blob]),
-            "gradient",
-        )
+        self._event(key, 1, started)
+        self._send(m.path[self.stage_index - 1], Backward(key, m.path, blob), "gradient")
 
     def _keep_grads(self, key: Key) -> None:
         self.pending[key] = [
@@ -426,17 +463,15 @@ class StageWorker:
             p.grad = None
 
     # ------------------------------------------------------------------ steps and merges
-    def _apply_step(self, h: dict) -> None:
-        step = h["step"]
-        if not isinstance(step, int):
-            raise ValueError(f"step message without a step number: {h!r}")
+    def _apply_step(self, m: Step) -> None:
+        step = m.step
         if step > self.step:  # still busy with an earlier step (a merge): apply it after
-            self.future_steps[step] = h
+            self.future_steps[step] = m
             return
         if step < self.step:
             return  # a duplicate or a step this replica joined after
         self.step_started = time.monotonic()
-        keys = sorted(tuple(k) for k in h.get("commit", []))
+        keys = sorted(m.commit)
         have = [k for k in keys if k in self.pending]
         missing = len(keys) - len(have)
         if have:
@@ -454,13 +489,10 @@ class StageWorker:
         self.stats.samples_applied += len(have)
         self.pending = {k: v for k, v in self.pending.items() if k[0] > step}
         self.cache = {k: v for k, v in self.cache.items() if k[0] > step}
-        self.send_orch(
-            "stepped", step=step, applied=len(have), missing=missing, stats=self.stats.to_json()
-        )
-        self.state_to = list(h.get("send_state", []))
-        merge = h.get("merge")
-        if merge:
-            self._start_merge(step, [p for p in merge["peers"] if p != self.name])
+        self.send_orch(Stepped(step, len(have), missing, self.stats.snapshot()))
+        self.state_to = list(m.send_state)
+        if m.merge_peers is not None:
+            self._start_merge(step, [p for p in m.merge_peers if p != self.name])
         else:
             self._after_step(step)
 
@@ -476,9 +508,9 @@ class StageWorker:
         """Apply a step message that arrived while this replica was still on an earlier one."""
         for old in [k for k in self.future_steps if k < self.step]:
             del self.future_steps[old]
-        h = self.future_steps.pop(self.step, None)
-        if h is not None:
-            self._apply_step(h)
+        m = self.future_steps.pop(self.step, None)
+        if m is not None:
+            self._apply_step(m)
 
     def _start_merge(self, step: int, peers: list[str]) -> None:
         delta = self.outer.pseudo_gradient()
@@ -486,37 +518,32 @@ class StageWorker:
         mine = decode_tensor(blob) if blob is not None else delta
         self.deltas[step][self.name] = mine
         for p in peers:
-            self._send(p, Message("delta", {"round": step}, [blob]), "weight-delta")
-        self.merge_wait = {"step": step, "peers": set(peers), "t0": time.monotonic()}
+            self._send(p, Delta(step, blob), "weight-delta")
+        self.merge_wait = MergeWait(step, set(peers), time.monotonic())
 
-    def _receive_delta(self, sender: str, msg: Message) -> None:
-        rnd = msg.head.get("round")
-        if (
-            not isinstance(rnd, int)
-            or not self.step - 1 <= rnd <= self.step + 1
-            or len(msg.parts) != 1
-        ):
+    def _receive_delta(self, sender: str, m: Delta) -> None:
+        if not self.step - 1 <= m.round <= self.step + 1:
             self.stats.bad_inputs += 1
             return
         try:
-            self.deltas[rnd][sender] = self._decode(msg.parts[0], (self.outer.numel,))
+            self.deltas[m.round][sender] = self._decode(m.blob, (self.outer.numel,))
         except WireError:
             self.stats.bad_inputs += 1
 
     def _try_finish_merge(self) -> None:
         w = self.merge_wait
-        got = self.deltas.get(w["step"], {})
-        if not w["peers"] <= set(got):
+        got = self.deltas.get(w.step, {})
+        if not w.peers <= set(got):
             return
-        names = sorted({self.name} | (w["peers"] & set(got)))
+        names = sorted({self.name} | (w.peers & set(got)))
         total = got[names[0]].clone()
         for n in names[1:]:
             total.add_(got[n])
         self.outer.step(total / len(names))
-        self.send_orch("merged", step=w["step"], replicas=len(names))
-        self.deltas = defaultdict(dict, {r: d for r, d in self.deltas.items() if r > w["step"]})
+        self.send_orch(Merged(w.step, len(names)))
+        self.deltas = defaultdict(dict, {r: d for r, d in self.deltas.items() if r > w.step})
         self.merge_wait = None
-        self._after_step(w["step"])
+        self._after_step(w.step)
 
     # ------------------------------------------------------------------ catch-up
     def _state_tensors(self) -> list[torch.Tensor]:
@@ -538,9 +565,8 @@ class StageWorker:
 
     def _send_state(self, dst: str) -> None:
         steps = [float(self.opt.state[p]["step"]) for p in self.params if p in self.opt.state]
-        parts = [self._encode(t, Role.UNSPECIFIED) for t in self._state_tensors()]
-        head = {"step": self.step + 1, "adam_step": steps[0] if steps else 0.0}
-        self._send(dst, Message("state", head, parts), "weights")
+        parts = tuple(self._encode(t, WEIGHTS_ROLE) for t in self._state_tensors())
+        self._send(dst, State(self.step + 1, steps[0] if steps else 0.0, parts), "weights")
 
     def _wait_state(self) -> None:
         """Before serving, take a live replica's weights and optimizer state."""
@@ -552,37 +578,34 @@ class StageWorker:
             if got is not None:
                 self._dispatch(*got)
 
-    def _load_state(self, sender: str, msg: Message) -> None:
+    def _load_state(self, sender: str, m: State) -> None:
         """Weights, DiLoCo anchor and momentum, Adam moments from a replica of this stage;
         then tell the orchestrator the step they belong to (it asks again if that step has
         passed meanwhile)."""
         n = sum(p.numel() for p in self.params)
-        step, adam_step = msg.head.get("step"), msg.head.get("adam_step", 0.0)
-        if len(msg.parts) != 5 or type(step) is not int or not isinstance(adam_step, int | float):
-            raise WireError(f"state message from {sender} is malformed")
-        tensors = [decode_tensor(b, (n,)) for b in msg.parts]  # all decode before any is used
+        tensors = [decode_tensor(b, (n,)) for b in m.tensors]  # all decode before any is used
         with torch.no_grad():
             for p, v in zip(self.params, unflat(tensors[0], self.params), strict=True):
                 p.copy_(v)
         self.outer.load(
             {"anchor": unflat(tensors[1], self.params), "momentum": unflat(tensors[2], self.params)}
         )
-        if adam_step:
+        if m.adam_step:
             moments = zip(
                 self.params, unflat(tensors[3], self.params), unflat(tensors[4], self.params),
                 strict=True,
             )  # fmt: skip
             for p, a, b in moments:
                 self.opt.state[p] = {
-                    "step": torch.tensor(adam_step),
+                    "step": torch.tensor(m.adam_step),
                     "exp_avg": a.clone(),
                     "exp_avg_sq": b.clone(),
                 }
-        self.step = step
+        self.step = m.step
         self.pending.clear()
         self.cache.clear()
         self.caught_up = True
-        self.send_orch("ready", step=self.step)
+        self.send_orch(Ready(self.step))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -599,23 +622,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     sys.setswitchinterval(0.0005)  # hand the GIL to the I/O thread quickly (message latency)
     try:
-        check_address(a.orch)
-        w = StageWorker(a.name, a.stage, a.orch, a.host, a.timeout)
+        ep, pulse = connect(a.name, a.orch, a.host)
     except (OSError, ValueError) as exc:
         print(f"{a.name}: {exc}", file=sys.stderr)
         return 2
     try:
+        w = StageWorker(ep, pulse, a.stage, join(ep, a.orch, a.stage, a.timeout), a.timeout)
         w.start()
         w.run()
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
     except Exception:
-        w.send_orch("crash", reason=traceback.format_exc(limit=3))
-        w.ep.flush(1.0)
+        ep.send("orch", Crash(traceback.format_exc(limit=3)).envelope(), shaped=False)
+        ep.flush(1.0)
         raise
     finally:
-        w.ep.close()
+        ep.close()
     return 0
 
 
