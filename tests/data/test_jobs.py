@@ -149,3 +149,31 @@ def test_a_job_visits_each_of_its_sources(server, tmp_path, monkeypatch):
     assert res["collected"] == 3 and res["rounds"] == 1
     assert sorted(r.source for r in s.iter_all()) == ["reddit", "reddit", "x"]
     assert [p for p, _, _ in server.log] == ["/search.json", "/2/tweets/search/recent"]
+
+
+def test_a_batch_and_the_job_counter_commit_together(tmp_path, monkeypatch):
+    """A job dying between storing a batch and counting it must not leave records the
+    counter never saw: the counter is written inside the batch's own transaction."""
+    import swarmpress.data.jobs as jobs_mod
+
+    src = tmp_path / "lines.jsonl"
+    src.write_text("".join(json.dumps({"text": f"line {i}", "uri": f"u:{i}"}) + "\n"
+                           for i in range(1_200)))  # fmt: skip
+    s = Store(str(tmp_path / "j.db"))
+    save_spec(s, parse_spec({"name": "loc", "sources": ["local"], "path": str(src)}))
+    real, calls = jobs_mod._update_in, []
+
+    def dies_on_second_batch(conn, name, **values):
+        if "collected" in values and values["collected"] > 500:
+            calls.append(values["collected"])
+            raise RuntimeError("killed between the batch and its count")
+        return real(conn, name, **values)
+
+    monkeypatch.setattr(jobs_mod, "_update_in", dies_on_second_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_job(s, "loc")
+    assert calls == [1000]
+    assert s.count() == get_job(s, "loc")["collected"] == 500  # the second batch rolled back
+    monkeypatch.setattr(jobs_mod, "_update_in", real)
+    res = run_job(s, "loc")
+    assert res["collected"] == s.count() == 1_200

@@ -24,15 +24,24 @@ def collect(
     batch: int = 500,
     limit: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    in_batch: Callable[[Any, dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Insert every good item (up to `limit` read); the summary `collect --json` prints."""
+    """Insert every good item (up to `limit` read); the summary `collect --json` prints.
+    `in_batch(conn, stats)` runs inside each batch's transaction with the stats as they
+    will be once it commits; `progress(stats)` after the commit."""
     t0 = time.monotonic()
     stats = {"source": source, "store": store.display, "read": 0, "inserted": 0, "duplicates": 0,
              "skipped": 0, "evicted": 0, "errors": []}  # fmt: skip
     pending: list[Record] = []
 
+    def then(conn: Any, res: Any) -> None:
+        if in_batch is not None:
+            in_batch(conn, stats | {"inserted": stats["inserted"] + res.inserted,
+                                    "duplicates": stats["duplicates"] + res.duplicates,
+                                    "evicted": stats["evicted"] + res.evicted})  # fmt: skip
+
     def flush() -> None:
-        res = store.insert(pending)
+        res = store.insert(pending, then=then)
         stats["inserted"] += res.inserted
         stats["duplicates"] += res.duplicates
         stats["evicted"] += res.evicted

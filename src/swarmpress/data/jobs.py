@@ -140,8 +140,13 @@ def save_spec(store: Store, spec: JobSpec) -> None:
 
 def _update(store: Store, name: str, **values: Any) -> None:
     with store.engine.begin() as conn:
-        conn.execute(jobs.update().where(jobs.c.name == name).values(updated_us=_now_us(),
-                                                                     **values))  # fmt: skip
+        _update_in(conn, name, **values)
+
+
+def _update_in(conn: Any, name: str, **values: Any) -> None:
+    """The job row's update inside the caller's transaction."""
+    conn.execute(jobs.update().where(jobs.c.name == name).values(updated_us=_now_us(),
+                                                                 **values))  # fmt: skip
 
 
 def stop_job(store: Store, name: str) -> bool:
@@ -218,19 +223,30 @@ def run_job(
                 page = None if source == "local" else spec.page_limit
                 budget = want if page is None else page if want is None else min(page, want)
 
+                def counted(
+                    conn: Any,
+                    stats: dict,
+                    _c=cursor_now,
+                    _base=collected,
+                    _s=source,
+                    _cur=cursors,
+                ) -> None:  # in the batch's transaction: the counter commits with the records
+                    _update_in(conn, name, cursor=json.dumps(_cur | {_s: _c()}),
+                               collected=_base + stats["inserted"])  # fmt: skip
+
                 def flushed(
                     stats: dict, _c=cursor_now, _base=collected, _s=source, _cur=cursors
                 ) -> None:
                     _cur[_s] = _c()
                     total = _base + stats["inserted"]
-                    _update(store, name, cursor=json.dumps(_cur), collected=total)
                     if progress is not None:
                         progress(stats | {"job": name, "collected": total})
                     if stop.is_set() or (deadline is not None and time.time() >= deadline):
                         raise _Stop
 
                 try:
-                    stats = collect(store, items, source, limit=budget, progress=flushed)
+                    stats = collect(store, items, source, limit=budget, progress=flushed,
+                                    in_batch=counted)  # fmt: skip
                     collected += stats["inserted"]
                 except _Stop:
                     collected = get_job(store, name)["collected"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,11 @@ class Store:
                 )
 
     # ------------------------------------------------------------------ writes
-    def insert(self, recs: Iterable[Record]) -> InsertResult:
-        """Add records in one transaction; uris already stored are skipped (dedup)."""
+    def insert(self, recs: Iterable[Record], then: Callable[[Any, InsertResult], None] | None = None
+               ) -> InsertResult:  # fmt: skip
+        """Add records in one transaction; uris already stored are skipped (dedup). `then`
+        runs inside that transaction with its connection and the result, so a caller's own
+        bookkeeping (a job's counter and cursor) commits with the records or not at all."""
         rows = []
         seen: set[str] = set()
         dup = 0
@@ -165,7 +168,14 @@ class Store:
                 "scraped_us": _us(r.scraped_at), "_text": r.text,
             })  # fmt: skip
         if not rows:
-            return InsertResult(0, dup)
+            result = InsertResult(0, dup)
+            if then is not None:
+                try:
+                    with self.engine.begin() as conn:
+                        then(conn, result)
+                except DBAPIError as exc:
+                    raise StoreError(f"store {self.display}: {_short(exc)}") from None
+            return result
         rows.sort(key=lambda row: row["uri"])  # one lock order for concurrent writers
         texts = {row["uri"]: row.pop("_text") for row in rows}
         dialect_insert = sqlite_insert if self.sqlite else pg_insert
@@ -186,12 +196,15 @@ class Store:
                         [(rid, texts[uri]) for rid, uri in new],
                     )
                 gone = self._evict(conn) if self.max_bytes is not None else set()
+                # a record of this batch older than everything kept goes at once: not counted
+                # as inserted (a collector that sees it again does not count it twice either)
+                kept = sum(rid not in gone for rid, _ in new)
+                result = InsertResult(kept, dup + len(rows) - len(new), len(gone))
+                if then is not None:
+                    then(conn, result)
         except DBAPIError as exc:
             raise StoreError(f"store {self.display}: {_short(exc)}") from None
-        # a record of this batch older than everything kept goes at once: not counted as
-        # inserted (a collector that sees it again does not count it twice either)
-        kept = sum(rid not in gone for rid, _ in new)
-        return InsertResult(kept, dup + len(rows) - len(new), len(gone))
+        return result
 
     def _evict(self, conn) -> set[int]:
         """Delete the oldest records (by their own time) until the content fits max_bytes;
