@@ -45,7 +45,7 @@ class _CoderClock:
     transfers and Python)."""
 
     def __init__(self) -> None:
-        from swarmpress.codecs import lossy_fast
+        from swarmpress.codecs.families.lossy import fast as lossy_fast
 
         self.total = 0.0
         self.real = lossy_fast.encode_values
@@ -72,10 +72,12 @@ def _device_dequantizer_agrees(blob: bytes, dev) -> bool:
     import math
 
     import swarmpress as sp
-    from swarmpress.codecs import frame, lossy, lossy_torch
+    from swarmpress.codecs.core import frame
+    from swarmpress.codecs.families.lossy import codec as lossy
+    from swarmpress.codecs.families.lossy import device as lossy_torch
 
     fr = frame.unpack(blob)
-    rows, chans = lossy._fast_layout(fr.shape, math.prod(fr.shape))
+    rows, chans = lossy.fast_layout(fr.shape, math.prod(fr.shape))
     got = lossy_torch.decode(memoryview(fr.payload)[1:], fr.dtype, fr.shape, rows, chans, dev)
     return bool(np.array_equal(_bits(got), _bits(sp.decode(blob))))
 

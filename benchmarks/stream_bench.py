@@ -22,7 +22,7 @@ from rich.table import Table
 
 import swarmpress as sp
 from swarmpress.bench.bounds import tensor_bounds
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus.capture import capture
 
 

@@ -24,3 +24,17 @@ class UsageError(SwarmpressError):
     """A request that cannot mean anything: a bad option, spec or configuration field."""
 
     exit_code = 2
+
+
+# Errors two layers raise with one meaning, defined once here (the layers re-export them).
+class ExportError(UsageError, ValueError):
+    """An export that cannot be written as asked: an unknown codec, format or option, a bad
+    value, a file that exists or is too large (arena.export, data.export)."""
+
+
+class AuthError(UsageError):
+    """Credentials missing or refused: no API key or an unknown one (arena.service), a
+    token missing or a 401/403 from a source (data.sources). `status`: the HTTP status a
+    server answers with."""
+
+    status = 401

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from swarmpress.arena import export as E
 from swarmpress.cli import app
-from swarmpress.codecs.metrics import similarity
+from swarmpress.codecs import similarity
 
 runner = CliRunner(env={"COLUMNS": "1000"})
 APEX_ENV = {"numpy", "torch", "zstandard", "brotli", "lz4"}

@@ -23,7 +23,7 @@ from swarmpress.bench.anchors import (
     load_anchors,
     raw_view,
 )
-from swarmpress.codecs.metrics import similarity
+from swarmpress.codecs.core.metrics import similarity
 
 DTYPES = [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32)]
 # NaN payloads, infinities, -0.0, subnormals, extremes

@@ -125,7 +125,7 @@ def test_both_solutions_beat_zstd_on_their_track(result: A.ApexResult):
 
 
 def test_scores_follow_the_apex_formulas(result: A.ApexResult):
-    from swarmpress.codecs.metrics import lossless_score, lossy_score
+    from swarmpress.codecs.core.metrics import lossless_score, lossy_score
 
     assert len(result.measurements) == 4 * 3
     for m in result.measurements:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from swarmpress.bench import bounds as B
-from swarmpress.codecs.metrics import similarity
+from swarmpress.codecs.core.metrics import similarity
 
 
 def test_entropy_of_every_bf16_pattern_is_16_bits():

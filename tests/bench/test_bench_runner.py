@@ -14,7 +14,7 @@ from swarmpress.bench.anchors import ANCHOR_NAMES, LOSSY_ANCHOR_NAMES
 from swarmpress.bench.references import REFERENCE_NAMES
 from swarmpress.bench.results import BenchResult
 from swarmpress.codecs import Codec, Role
-from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.core.tensors import DType
 from swarmpress.corpus.store import CorpusError, load_corpus
 
 NUMERIC = (

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 import swarmpress as sp
-from swarmpress.codecs import frame, lossy_torch
-from swarmpress.codecs import tensors as tensors_mod
-from swarmpress.codecs.tensors import DType
+from swarmpress.codecs.core import base as codec_base
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.core import tensors as tensors_mod
+from swarmpress.codecs.core.tensors import DType
+from swarmpress.codecs.families.lossy import device as lossy_torch
+from swarmpress.codecs.families.lossy import fast as lossy_fast
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [(torch.bfloat16, DType.BFLOAT16), (torch.float16, DType.FLOAT16),
@@ -30,7 +33,7 @@ def test_device_encoder_meets_target_and_host_decoder_agrees(device, tdtype, dty
     x = _tensor(tdtype, device)
     payload = lossy_torch.encode(x, dtype, 96, 64, "similarity", 0.99)
     assert payload is not None
-    host = sp.codecs.lossy_fast.decode(memoryview(payload), dtype, 96, 64)
+    host = lossy_fast.decode(memoryview(payload), dtype, 96, 64)
     assert (
         sp.similarity(
             x.cpu(),
@@ -69,7 +72,7 @@ def test_codec_routes_accelerator_tensors_through_the_device_path(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(lossy_torch, "encode", spy)
-    monkeypatch.setattr(sp.codecs.base, "on_accelerator", lambda t: tensors_mod.is_torch(t))
+    monkeypatch.setattr(codec_base, "on_accelerator", lambda t: tensors_mod.is_torch(t))
     x = _tensor(torch.bfloat16, "cpu", seed=2)
     codec = sp.get_codec("lossy", mode="fast")
     blob = codec.encode(x, role="activation")
@@ -100,7 +103,7 @@ def test_device_encoder_sends_the_low_rank_part_and_both_sides_agree(device, tdt
     host_frame = sp.get_codec("lossy").encode(x.cpu())
     # the device encoder pays no more than the host one for the same tensor
     assert len(payload) <= 1.02 * (len(frame.unpack(host_frame).payload) - 1)
-    host = sp.codecs.lossy_fast.decode(memoryview(payload), dtype, 512, 128)
+    host = lossy_fast.decode(memoryview(payload), dtype, 512, 128)
     on_device = lossy_torch.decode(memoryview(payload), dtype, (512, 128), 512, 128, device)
     assert on_device.device.type == device
     back = on_device.cpu().contiguous()
@@ -111,7 +114,7 @@ def test_device_encoder_sends_the_low_rank_part_and_both_sides_agree(device, tdt
 
 
 def test_device_projection_matches_the_host_bits():
-    from swarmpress.codecs import lossy_lowrank
+    from swarmpress.codecs.families.lossy import lowrank as lossy_lowrank
 
     rng = np.random.default_rng(5)
     basis = rng.integers(-(2**15) + 1, 2**15, size=(16, 96)).astype(np.int16)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import swarmpress as sp
-from swarmpress.codecs import frame
-from swarmpress.codecs.tensors import Container, DType
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.core.tensors import Container, DType
 
 
 def _frame(payload=b"abc", shape=(3, 1), params=None):

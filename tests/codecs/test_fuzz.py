@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import swarmpress as sp
-from swarmpress.codecs import frame
+from swarmpress.codecs.core import frame
 
 
 def _valid_frames():
@@ -140,7 +140,7 @@ def test_zstd_section_declaring_a_huge_size_is_refused_before_allocating():
 
     import zstandard
 
-    from swarmpress.codecs.zstdio import decompress_exact
+    from swarmpress.codecs.entropy.zstdio import decompress_exact
 
     # A frame whose header claims 1 TiB of content: refused from the header alone.
     cobj = zstandard.ZstdCompressor(write_content_size=True).compressobj(size=1 << 40)
@@ -163,7 +163,7 @@ def test_lossless_tables_with_hostile_shapes_are_refused_before_decompressing():
 
     import zstandard
 
-    from swarmpress.codecs import ctxcoder
+    from swarmpress.codecs.entropy import ctxcoder
 
     counts = zstandard.ZstdCompressor().compress(bytes(1024 * 65536 * 4))
     table = struct.pack("<IIII", 0, 65536, 1024, len(counts)) + counts

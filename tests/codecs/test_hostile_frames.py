@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import swarmpress as sp
-from swarmpress.codecs import codec_class, frame
-from swarmpress.codecs.limits import max_decode_bytes, set_max_decode_bytes
+from swarmpress.codecs import codec_class
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.core.limits import max_decode_bytes, set_max_decode_bytes
 
 with contextlib.suppress(ImportError):  # up front: a first import under tracemalloc is slow
     import torch  # noqa: F401
@@ -392,7 +393,7 @@ def test_zstd_ratio_bound_refuses_a_huge_claim_before_decompressing():
 
 
 def test_entropy_stream_too_short_for_its_table_is_refused_before_decoding():
-    from swarmpress.codecs.entropy import decode_symbols, encode_symbols
+    from swarmpress.codecs.entropy.order0 import decode_symbols, encode_symbols
 
     sym = np.random.default_rng(0).integers(0, 200, 5000)
     stream = encode_symbols(sym)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import swarmpress as sp
-from swarmpress.codecs import frame
-from swarmpress.codecs import lossless_kernels as K
-from swarmpress.codecs import lossless_model as LM
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.families.lossless import model as LM
+from swarmpress.codecs.families.lossless import model_kernels as K
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [BF16, np.dtype(np.float16), np.dtype(np.float32)]

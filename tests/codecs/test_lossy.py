@@ -113,7 +113,7 @@ def test_bad_targets_are_refused():
 
 
 def _rank(blob: bytes) -> int:  # max-mode payload: mode u8, step f64, rank u16
-    from swarmpress.codecs import frame
+    from swarmpress.codecs.core import frame
 
     return int.from_bytes(bytes(frame.unpack(blob).payload[9:11]), "little")
 
@@ -172,7 +172,7 @@ def test_failed_encode_leaves_stream_state_untouched(name):
 
 
 def _mode_byte(blob: bytes) -> int:
-    from swarmpress.codecs import frame
+    from swarmpress.codecs.core import frame
 
     return frame.unpack(blob).payload[0]
 
@@ -254,7 +254,7 @@ def test_frames_cannot_choose_the_receivers_thread_count():
     # Red team F4: a frame whose params say threads=256 must not start 256 threads.
     import threading
 
-    from swarmpress.codecs import frame
+    from swarmpress.codecs.core import frame
 
     x = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
     fr = frame.unpack(sp.get_codec("lossy").encode(x))

@@ -5,7 +5,7 @@ import numpy as np
 
 def test_the_kernels_widen_every_fp16_bit_pattern_exactly():
     # fp16 sources are read as their 16 bits and widened a row at a time (no float32 copy)
-    from swarmpress.codecs import fastkernels as fk
+    from swarmpress.codecs.families.lossy import kernels as fk
 
     h = np.arange(1 << 16, dtype=np.uint32)
     got = np.array([fk.f16_bits(np.uint32(v)) for v in h[::7]], dtype=np.uint32)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import swarmpress as sp
-from swarmpress.codecs import frame, lossy_fast, lossy_lowrank
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.families.lossy import fast as lossy_fast
+from swarmpress.codecs.families.lossy import lowrank as lossy_lowrank
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 _HEAD = 12  # lossy_fast._HEAD: step f64, family, flags, chunk log, lanes
@@ -127,8 +129,8 @@ def test_the_projection_does_not_depend_on_how_rows_are_blocked(monkeypatch):
 
 def test_the_torch_path_adds_the_projection_as_the_host_does(lowrank_frame):
     torch = pytest.importorskip("torch")
-    from swarmpress.codecs import lossy_torch
-    from swarmpress.codecs.tensors import DType
+    from swarmpress.codecs.core.tensors import DType
+    from swarmpress.codecs.families.lossy import device as lossy_torch
 
     x, blob = lowrank_frame
     payload = frame.unpack(blob).payload
@@ -206,10 +208,10 @@ def test_damaged_low_rank_frames_fail_cleanly_in_bounded_memory(lowrank_frame):
 def _forged_large_frame(rows: int, chans: int, rank: int) -> bytes:
     """A small frame declaring a large bf16 tensor: zero low-rank coefficients (coded for
     real, a few bytes per chunk) and main chunks that hold only their lane states."""
-    from swarmpress.codecs import fastkernels as fk
-    from swarmpress.codecs import rans_field
-    from swarmpress.codecs.fieldcode import K_RANGE, pack_blob
-    from swarmpress.codecs.tensors import DType
+    from swarmpress.codecs.core.tensors import DType
+    from swarmpress.codecs.entropy import rans_field
+    from swarmpress.codecs.entropy import rans_lanes as fk
+    from swarmpress.codecs.entropy.fieldcode import K_RANGE, pack_blob
 
     zero_rows = np.broadcast_to(np.zeros(1, dtype=np.int64), (rows,))
     cc = np.full(rank, K_RANGE[0], dtype=np.int64)  # the narrowest scale: ~0 bits a zero

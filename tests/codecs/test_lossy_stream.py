@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import swarmpress as sp
-from swarmpress.codecs import frame
+from swarmpress.codecs.core import frame
 from tests.codecs.strategies import BF16
 
 

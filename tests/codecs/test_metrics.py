@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import swarmpress as sp
-from swarmpress.codecs import metrics as m
+from swarmpress.codecs.core import metrics as m
 
 
 def test_similarity_definition():

@@ -4,8 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from swarmpress.codecs import rans
-from swarmpress.codecs.errors import CodecError
+from swarmpress.codecs.core.errors import CodecError
+from swarmpress.codecs.entropy import rans
 
 
 def test_quantized_frequencies_sum_to_total_and_keep_every_symbol():

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import swarmpress as sp
-from swarmpress.codecs import frame
-from swarmpress.codecs.topk import chunk_budget, chunk_sizes
+from swarmpress.codecs.core import frame
+from swarmpress.codecs.families.topk import chunk_budget, chunk_sizes
 from tests.codecs.strategies import BF16, DTYPES
 
 small_shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)

@@ -16,7 +16,7 @@ from swarmpress.arena import envs
 from swarmpress.arena.evaluate import bf16_to_f64, score_tensor
 from swarmpress.arena.sandbox import Limits, run_call
 from swarmpress.arena.validate import inspect_solution
-from swarmpress.codecs.metrics import similarity
+from swarmpress.codecs import similarity
 from tests.arena.conftest import small_config
 
 FIXTURES = Path(__file__).with_name("fixtures")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus.apex import CSV_COLUMNS, export_apex
 from swarmpress.corpus.build import build_corpus
 from swarmpress.corpus.store import CorpusError, load_corpus

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus.build import build_corpus
 from swarmpress.corpus.capture import (
     KIND_CAUSAL,

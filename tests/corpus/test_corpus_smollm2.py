@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from swarmpress.cli import app
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus import capture as capture_mod
 from swarmpress.corpus.build import ModelSource, build_corpus, default_corpus
 from swarmpress.corpus.capture import (

@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from swarmpress import __version__
 from swarmpress.arena.pool import PoolError
-from swarmpress.arena.service import Arena, ArenaError, Forbidden, Invalid, TooLarge
+from swarmpress.arena.service import Arena, ArenaError, AuthError, Forbidden, Invalid, TooLarge
 from swarmpress.arena.validate import SolutionError
 
 WEB = Path(__file__).with_name("web")
@@ -147,8 +147,9 @@ def create_app(arena: Arena) -> FastAPI:
         "see them scored in a sandbox on held-out tensors, fork the best.",
     )
 
+    @app.exception_handler(AuthError)  # swarmpress.errors' one AuthError (status 401)
     @app.exception_handler(ArenaError)
-    def _arena_error(request: Request, exc: ArenaError) -> JSONResponse:
+    def _arena_error(request: Request, exc: ArenaError | AuthError) -> JSONResponse:
         # an upload refused unread (no key, too large): close the connection rather than
         # let the server drain a body nobody wants
         unread = request.method == "POST" and exc.status in (401, 413)

@@ -8,11 +8,15 @@ from typing import Any
 
 import httpx
 
+from swarmpress.errors import SwarmpressError
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 
-class ClientError(RuntimeError):
+class ClientError(SwarmpressError, RuntimeError):
     """The server refused a request or could not be reached; the message says which."""
+
+    exit_code = 2  # the CLI's usage code: a refused request or a server that is not there
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)

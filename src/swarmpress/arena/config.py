@@ -21,12 +21,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarmpress.arena.sandbox import Limits
+from swarmpress.errors import UsageError
 
 TRACKS = ("lossless", "lossy", "routing")
 EMBEDDED_ROUND = 8  # the embedded pool is small; real pools use Apex's 400 per round
 
 
-class ArenaConfigError(ValueError):
+class ArenaConfigError(UsageError, ValueError):
     """A competition file that cannot be used; the message names the field."""
 
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarmpress.errors import SwarmpressError
+
 HERE = Path(__file__).with_name("envs")
 READY = "ready.json"
 
@@ -40,8 +42,10 @@ print(json.dumps(sorted(names)))
 """
 
 
-class EnvError(RuntimeError):
+class EnvError(SwarmpressError, RuntimeError):
     """An environment that is unknown, not built, or failed to build."""
+
+    exit_code = 2  # the CLI's usage code: name a known environment or build it first
 
 
 @dataclass(frozen=True)

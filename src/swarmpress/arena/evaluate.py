@@ -19,7 +19,7 @@ import numpy as np
 from swarmpress.arena.config import Competition
 from swarmpress.arena.pool import Pool, PoolEntry
 from swarmpress.arena.sandbox import CallResult, Session, run_call
-from swarmpress.codecs import metrics as M
+from swarmpress.codecs.core import metrics as M
 
 
 @dataclass

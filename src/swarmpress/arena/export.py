@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmpress import __version__
+from swarmpress.errors import ExportError  # one class for arena and data exports
 
 #: Apex's limit is "20 KB"; 20,000 bytes satisfies both readings (kB and KiB).
 MAX_SOLUTION_BYTES = 20_000
@@ -52,10 +53,6 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("lossless", "sample"): (lambda v: v >= 4096, "at least 4096"),
     ("zstd", "level"): (lambda v: -7 <= v <= 22, "a zstd level between -7 and 22"),
 }
-
-
-class ExportError(ValueError):
-    """A solution cannot be exported: unknown codec, bad option or too large a file."""
 
 
 def supported_codecs() -> list[str]:

@@ -10,14 +10,33 @@ becomes claimable again, up to the competition's attempt limit.
 
 from __future__ import annotations
 
+import math
 import os
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmpress.arena.db import Job, now
+from swarmpress.errors import UsageError
 
-LEASE_S = float(os.environ.get("SWARMPRESS_ARENA_LEASE", "30"))  # seconds
+LEASE_ENV = "SWARMPRESS_ARENA_LEASE"
+LEASE_S = 30.0  # seconds a lease lasts unless LEASE_ENV says otherwise
+
+
+def lease_seconds() -> float:
+    """The lease a worker takes: $SWARMPRESS_ARENA_LEASE seconds, else LEASE_S. Read when
+    called (a worker reads it when it starts), not at import, so operators and tests can set
+    it late; UsageError naming the variable if it is not a positive number."""
+    raw = os.environ.get(LEASE_ENV, "").strip()
+    if not raw:
+        return LEASE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{LEASE_ENV}={raw!r}: must be a positive number of seconds")
+    return value
 
 
 def enqueue(session: Session, submission_id: int) -> None:
@@ -29,8 +48,10 @@ def _claimable(t: float):
     return or_(Job.state == "queued", and_(Job.state == "leased", Job.lease_until < t))
 
 
-def claim(factory: sessionmaker, owner: str, lease_s: float = LEASE_S) -> Job | None:
-    """Lease the oldest claimable job to owner, or None when the queue is empty."""
+def claim(factory: sessionmaker, owner: str, lease_s: float | None = None) -> Job | None:
+    """Lease the oldest claimable job to owner, or None when the queue is empty (lease_s:
+    seconds, by default lease_seconds())."""
+    lease_s = lease_seconds() if lease_s is None else lease_s
     for _ in range(20):  # lose a race to another worker: try the next candidate
         with factory() as s:
             t = now()
@@ -54,8 +75,10 @@ def claim(factory: sessionmaker, owner: str, lease_s: float = LEASE_S) -> Job | 
     return None
 
 
-def renew(factory: sessionmaker, job_id: int, owner: str, lease_s: float = LEASE_S) -> bool:
-    """Extend a lease; False when the job is no longer this owner's."""
+def renew(factory: sessionmaker, job_id: int, owner: str, lease_s: float | None = None) -> bool:
+    """Extend a lease (by lease_s, default lease_seconds()); False when the job is no longer
+    this owner's."""
+    lease_s = lease_seconds() if lease_s is None else lease_s
     with factory() as s:
         res = s.execute(
             update(Job)

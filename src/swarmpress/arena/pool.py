@@ -52,6 +52,7 @@ import numpy as np
 
 from swarmpress.corpus.apex import to_apex_bytes
 from swarmpress.corpus.store import CorpusError, load_corpus
+from swarmpress.errors import UsageError
 
 MANIFEST = "pool.json"
 SECRET = "secret"
@@ -67,7 +68,7 @@ MAX_WINDOWS = 64  # windows tried per sequence before the text is called too sho
 PACK_ROWS = 4096  # rows of a data-layer pack decoded into text, chosen by the secret
 
 
-class PoolError(ValueError):
+class PoolError(UsageError, ValueError):
     """A pool directory that is missing or inconsistent, or a pool that cannot be built."""
 
 

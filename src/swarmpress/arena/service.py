@@ -34,6 +34,7 @@ from swarmpress.arena.db import CompetitionRow, Job, Key, Leader, Result, Submis
 from swarmpress.arena.evaluate import RoundResult, TensorResult
 from swarmpress.arena.pool import DEFAULT_SEQ_LEN, DEFAULT_SEQUENCES, Pool, build_pool
 from swarmpress.arena.validate import SolutionError, inspect_solution
+from swarmpress.errors import AuthError, UsageError
 
 CONFIG, POOL, DB = "arena.toml", "pool", "arena.db"
 DAY = 86_400.0
@@ -47,14 +48,10 @@ MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32-bit on PostgreSQL
 KEY_NAME_CHARS = 64
 
 
-class ArenaError(Exception):
+class ArenaError(UsageError):
     """A request the arena refuses; status is the HTTP status it maps to."""
 
     status = 400
-
-
-class AuthError(ArenaError):
-    status = 401
 
 
 class Forbidden(ArenaError):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 import sys
 
+from swarmpress.errors import UsageError
+
 FUNCTIONS, SERVER, ROUTER = "functions", "server", "router"
 ROUTES = {
     "routing": {"/health", "/route", "/balance-orchestrator"},
@@ -26,7 +28,7 @@ ROUTES = {
 _OPTIONAL = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
-class SolutionError(ValueError):
+class SolutionError(UsageError, ValueError):
     """An upload that cannot be a solution; the message says what to fix."""
 
 

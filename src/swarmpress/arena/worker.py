@@ -25,10 +25,11 @@ from swarmpress.arena.service import Arena
 class Worker:
     """One evaluation loop; slot picks its sandbox uid and CPU."""
 
-    def __init__(self, arena: Arena, slot: int = 0, lease_s: float = jobqueue.LEASE_S) -> None:
+    def __init__(self, arena: Arena, slot: int = 0, lease_s: float | None = None) -> None:
         self.arena = arena
         self.slot = slot
-        self.lease_s = lease_s
+        # read once when the worker starts: $SWARMPRESS_ARENA_LEASE, else 30 s
+        self.lease_s = jobqueue.lease_seconds() if lease_s is None else lease_s
         self.name = f"{socket.gethostname()}:{os.getpid()}:{slot}:{uuid.uuid4().hex[:6]}"
         ncpu = len(os.sched_getaffinity(0))
         self.cpu = sorted(os.sched_getaffinity(0))[slot % ncpu]

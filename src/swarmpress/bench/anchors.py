@@ -56,13 +56,14 @@ from typing import Any, ClassVar
 import ml_dtypes
 import numpy as np
 
-from swarmpress.codecs.metrics import similarity
-from swarmpress.codecs.tensors import to_float64
+from swarmpress.codecs.core.metrics import similarity
+from swarmpress.codecs.core.tensors import to_float64
+from swarmpress.errors import SwarmpressError
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
-class AnchorError(ValueError):
+class AnchorError(SwarmpressError, ValueError):
     """An anchor cannot handle this input, or its output is corrupt."""
 
 

@@ -37,7 +37,8 @@ from swarmpress.bench.machine import machine_info
 from swarmpress.bench.report import fmt_float
 from swarmpress.bench.results import JsonResult
 from swarmpress.bench.runner import best_time, repeats_for
-from swarmpress.codecs import metrics as M
+from swarmpress.codecs.core import metrics as M
+from swarmpress.errors import UsageError
 
 BASELINE = "zstd-3"
 MANIFEST = "manifest.csv"
@@ -45,7 +46,7 @@ MANIFEST = "manifest.csv"
 ProgressFn = Callable[[int, int, str], None]
 
 
-class ApexError(ValueError):
+class ApexError(UsageError, ValueError):
     """Bad input for an Apex bench: a missing or malformed directory or solution file."""
 
 

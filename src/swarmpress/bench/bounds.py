@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 
 # (name, bit offset of the least significant bit, width) per float layout, most significant first.
 FIELDS: dict[str, tuple[tuple[str, int, int], ...]] = {

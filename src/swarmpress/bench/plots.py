@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from swarmpress.bench.results import BenchResult, Measurement
-from swarmpress.codecs.metrics import transfer_time
+from swarmpress.codecs.core.metrics import transfer_time
 
 LATENCY_S = 0.05
 BANDWIDTH_RANGE = (1e6, 1e10)  # bytes per second

@@ -51,8 +51,8 @@ from swarmpress.bench.specs import build_codec, default_codec_specs
 from swarmpress.bench.threads import describe as describe_threads
 from swarmpress.bench.threads import one_thread
 from swarmpress.codecs import Codec, CodecError, codec_class, get_codec
-from swarmpress.codecs import metrics as M
-from swarmpress.codecs.tensors import BF16, to_float64
+from swarmpress.codecs.core import metrics as M
+from swarmpress.codecs.core.tensors import BF16, to_float64
 from swarmpress.corpus.store import Corpus, Entry, load_corpus
 
 #: progress(done, total, label) is called after every (tensor, codec) step

@@ -13,7 +13,7 @@ sections of a run and restores the previous sizes afterwards:
   (the bench never imports it just for this).
 
 threadpoolctl is a dependency of swarmpress: the lossy codec keeps its own small BLAS
-products on the calling thread with it as well (codecs/lossy_lowrank.py).
+products on the calling thread with it as well (codecs/families/lossy/lowrank.py).
 """
 
 from __future__ import annotations

@@ -1,19 +1,23 @@
-"""Tensor codecs: the frame format, the registry, metrics, and the built-in codecs."""
+"""Tensor codecs: the public API over three rooms.
 
-from swarmpress.codecs import blockq as _blockq  # noqa: F401  (registers the codec)
-from swarmpress.codecs import lossless as _lossless  # noqa: F401  (registers the codec)
-from swarmpress.codecs import lossy as _lossy  # noqa: F401  (registers the codec)
-from swarmpress.codecs import lossy_stream as _lossy_stream  # noqa: F401  (registers the codec)
-from swarmpress.codecs import raw as _raw  # noqa: F401  (registers the codec)
-from swarmpress.codecs import topk as _topk  # noqa: F401  (registers the codec)
-from swarmpress.codecs import zstd as _zstd  # noqa: F401  (registers the codec)
-from swarmpress.codecs.base import Codec, Param, Role
-from swarmpress.codecs.errors import CodecError
-from swarmpress.codecs.frame import Frame
-from swarmpress.codecs.frame import pack as pack_frame
-from swarmpress.codecs.frame import unpack as unpack_frame
-from swarmpress.codecs.limits import set_max_decode_bytes
-from swarmpress.codecs.metrics import (
+- core/: the contract and its infrastructure (Codec, frame, registry, spec grammar,
+  tensors, limits, metrics);
+- entropy/: entropy coders apart from any codec's model;
+- families/: one module or package per codec family; importing this package registers
+  every codec.
+
+Import codec things from here (`from swarmpress.codecs import get_codec`); the submodules
+are the implementation.
+"""
+
+from swarmpress.codecs import families  # noqa: F401  (importing the families registers them)
+from swarmpress.codecs.core.base import Codec, Param, Role
+from swarmpress.codecs.core.errors import CodecError
+from swarmpress.codecs.core.frame import Frame
+from swarmpress.codecs.core.frame import pack as pack_frame
+from swarmpress.codecs.core.frame import unpack as unpack_frame
+from swarmpress.codecs.core.limits import set_max_decode_bytes
+from swarmpress.codecs.core.metrics import (
     bits_per_value,
     break_even_bandwidth,
     cosine,
@@ -24,8 +28,8 @@ from swarmpress.codecs.metrics import (
     rel_l2,
     similarity,
 )
-from swarmpress.codecs.registry import codec_class, decode, get_codec, list_codecs, register
-from swarmpress.codecs.specs import build_codec, parse_codec_spec, split_codec_list
+from swarmpress.codecs.core.registry import codec_class, decode, get_codec, list_codecs, register
+from swarmpress.codecs.core.specs import build_codec, parse_codec_spec, split_codec_list
 
 __all__ = [
     "Codec",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus.store import CorpusError, Entry, load_corpus
 
 CSV_NAME = "manifest.csv"

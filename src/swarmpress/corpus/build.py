@@ -117,7 +117,7 @@ def _label(name: str) -> str:
 def _to_torch(arr: np.ndarray) -> Any:
     import torch
 
-    from swarmpress.codecs.tensors import BF16
+    from swarmpress.codecs.core.tensors import BF16
 
     if arr.dtype == BF16:
         return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16)).view(torch.bfloat16)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
+from swarmpress.errors import UsageError
 
 MANIFEST = "manifest.json"
 FORMAT = "swarmpress-corpus"
@@ -24,7 +25,7 @@ ROLES = ("activation", "gradient", "weight-delta")
 DTYPES = ("bfloat16", "float32", "float16")
 
 
-class CorpusError(ValueError):
+class CorpusError(UsageError, ValueError):
     """A corpus directory is missing, malformed, or disagrees with its manifest."""
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from swarmpress.codecs.tensors import BF16
+from swarmpress.codecs.core.tensors import BF16
 from swarmpress.corpus.store import CorpusError
 
 GENERATOR = "llama-like"

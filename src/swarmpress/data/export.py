@@ -9,12 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from swarmpress.data.records import Record, content_json
+from swarmpress.errors import ExportError  # one class for arena and data exports
 
 ROW_GROUP = 10_000
-
-
-class ExportError(ValueError):
-    """An export that cannot be written (an unknown format, a path that exists)."""
 
 
 def export(recs: Iterable[Record], out: str | Path, fmt: str | None = None) -> int:

@@ -30,6 +30,7 @@ from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, select
 from swarmpress.data.collect import collect
 from swarmpress.data.records import first_error
 from swarmpress.data.store import Store, meta
+from swarmpress.errors import UsageError
 
 jobs = Table(
     "jobs",
@@ -47,7 +48,7 @@ jobs = Table(
 )
 
 
-class JobError(ValueError):
+class JobError(UsageError, ValueError):
     """A job that cannot be defined or run as asked; the message says why."""
 
 

@@ -22,11 +22,12 @@ import numpy as np
 
 from swarmpress.data.records import Record
 from swarmpress.data.tokenizer import TokenizerError, load_tokenizer
+from swarmpress.errors import UsageError
 
 FORMAT = "swarmpress-pack/1"
 
 
-class PackError(ValueError):
+class PackError(UsageError, ValueError):
     """Records that cannot be packed as asked (too few tokens, a bad output folder)."""
 
 

@@ -22,13 +22,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from swarmpress.data.records import RecordError, normalize_label, parse_record, parse_time
 from swarmpress.data.store import Store, StoreError, records, row_record
+from swarmpress.errors import UsageError
 
 MAX_LIMIT = 10_000
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class QueryError(ValueError):
+class QueryError(UsageError, ValueError):
     """A search that cannot run as asked; the message names the option."""
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from swarmpress.errors import UsageError
 
 MAX_CONTENT = 1 << 20  # bytes of content JSON one record may hold
 
 
-class RecordError(ValueError):
+class RecordError(UsageError, ValueError):
     """An item that is not a valid record; the message names the field."""
 
 
@@ -72,13 +74,15 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    uri: str = Field(min_length=1, max_length=2048)
-    datetime: datetime
+    uri: str = Field(min_length=1, max_length=2048, description="unique; the dedup key")
+    datetime: Annotated[datetime, Field(description="the item's own time, UTC")]
     source: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
-    label: str | None = Field(None, max_length=256)
-    content: dict[str, Any]
-    size: int = Field(ge=0)
-    scraped_at: datetime
+    label: str | None = Field(None, max_length=256, description="r/name or #tag, lowercased")
+    content: dict[str, Any] = Field(
+        description="as the source has it: text, title, author, scores, parent, media"
+    )
+    size: int = Field(ge=0, description="bytes of content JSON")
+    scraped_at: Annotated[datetime, Field(description="when it was read, UTC")]
 
     @field_validator("datetime", "scraped_at", mode="before")
     @classmethod

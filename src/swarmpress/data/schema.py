@@ -1,186 +1,147 @@
 """JSON Schemas (draft 2020-12) of everything the data commands print, so people and agents
-can rely on the shape: a record, `data search -o json`, `data collect --json`, and a pack's
-manifest.json. Tests validate real outputs against them."""
+can rely on the shape: a record, `data search -o json`, `data collect --json`, a pack's
+manifest.json, `data collect --job NAME --json` and `data jobs --json`.
+
+The schemas are generated from pydantic models, never written by hand: a record from
+`records.Record` (plus the `bucket` it prints), a job's spec from `jobs.JobSpec`, and the
+outputs that are plain dicts (collect stats, pack manifest, job results) from the models
+below, which say field by field what those dicts hold. Tests validate real outputs
+against the generated schemas.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
+
+from swarmpress.data.jobs import JobSpec
+from swarmpress.data.pack import FORMAT as PACK_FORMAT
+from swarmpress.data.records import Record, bucket_of
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE = "https://swarmpress.dev/schemas/data"
 
-_TIME = {"type": "string", "format": "date-time"}
+Count = Annotated[int, Field(ge=0)]
+CONTENT_TEXT = ("text", "title", "author")  # content keys that, where present, are text
 
-RECORD: dict[str, Any] = {
-    "type": "object",
-    "required": ["uri", "datetime", "source", "label", "content", "size", "scraped_at", "bucket"],
-    "additionalProperties": False,
-    "properties": {
-        "uri": {"type": "string", "minLength": 1, "description": "unique; the dedup key"},
-        "datetime": _TIME | {"description": "the item's own time, UTC"},
-        "source": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*$"},
-        "label": {"type": ["string", "null"], "description": "r/name or #tag, lowercased"},
-        "content": {
-            "type": "object",
-            "description": "as the source has it: text, title, author, scores, parent, media",
-            "properties": {
-                "text": {"type": "string"},
-                "title": {"type": "string"},
-                "author": {"type": "string"},
-            },
-        },
-        "size": {"type": "integer", "minimum": 0, "description": "bytes of content JSON"},
-        "scraped_at": _TIME,
-        "bucket": {"type": "integer", "description": "hours since the Unix epoch"},
-    },
+
+class _Output(BaseModel):
+    """Something a command prints: no other keys, and every key always present (a field
+    with a default is still printed, so the schema requires it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+
+class PrintedRecord(Record):
+    """A record as `Record.to_json` prints it: the Record fields and its hour bucket."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    content: dict[str, Any] = Field(
+        description="as the source has it: text, title, author, scores, parent, media",
+        json_schema_extra={"properties": {k: {"type": "string"} for k in CONTENT_TEXT}},
+    )
+
+    @computed_field(description="hours since the Unix epoch")  # type: ignore[prop-decorator]
+    @property
+    def bucket(self) -> int:
+        return bucket_of(self.datetime)
+
+
+class SearchPage(_Output):
+    """One page of `data search -o json`."""
+
+    results: list[PrintedRecord]
+    count: Count
+    next_cursor: str | None = Field(
+        description="pass as --cursor for the next page; null on the last page"
+    )
+
+
+class CollectStats(_Output):
+    """What `data collect --json` prints (collect.collect's summary)."""
+
+    source: str
+    store: str
+    read: Count
+    inserted: Count
+    duplicates: Count
+    skipped: Count = Field(description="bad items, not stored")
+    evicted: Count = Field(description="oldest, over the cap")
+    errors: list[str] = Field(max_length=20)
+    records_in_store: Count
+    seconds: float = Field(ge=0)
+
+
+class PackShard(_Output):
+    file: str
+    rows: int
+
+
+class PackManifest(_Output):
+    """A pack's manifest.json (pack.pack's result)."""
+
+    format: Literal[PACK_FORMAT]
+    created: datetime
+    records: int = Field(ge=1)
+    sources: dict[str, int]
+    labels: dict[str, int]
+    time_span: tuple[datetime, datetime] | None
+    tokenizer: str
+    vocab_size: int = Field(ge=1)
+    seq_len: int = Field(ge=2)
+    rows: int = Field(ge=1)
+    tokens: int = Field(ge=2)
+    dropped_tail_tokens: Count
+    seed: int
+    shards: list[PackShard] = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class JobResult(_Output):
+    """What `data collect --job NAME --json` prints when the job ends."""
+
+    job: str
+    status: Literal["done", "stopped", "failed"]
+    collected: Count = Field(description="over all its runs")
+    rounds: Count
+    resumed: bool = Field(description="it continued an earlier run")
+
+
+class JobRow(_Output):
+    """One job as `data jobs --json` lists it (jobs.list_jobs)."""
+
+    name: str
+    status: Literal["new", "running", "crashed", "done", "stopped", "failed"]
+    pid: int | None
+    collected: Count
+    rounds: Count
+    cursor: str | None = Field(description="JSON: source -> cursor")
+    error: str | None
+    started: float = Field(description="Unix seconds")
+    updated: float = Field(description="Unix seconds")
+    spec: JobSpec
+
+
+# name -> (the type that describes it, a description for the document)
+SCHEMAS: dict[str, tuple[Any, str]] = {
+    "record": (PrintedRecord, "a record as every data command prints it"),
+    "search": (SearchPage, "what `data search -o json` prints, one page"),
+    "collect": (CollectStats, "what `data collect --json` prints"),
+    "pack": (PackManifest, "a pack's manifest.json"),
+    "job": (JobResult, "what `data collect --job NAME --json` prints when the job ends"),
+    "jobs": (list[JobRow], "what `data jobs --json` prints"),
 }
-
-SEARCH: dict[str, Any] = {
-    "type": "object",
-    "required": ["results", "count", "next_cursor"],
-    "additionalProperties": False,
-    "properties": {
-        "results": {"type": "array", "items": {"$ref": "#/$defs/record"}},
-        "count": {"type": "integer", "minimum": 0},
-        "next_cursor": {
-            "type": ["string", "null"],
-            "description": "pass as --cursor for the next page; null on the last page",
-        },
-    },
-    "$defs": {"record": RECORD},
-}
-
-COLLECT: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "source",
-        "store",
-        "read",
-        "inserted",
-        "duplicates",
-        "skipped",
-        "evicted",
-        "errors",
-        "records_in_store",
-        "seconds",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "source": {"type": "string"},
-        "store": {"type": "string"},
-        "read": {"type": "integer", "minimum": 0},
-        "inserted": {"type": "integer", "minimum": 0},
-        "duplicates": {"type": "integer", "minimum": 0},
-        "skipped": {"type": "integer", "minimum": 0, "description": "bad items, not stored"},
-        "evicted": {"type": "integer", "minimum": 0, "description": "oldest, over the cap"},
-        "errors": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
-        "records_in_store": {"type": "integer", "minimum": 0},
-        "seconds": {"type": "number", "minimum": 0},
-    },
-}
-
-PACK: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "format",
-        "created",
-        "records",
-        "sources",
-        "labels",
-        "time_span",
-        "tokenizer",
-        "vocab_size",
-        "seq_len",
-        "rows",
-        "tokens",
-        "dropped_tail_tokens",
-        "seed",
-        "shards",
-        "sha256",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "format": {"const": "swarmpress-pack/1"},
-        "created": _TIME,
-        "records": {"type": "integer", "minimum": 1},
-        "sources": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "labels": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "time_span": {"type": ["array", "null"], "items": _TIME, "minItems": 2, "maxItems": 2},
-        "tokenizer": {"type": "string"},
-        "vocab_size": {"type": "integer", "minimum": 1},
-        "seq_len": {"type": "integer", "minimum": 2},
-        "rows": {"type": "integer", "minimum": 1},
-        "tokens": {"type": "integer", "minimum": 2},
-        "dropped_tail_tokens": {"type": "integer", "minimum": 0},
-        "seed": {"type": "integer"},
-        "shards": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["file", "rows"],
-                "additionalProperties": False,
-                "properties": {"file": {"type": "string"}, "rows": {"type": "integer"}},
-            },
-        },
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-    },
-}
-
-JOB: dict[str, Any] = {
-    "type": "object",
-    "description": "what `data collect --job NAME --json` prints when the job ends",
-    "required": ["job", "status", "collected", "rounds", "resumed"],
-    "additionalProperties": False,
-    "properties": {
-        "job": {"type": "string"},
-        "status": {"enum": ["done", "stopped", "failed"]},
-        "collected": {"type": "integer", "minimum": 0, "description": "over all its runs"},
-        "rounds": {"type": "integer", "minimum": 0},
-        "resumed": {"type": "boolean", "description": "it continued an earlier run"},
-    },
-}
-
-JOBS: dict[str, Any] = {
-    "type": "array",
-    "description": "what `data jobs --json` prints",
-    "items": {
-        "type": "object",
-        "required": [
-            "name",
-            "status",
-            "pid",
-            "collected",
-            "rounds",
-            "cursor",
-            "error",
-            "started",
-            "updated",
-            "spec",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string"},
-            "status": {"enum": ["new", "running", "crashed", "done", "stopped", "failed"]},
-            "pid": {"type": ["integer", "null"]},
-            "collected": {"type": "integer", "minimum": 0},
-            "rounds": {"type": "integer", "minimum": 0},
-            "cursor": {"type": ["string", "null"], "description": "JSON: source -> cursor"},
-            "error": {"type": ["string", "null"]},
-            "started": {"type": "number", "description": "Unix seconds"},
-            "updated": {"type": "number", "description": "Unix seconds"},
-            "spec": {"type": "object", "required": ["name", "sources"]},
-        },
-    },
-}
-
-SCHEMAS = {"record": RECORD, "search": SEARCH, "collect": COLLECT, "pack": PACK, "job": JOB,
-           "jobs": JOBS}  # fmt: skip
 
 
 def schema(name: str) -> dict[str, Any]:
     """The full schema document for one output; KeyError listing the names otherwise."""
     if name not in SCHEMAS:
         raise KeyError(f"no schema {name!r}; known: {', '.join(SCHEMAS)}")
+    kind, description = SCHEMAS[name]
+    body = TypeAdapter(kind).json_schema(mode="serialization")
+    body.pop("title", None)
     return {"$schema": DRAFT, "$id": f"{BASE}/{name}.json", "title": f"swarmpress data {name}",
-            **SCHEMAS[name]}  # fmt: skip
+            "description": description, **body}  # fmt: skip

@@ -39,12 +39,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from swarmpress.data.records import Record, content_json, parse_record
+from swarmpress.errors import SwarmpressError
 
 DEFAULT_STORE = "~/.swarmpress/data.db"
 STORE_ENV = "SWARMPRESS_DATA_STORE"
 
 
-class StoreError(RuntimeError):
+class StoreError(SwarmpressError, RuntimeError):
     """A store that cannot be opened or used; the message names it and why."""
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from swarmpress.errors import UsageError
+
 DEFAULT_TOKENIZER = "minilm"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UsageError, ValueError):
     """A tokenizer that cannot be found or loaded, with the reason."""
 
 

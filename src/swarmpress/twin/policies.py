@@ -21,12 +21,15 @@ import math
 import random
 from collections.abc import Callable
 
+from swarmpress.errors import SwarmpressError, UsageError
 from swarmpress.twin.tracker import Tracker
 
 
-class PolicyFailure(RuntimeError):
+class PolicyFailure(SwarmpressError, RuntimeError):
     """A policy broke the contract (a bad route or assignment, a slow or failed call):
     the task scores 0 with this reason."""
+
+    exit_code = 2  # the CLI's usage code: the policy given, not swarmpress, is at fault
 
 
 class RoutingPolicy:
@@ -266,7 +269,7 @@ DESCRIPTIONS = {
 }
 
 
-class PolicyError(ValueError):
+class PolicyError(UsageError, ValueError):
     """An unknown policy name."""
 
 

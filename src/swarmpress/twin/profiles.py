@@ -13,11 +13,13 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from swarmpress.errors import UsageError
+
 BUILTIN = Path(__file__).with_name("profiles.json")
 ROLES = ("activation", "gradient", "weight_delta")
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError, ValueError):
     """An unknown codec profile or a malformed profile file."""
 
 

@@ -30,13 +30,14 @@ from typing import Protocol
 
 import httpx
 
+from swarmpress.errors import SwarmpressError
 from swarmpress.twin.policies import BalancingPolicy, PolicyFailure, RoutingPolicy
 from swarmpress.twin.tracker import Tracker
 
 PEER_LIMIT = 512
 
 
-class TransportError(RuntimeError):
+class TransportError(SwarmpressError, RuntimeError):
     """The exchange with the router failed (refused, reset, broken pipe...)."""
 
 

@@ -14,10 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from swarmpress.errors import UsageError
+
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UsageError, ValueError):
     """A scenario that cannot be simulated; the message names the field."""
 
 

@@ -16,6 +16,8 @@ import select
 import struct
 import time
 
+from swarmpress.errors import SwarmpressError
+
 HEAD = struct.Struct(">BI")
 
 # worker -> harness
@@ -32,7 +34,7 @@ TEXT_CAP = 64 << 10  # the most a text frame may declare
 REASON_CHARS = 500  # the most of it kept
 
 
-class ChannelError(Exception):
+class ChannelError(SwarmpressError):
     """The sandbox sent something that is not a frame it may send."""
 
 
@@ -44,11 +46,11 @@ class ChannelOversize(ChannelError):
         self.kind, self.size, self.cap = kind, size, cap
 
 
-class ChannelTimeout(Exception):
+class ChannelTimeout(SwarmpressError):
     """No complete frame before the deadline."""
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(SwarmpressError):
     """The sandbox closed its end (it exited or crashed)."""
 
 

@@ -8,12 +8,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarmpress.errors import SwarmpressError
+
 HARNESS = Path(__file__).with_name("harness.py")
 UID_BASE = 61000  # sandbox uids are UID_BASE + slot; nothing on the host owns them
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SwarmpressError, RuntimeError):
     """No engine can run a sandbox here; the message says what to install or change."""
+
+    exit_code = 2  # the CLI's usage code: the host needs something installed or changed
 
 
 @dataclass(frozen=True)

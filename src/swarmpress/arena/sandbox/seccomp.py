@@ -27,6 +27,8 @@ import errno
 import functools
 import tempfile
 
+from swarmpress.errors import SwarmpressError
+
 DENY = (
     "add_key", "request_key", "keyctl", "ptrace", "process_vm_readv", "process_vm_writev",
     "pidfd_getfd", "kcmp", "unshare", "setns", "bpf", "perf_event_open", "userfaultfd",
@@ -48,8 +50,10 @@ CLONE_NS_FLAGS = {
 }  # fmt: skip
 
 
-class SeccompUnavailable(RuntimeError):
+class SeccompUnavailable(SwarmpressError, RuntimeError):
     """libseccomp (or its Python binding) is missing."""
+
+    exit_code = 2  # something to install, as for SandboxUnavailable
 
 
 @functools.cache

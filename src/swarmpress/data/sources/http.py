@@ -18,15 +18,13 @@ from typing import Any
 
 import httpx
 
+from swarmpress.errors import AuthError, SwarmpressError  # AuthError: a 401/403, no token
+
 USER_AGENT = "swarmpress-data/0.1 (+https://github.com/swarmpress)"
 
 
-class FetchError(RuntimeError):
+class FetchError(SwarmpressError, RuntimeError):
     """A source that did not answer usefully (after retries); the message says why."""
-
-
-class AuthError(FetchError):
-    """Credentials missing or refused (401/403)."""
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from swarmpress.data.records import Record, RecordError, make_record, parse_record
+from swarmpress.errors import UsageError
 
 TEXT_SUFFIXES = (".txt", ".md")
 BLOCK = 4096
 Item = tuple[Record | None, str | None]
 
 
-class SourceError(ValueError):
+class SourceError(UsageError, ValueError):
     """A source that cannot be read at all (a missing path, nothing readable in it)."""
 
 

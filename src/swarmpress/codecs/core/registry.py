@@ -1,0 +1,67 @@
+"""Codec registry: look codecs up by id, list them, decode any frame without knowing its codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swarmpress.codecs.core import frame as _frame
+from swarmpress.codecs.core.base import Codec
+from swarmpress.codecs.core.errors import CodecError
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make a codec available to get_codec() and decode()."""
+    cid = cls.codec_id
+    if cid in _REGISTRY and _REGISTRY[cid] is not cls:
+        raise CodecError(f"codec id {cid!r} is already registered by {_REGISTRY[cid].__name__}")
+    _REGISTRY[cid] = cls
+    return cls
+
+
+def codec_class(name: str) -> type[Codec]:
+    """The registered class for a codec id; CodecError listing the known ids otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise CodecError(f"unknown codec {name!r}; available: {known}") from None
+
+
+def get_codec(name: str, **params: Any) -> Codec:
+    """Build a codec by id or spec with parameters: get_codec("blockq", bits=4) and
+    get_codec("blockq:bits=4") are the same codec (the CLI's spec grammar, specs.py)."""
+    if not isinstance(name, str):
+        raise CodecError(f"a codec name or spec must be a string, got {type(name).__name__}")
+    if ":" in name:
+        from swarmpress.codecs.core.specs import parse_codec_spec
+
+        name, parsed = parse_codec_spec(name)
+        both = sorted(set(parsed) & set(params))
+        if both:
+            raise CodecError(f"codec {name!r}: {', '.join(both)} set in the spec and as arguments")
+        params = {**parsed, **params}
+    return codec_class(name)(**params)
+
+
+def list_codecs() -> list[dict[str, Any]]:
+    """Descriptions of every registered codec, sorted by id."""
+    return [_REGISTRY[k].describe() for k in sorted(_REGISTRY)]
+
+
+def decode(blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
+    """Decode any stateless frame: the frame names its codec and parameters."""
+    fr = _frame.unpack(blob)
+    cls = codec_class(fr.codec_id)
+    if fr.stateful or cls.stateful:
+        raise CodecError(
+            f"frame from stateful codec {fr.codec_id!r}: decode it with the codec instance "
+            "that follows the stream"
+        )
+    params = {k: v for k, v in fr.params.items() if k not in cls.local_params}
+    try:
+        codec = cls.from_config(params)
+    except CodecError as exc:
+        raise CodecError(f"frame carries invalid parameters for {fr.codec_id!r}: {exc}") from None
+    return codec.decode_frame(fr, device)
