@@ -131,3 +131,13 @@ def test_device_frames_do_not_depend_on_the_coder_threads(device):
     one = lossy_torch.encode(x, DType.BFLOAT16, 2048, 128, "similarity", 0.99, threads=1)
     two = lossy_torch.encode(x, DType.BFLOAT16, 2048, 128, "similarity", 0.99, threads=2)
     assert one == two
+
+
+def test_a_one_element_tensor_encodes_on_the_device_path_without_warnings():
+    import warnings
+
+    x = torch.tensor([[1.5]], dtype=torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        payload = lossy_torch.encode(x, DType.BFLOAT16, 1, 1, "similarity", 0.99)
+    assert payload is not None

@@ -37,3 +37,63 @@ def test_fp16_tensors_encode_and_decode_within_the_memory_bound():
         tracemalloc.stop()
     assert enc_peak < 2.5 * x.nbytes, enc_peak / x.nbytes
     assert dec_peak < 2.5 * x.nbytes, dec_peak / x.nbytes
+
+
+def test_fp16_near_the_top_of_its_range_encodes_without_warnings():
+    import warnings
+
+    import swarmpress as sp
+
+    x = np.full((256, 64), 65504.0, dtype=np.float16)
+    x[::7, 3] = -65504.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a caller running with -W error gets a frame too
+        blob = sp.get_codec("lossy").encode(x)
+    assert sp.similarity(x, sp.decode(blob)) > 0.99
+
+
+def test_a_forged_step_that_overflows_float16_is_refused():
+    import struct
+
+    import pytest
+
+    import swarmpress as sp
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((512, 64)).astype(np.float16)
+    fr = sp.codecs.unpack_frame(sp.get_codec("lossy").encode(x))
+    payload = bytearray(fr.payload)
+    assert payload[0] == 2  # the fast mode; its header starts with the step
+    struct.pack_into("<d", payload, 1, 1e5)
+    forged = sp.codecs.pack_frame(fr.codec_id, fr.params, fr.dtype, fr.container, fr.shape,
+                                  bytes(payload))  # fmt: skip
+    with pytest.raises(sp.CodecError, match="beyond float16"):
+        sp.decode(forged)
+
+
+def test_rows_wider_than_a_decode_block_are_projected_at_most_twice(monkeypatch):
+    import swarmpress as sp
+    from swarmpress.codecs.families.lossy import fast, lowrank
+
+    # the smallest decode block (one chunk, 32K values): these rows are wider than it
+    monkeypatch.setattr(fast, "DECODE_BLOCK_VALUES", 1)
+
+    rows, chans = 256, 40_000  # a row wider than a 32K-value chunk
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((rows, 6)).astype(np.float32)
+    v = rng.standard_normal((6, chans)).astype(np.float32)
+    x = (u @ v + 0.05 * rng.standard_normal((rows, chans), dtype=np.float32)).astype(np.float16)
+    blob = sp.get_codec("lossy").encode(x)
+    payload = sp.codecs.unpack_frame(blob).payload
+    assert payload[1 + 9] & 0x02, "expected a low-rank part"
+    projected = []
+    real = lowrank.project
+
+    def counting(coeffs, basis, step):
+        projected.append(coeffs.shape[0])
+        return real(coeffs, basis, step)
+
+    monkeypatch.setattr(lowrank, "project", counting)
+    y = sp.decode(blob)
+    assert sum(projected) <= 2 * rows, sum(projected)
+    assert sp.similarity(x, y) > 0.99

@@ -54,7 +54,8 @@ class TorchBackend:
         self.r = self.x if proj is None else (x32 - proj).to(torch.float64)
 
     def _vec(self, a: np.ndarray) -> Any:
-        return _torch().from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.device)
+        # a copy: `a` may be a read-only broadcast view, which torch.from_numpy warns about
+        return _torch().from_numpy(np.array(a, dtype=np.float64)).to(self.device)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(per-channel sum, sum of squares) of what is quantized, and the tensor's |x|^2."""

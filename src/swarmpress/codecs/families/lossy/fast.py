@@ -187,7 +187,8 @@ class NumbaBackend:
             y = (q + mu) * step
             if self.proj.size:  # as the decoder: float32(... + projection), then float16
                 y += self.proj[sl].astype(np.float64).reshape(r1 - r0, self.chans)
-            y = y.astype(np.float32).astype(np.float16).astype(np.float64)
+            with np.errstate(over="ignore"):  # a step that overflows float16 fails the check
+                y = y.astype(np.float32).astype(np.float16).astype(np.float64)
             x = self.src[sl].view(np.float16).astype(np.float64).reshape(r1 - r0, self.chans)
             d = x - y
             dot += float(np.vdot(x, y))
@@ -446,7 +447,8 @@ def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
         return
     n, size = rows * chans, 1 << p.streams.chunk_log
     block = DECODE_BLOCK_VALUES if p.lowrank is not None else NARROW_BLOCK_VALUES
-    per = max(1, block // size)
+    # a block spans at least a row, so a row wider than a block is projected at most twice
+    per = max(1, block // size, -(-chans // size))
     for k0 in range(0, len(p.streams.woff), per):
         k1 = min(len(p.streams.woff), k0 + per)
         v0, v1 = k0 * size, min(n, k1 * size)
@@ -456,8 +458,12 @@ def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
         decode_values(p.streams, tables, rows, chans, dest, mode, p.step, p.mu, proj, threads,
                       what, chunks=(k0, k1), out_base=base, proj_base=r0 * chans)  # fmt: skip
         if narrow:
-            with np.errstate(over="ignore", under="ignore"):  # as the dtype says: inf or 0
+            with np.errstate(over="ignore", under="ignore"):
                 out[v0:v1] = dest
+            # an encoder checks the target on these very float16 values, so a frame whose
+            # values overflow float16 was not made by one
+            if not np.isfinite(out[v0:v1]).all():
+                raise CodecError("lossy fast payload decodes to values beyond float16")
 
 
 def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1) -> np.ndarray:
