@@ -142,7 +142,10 @@ def test_stateful_codecs_only_for_weight_deltas(field):
 @pytest.mark.parametrize(
     "field", ["codec_delta", "codec_activation", "codec_gradient", "codec_weights"]
 )
-@pytest.mark.parametrize("spec", ["lossy-stream", "lossy-stream:refresh=2", "auto:lossy-stream"])
+@pytest.mark.parametrize(
+    "spec",
+    ["lossy-stream", "lossy-stream:refresh=2", "auto:lossy-stream", "lossy-stream:energy_bits=16"],
+)
 def test_a_codec_whose_receiver_must_follow_the_stream_is_refused(field, spec):
     """lossy-stream's decoder keeps a basis learned from earlier frames; a swarm receiver
     decodes each frame alone (frames come from any replica, attempt by attempt), so the
@@ -153,6 +156,16 @@ def test_a_codec_whose_receiver_must_follow_the_stream_is_refused(field, spec):
     assert msg.startswith(f"{field}: {spec} cannot be followed by swarm receivers")
     assert "earlier frames" in msg
     assert "\n" not in msg
+
+
+def test_a_codec_that_hides_its_decoder_state_is_caught_on_a_short_stream(monkeypatch):
+    """The declared flag is checked: a stateful codec that says its state is sender-only
+    but whose frames do not decode alone is still refused."""
+    from swarmpress.codecs import codec_class
+
+    monkeypatch.setattr(codec_class("lossy-stream"), "decoder_state", False)
+    with pytest.raises(ConfigError, match=r"does not decode on its own|decodes differently"):
+        build_config("tiny", codec_delta="lossy-stream")
 
 
 def test_config_error_is_a_usage_error():

@@ -56,6 +56,13 @@ def stream_problem(spec: str) -> str | None:
     codec = make_codec(spec)
     if not codec.stateful:
         return None
+    if codec.decoder_state:  # declared by the codec (Codec.decoder_state)
+        return (
+            "its decoder needs state carried from earlier frames (it declares decoder_state); "
+            "every frame must decode on its own"
+        )
+    # A stateful codec that declares sender-only state: its word is checked on a short
+    # stream, so a wrong declaration is refused here rather than as dropped deltas later.
     follower = make_codec(spec)
     rng = np.random.default_rng(0)
     direction = rng.standard_normal((1, _PROBE_CHANNELS)).astype(np.float32)

@@ -105,7 +105,12 @@ class Codec(ABC):
     codec_id: ClassVar[str]
     summary: ClassVar[str]
     lossless: ClassVar[bool]
-    stateful: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False  # an instance keeps state between frames
+    #: The decoder keeps state carried from earlier frames (a basis learnt from the stream),
+    #: so a receiver must see every frame of the stream, in order. False for codecs whose
+    #: state lives on the sending side only (topk's error feedback): their frames decode on
+    #: their own with the frame's parameters.
+    decoder_state: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = ()
     #: Most decoded bytes one payload byte can stand for, where the format bounds it (raw 1,
     #: zstd 32768); None where it cannot (an entropy coder turns a constant tensor into a
@@ -263,6 +268,7 @@ class Codec(ABC):
             "summary": cls.summary,
             "lossless": cls.lossless,
             "stateful": cls.stateful,
+            "decoder_state": cls.decoder_state,
             "params": [p.describe() for p in cls.params],
             "doc": inspect.cleandoc(cls.__doc__ or ""),
         }

@@ -190,6 +190,7 @@ class StreamLossyCodec(LossyCodec):
     codec_id = "lossy-stream"
     summary = "lossy + a channel basis learned from the stream (stateful, receiver follows)"
     stateful = True
+    decoder_state = True  # the receiver follows the basis the stream teaches
     params = (
         *LossyCodec.params[:2],
         Param(
