@@ -20,29 +20,43 @@ import os
 from swarmpress.codecs.core.errors import CodecError
 
 _DEFAULT = 8 << 30
-_max_decode_bytes = int(os.environ.get("SWARMPRESS_MAX_DECODE_BYTES", _DEFAULT))
+_ENV = "SWARMPRESS_MAX_DECODE_BYTES"
+_override: int | None = None  # set_max_decode_bytes(); else the environment, read per call
 
 
 def set_max_decode_bytes(n: int) -> None:
     """Change the largest tensor (in bytes) any decoder will materialize."""
-    global _max_decode_bytes
+    global _override
     if n <= 0:
         raise CodecError("max decode bytes must be positive")
-    _max_decode_bytes = int(n)
+    _override = int(n)
 
 
 def max_decode_bytes() -> int:
-    """The current cap on a decoded tensor's size in bytes."""
-    return _max_decode_bytes
+    """The current cap on a decoded tensor's size in bytes: set_max_decode_bytes(), else
+    SWARMPRESS_MAX_DECODE_BYTES as it is now (not when swarmpress was imported), else 8 GiB."""
+    if _override is not None:
+        return _override
+    raw = os.environ.get(_ENV)
+    if raw is None:
+        return _DEFAULT
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CodecError(f"{_ENV} must be a positive number of bytes, got {raw!r}")
+    return value
 
 
 def check_decode_size(numel: int, itemsize: int) -> None:
     """Refuse a frame whose declared tensor exceeds the cap."""
     nbytes = numel * itemsize
-    if nbytes > _max_decode_bytes:
+    cap = max_decode_bytes()
+    if nbytes > cap:
         raise CodecError(
-            f"frame declares a {nbytes}-byte tensor, above the {_max_decode_bytes}-byte decode "
-            "limit (raise it with SWARMPRESS_MAX_DECODE_BYTES if this is intended)"
+            f"frame declares a {nbytes}-byte tensor, above the {cap}-byte decode "
+            f"limit (raise it with {_ENV} if this is intended)"
         )
 
 
