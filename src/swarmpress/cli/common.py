@@ -29,52 +29,19 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 # ----------------------------------------------------------------------------- errors
-# The exit code (and a lead-in, where it helps) the CLI has always given each layer's error,
-# by class name: the classes are found on the exception's MRO, so nothing is imported here
-# and the most specific class wins (data's AuthError, 2, before its base FetchError, 1).
-# An error not named here that derives from SwarmpressError exits with its own `exit_code`.
-LAYER_ERRORS: dict[str, tuple[int, str]] = {
-    # arena
-    "ClientError": (EXIT_USAGE, ""),
-    "ArenaError": (EXIT_USAGE, ""),
-    "ArenaConfigError": (EXIT_USAGE, ""),
-    "PoolError": (EXIT_USAGE, ""),
-    "SandboxUnavailable": (EXIT_USAGE, ""),
-    "EnvError": (EXIT_USAGE, ""),
-    "ExportError": (EXIT_USAGE, ""),  # arena's and data's
-    # bench, corpus, codecs
-    "ApexError": (EXIT_USAGE, ""),
-    "CorpusError": (EXIT_USAGE, ""),
-    "CodecError": (EXIT_USAGE, ""),
-    # data
-    "QueryError": (EXIT_USAGE, ""),
-    "SourceError": (EXIT_USAGE, ""),
-    "PackError": (EXIT_USAGE, ""),
-    "RecordError": (EXIT_USAGE, ""),
-    "JobError": (EXIT_USAGE, ""),
-    "AuthError": (EXIT_USAGE, ""),  # data's (a FetchError) and arena's (an ArenaError)
-    "FetchError": (EXIT_FAILED, ""),
-    "StoreError": (EXIT_FAILED, ""),
-    # swarm
-    "ConfigError": (EXIT_USAGE, ""),
-    "DataError": (EXIT_USAGE, ""),
-    "CalibrationError": (EXIT_USAGE, "cannot calibrate: "),
-    "SwarmError": (EXIT_FAILED, "the run failed: "),
-    # twin
-    "ScenarioError": (EXIT_USAGE, ""),
-    "ProfileError": (EXIT_USAGE, ""),
-    "PolicyError": (EXIT_USAGE, ""),
-    "PolicyFailure": (EXIT_USAGE, ""),
+# Every layer's error derives from SwarmpressError and carries the exit code it means
+# (1 failed, 2 bad input); a few get a lead-in that says what was being done.
+LEAD_INS: dict[str, str] = {
+    "CalibrationError": "cannot calibrate: ",
+    "SwarmError": "the run failed: ",
 }
 
 
 def _known(exc: BaseException, also: tuple[type[BaseException], ...]) -> tuple[int, str] | None:
     """(exit code, lead-in) for an error the CLI reports in one line; None for a bug."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ in LAYER_ERRORS and cls.__module__.startswith("swarmpress."):
-            return LAYER_ERRORS[cls.__name__]
     if isinstance(exc, SwarmpressError):
-        return exc.exit_code, ""
+        names = [cls.__name__ for cls in type(exc).__mro__]
+        return exc.exit_code, next((LEAD_INS[n] for n in names if n in LEAD_INS), "")
     if isinstance(exc, (OSError, *also)):  # a port in use, a folder we cannot write, ...
         return EXIT_USAGE, ""
     return None

@@ -8,3 +8,5 @@ from swarmpress.errors import SwarmpressError
 
 class CodecError(SwarmpressError, ValueError):
     """A frame could not be decoded, or a tensor/parameter set cannot be encoded."""
+
+    exit_code = 2  # bad input: an unknown codec or parameter, a frame that does not decode
