@@ -93,7 +93,7 @@ def test_multipart_tensors_arrive_intact_and_in_order(pair):
     for i, x in enumerate(acts):
         parts = [
             codecs.encode(x, Role.ACTIVATION, torch.float32),
-            codecs.encode(weights, Role.UNSPECIFIED, torch.float32),
+            codecs.encode(weights, Role.WEIGHTS, torch.float32),
             bytes(range(256)),
         ]
         a.send("b", Message("fwd", {"i": i}, parts))

@@ -345,3 +345,16 @@ def test_auto_settles_per_link():
     assert fast.settle(Role.GRADIENT, x, torch.float32, LinkSpec()) == "lossy"
     blob = fast.encode(x, Role.ACTIVATION, torch.float32)
     assert torch.equal(decode_tensor(blob), x)
+
+
+def test_optimizer_state_travels_under_its_role_with_the_weights_codec():
+    import torch
+
+    from swarmpress.codecs import Role, unpack_frame
+    from swarmpress.swarm.role_codecs import WEIGHTS_ROLE, RoleCodecs
+
+    assert WEIGHTS_ROLE is Role.WEIGHTS
+    rc = RoleCodecs("raw", "raw", "topk", "lossless")
+    for role in (Role.WEIGHTS, Role.OPTIMIZER_STATE):
+        blob = rc.encode(torch.randn(64), role, torch.float32)
+        assert unpack_frame(blob).codec_id == "lossless"

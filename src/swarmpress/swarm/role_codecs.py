@@ -17,9 +17,8 @@ from swarmpress.codecs import Codec, CodecError, Role, build_codec, codec_class,
 from swarmpress.swarm.links import LinkSpec
 from swarmpress.swarm.tensors import decode_tensor
 
-# Full weights and optimizer state travel under Role.UNSPECIFIED until the codec layer's
-# Role names them; this is the one place the swarm says so.
-WEIGHTS_ROLE = Role.UNSPECIFIED
+# Full weights and optimizer state travel together, under the weights codec.
+WEIGHTS_ROLE = Role.WEIGHTS
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # `none` is the uncompressed baseline: the raw tensor in a checked frame.
 CODEC_ALIASES = {"none": "raw"}
@@ -133,6 +132,8 @@ class RoleCodecs:
         return self.chosen[role]
 
     def encode(self, tensor: torch.Tensor, role: Role, dtype: torch.dtype) -> bytes:
-        """The tensor as a frame of the role's codec, cast to the wire dtype first."""
+        """The tensor as a frame of the role's codec (optimizer state: the weights' codec),
+        cast to the wire dtype first; the codec is told the tensor's own role."""
         t = tensor.detach().to(dtype).contiguous()
-        return self.codecs[role].encode(t, role)
+        key = Role.WEIGHTS if role is Role.OPTIMIZER_STATE else role
+        return self.codecs[key].encode(t, role)

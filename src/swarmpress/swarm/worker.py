@@ -72,8 +72,11 @@ WIRE_ROLE = {
     Role.GRADIENT: "gradient",
     Role.WEIGHT_DELTA: "weight-delta",
     WEIGHTS_ROLE: "weights",
+    Role.OPTIMIZER_STATE: "weights",  # sent with the weights, counted with them
 }
 Work = tuple[str, Forward | Backward]  # (sender, message)
+# The roles of _state_tensors(): weights, anchor, outer momentum, Adam's two moments.
+_STATE_ROLES = (WEIGHTS_ROLE, WEIGHTS_ROLE) + (Role.OPTIMIZER_STATE,) * 3
 
 
 def lr_at(cfg: SwarmConfig, step: int) -> float:
@@ -547,6 +550,7 @@ class StageWorker:
 
     # ------------------------------------------------------------------ catch-up
     def _state_tensors(self) -> list[torch.Tensor]:
+        """Weights, outer anchor, then optimizer state (_STATE_ROLES says which is which)."""
         out = [
             flat([p.detach() for p in self.params]),
             flat(self.outer.anchor),
@@ -565,7 +569,8 @@ class StageWorker:
 
     def _send_state(self, dst: str) -> None:
         steps = [float(self.opt.state[p]["step"]) for p in self.params if p in self.opt.state]
-        parts = tuple(self._encode(t, WEIGHTS_ROLE) for t in self._state_tensors())
+        tensors = self._state_tensors()
+        parts = tuple(self._encode(t, r) for t, r in zip(tensors, _STATE_ROLES, strict=True))
         self._send(dst, State(self.step + 1, steps[0] if steps else 0.0, parts), "weights")
 
     def _wait_state(self) -> None:

@@ -34,6 +34,8 @@ class Role(StrEnum):
     ACTIVATION = "activation"
     GRADIENT = "gradient"
     WEIGHT_DELTA = "weight-delta"
+    WEIGHTS = "weights"  # full parameters (a newcomer's copy, a checkpoint)
+    OPTIMIZER_STATE = "optimizer-state"  # moments, outer momentum: travel with the weights
     UNSPECIFIED = "unspecified"
 
 
