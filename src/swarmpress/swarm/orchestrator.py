@@ -85,6 +85,7 @@ class Slot:
     queued: int = 0  # from its last heartbeat: work it could do
     stats: WorkerStats = field(default_factory=WorkerStats)
     catch_up_from: str | None = None
+    stepped: int = -1  # the last step it reported applied
 
     @property
     def active(self) -> bool:  # what twin policies read
@@ -140,6 +141,7 @@ class Orchestrator:
         self.steps: list[StepInfo] = []
         self.gen = 0
         self.kills = 0
+        self.kill_due = False  # the fault drill's next kill, waiting for a settled moment
         self.step = 0
         self.training = False
         self.eval_paths: dict[int, Attempt] = {}
@@ -292,6 +294,7 @@ class Orchestrator:
             case Stepped(step=step, applied=applied, stats=stats):
                 slot.stats = stats
                 self.applied[(step, slot.stage)] += applied
+                slot.stepped = max(slot.stepped, step)
             case Bye(stats=stats):
                 slot.stats = stats
             case Crash(reason=reason):
@@ -473,12 +476,14 @@ class Orchestrator:
         self.committed.clear()
         for i in range(self.cfg.microbatches):
             self._route(i, 0, step)
-        kill_now = self.cfg.kill_every and step > 0 and step % self.cfg.kill_every == 0
+        if self.cfg.kill_every and step > 0 and step % self.cfg.kill_every == 0:
+            self.kill_due = True
         while len(self.committed) < self.cfg.microbatches:
             self.pump(0.02)
-            if kill_now and (self.committed or time.monotonic() - t_start > 0.5):
+            busy = self.committed or time.monotonic() - t_start > 0.5
+            if self.kill_due and busy and self._previous_step_settled(step):
                 self._inject_fault(step)
-                kill_now = False
+                self.kill_due = False
         merge = (step + 1) % self.cfg.merge_every == 0 or step == self.cfg.steps - 1
         self._send_step(step, merge)
         if merge:
@@ -496,6 +501,13 @@ class Orchestrator:
         if self.on_step is not None:
             self.on_step(step, info.to_json())
         return info
+
+    def _previous_step_settled(self, step: int) -> bool:
+        """Whether every live replica has reported applying the previous step. The drill
+        kills only then, so what it measures is the replay of in-flight work; a crash
+        before that report loses the replica's share of the previous step with its
+        weights, and the run's report says so (exactly_once false)."""
+        return all(s.stepped >= step - 1 for s in self.slots.values() if s.active)
 
     def _send_step(self, step: int, merge: bool) -> None:
         per_worker: dict[str, list[Key]] = defaultdict(list)
