@@ -95,3 +95,11 @@ def test_cli_codecs_json_and_table():
     assert {c["id"] for c in json.loads(res.stdout)} >= {"zstd", "blockq"}
     res = runner.invoke(app, ["codecs"])
     assert res.exit_code == 0 and "blockq" in res.stdout
+
+
+def test_none_means_the_raw_codec_wherever_a_codec_is_named():
+    # one alias table (codecs.CODEC_ALIASES) for the library, the CLI and the swarm
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for codec in (sp.get_codec("none"), sp.codecs.build_codec("none")):
+        assert codec.codec_id == "raw"
+        assert np.array_equal(sp.decode(codec.encode(x)), x)

@@ -28,10 +28,18 @@ from swarmpress.codecs.core.metrics import (
     rel_l2,
     similarity,
 )
-from swarmpress.codecs.core.registry import codec_class, decode, get_codec, list_codecs, register
+from swarmpress.codecs.core.registry import (
+    CODEC_ALIASES,
+    codec_class,
+    decode,
+    get_codec,
+    list_codecs,
+    register,
+)
 from swarmpress.codecs.core.specs import build_codec, parse_codec_spec, split_codec_list
 
 __all__ = [
+    "CODEC_ALIASES",
     "Codec",
     "CodecError",
     "Frame",

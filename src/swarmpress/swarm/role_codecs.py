@@ -13,15 +13,21 @@ import time
 import numpy as np
 import torch
 
-from swarmpress.codecs import Codec, CodecError, Role, build_codec, codec_class, unpack_frame
+from swarmpress.codecs import (
+    CODEC_ALIASES,
+    Codec,
+    CodecError,
+    Role,
+    build_codec,
+    codec_class,
+    unpack_frame,
+)
 from swarmpress.swarm.links import LinkSpec
 from swarmpress.swarm.tensors import decode_tensor
 
 # Full weights and optimizer state travel together, under the weights codec.
 WEIGHTS_ROLE = Role.WEIGHTS
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# `none` is the uncompressed baseline: the raw tensor in a checked frame.
-CODEC_ALIASES = {"none": "raw"}
 
 
 AUTO = "auto"  # `auto` or `auto:SPEC`: SPEC where it pays on the link, raw where it does not

@@ -20,10 +20,14 @@ def register(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
+# Names that mean another codec wherever a codec is named: library, CLI, bench, swarm.
+CODEC_ALIASES = {"none": "raw"}  # the uncompressed baseline: the raw tensor, framed and checked
+
+
 def codec_class(name: str) -> type[Codec]:
-    """The registered class for a codec id; CodecError listing the known ids otherwise."""
+    """The registered class for a codec id or alias; CodecError listing the known ids."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[CODEC_ALIASES.get(name, name)]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise CodecError(f"unknown codec {name!r}; available: {known}") from None
