@@ -384,10 +384,6 @@ class Parsed:
     streams: Streams
     lowrank: lossy_lowrank.Section | None  # the low-rank part, if any
 
-    def projection(self) -> np.ndarray:
-        """The whole low-rank projection (float32, flat), or an empty array."""
-        return _NO_PROJ if self.lowrank is None else self.lowrank.projection()
-
 
 def parse(mv: memoryview, rows: int, chans: int) -> Parsed:
     """Read a fast-mode payload; every count and length is checked before anything is sized
@@ -449,21 +445,23 @@ def _run_decoder(p: Parsed, rows: int, chans: int, out: np.ndarray, mode: int,
     block = DECODE_BLOCK_VALUES if p.lowrank is not None else NARROW_BLOCK_VALUES
     # a block spans at least a row, so a row wider than a block is projected at most twice
     per = max(1, block // size, -(-chans // size))
-    for k0 in range(0, len(p.streams.woff), per):
-        k1 = min(len(p.streams.woff), k0 + per)
-        v0, v1 = k0 * size, min(n, k1 * size)
-        r0, r1 = v0 // chans, -(-v1 // chans)
-        proj = None if p.lowrank is None else p.lowrank.projection(r0, r1)
-        dest, base = (scratch("narrow", v1 - v0, np.float32), v0) if narrow else (out, 0)
-        decode_values(p.streams, tables, rows, chans, dest, mode, p.step, p.mu, proj, threads,
-                      what, chunks=(k0, k1), out_base=base, proj_base=r0 * chans)  # fmt: skip
-        if narrow:
-            with np.errstate(over="ignore", under="ignore"):
-                out[v0:v1] = dest
-            # an encoder checks the target on these very float16 values, so a frame whose
-            # values overflow float16 was not made by one
-            if not np.isfinite(out[v0:v1]).all():
-                raise CodecError("lossy fast payload decodes to values beyond float16")
+    # one BLAS context for the whole tensor: entering it per block cost about 10 %
+    with lossy_lowrank.one_blas_thread():
+        for k0 in range(0, len(p.streams.woff), per):
+            k1 = min(len(p.streams.woff), k0 + per)
+            v0, v1 = k0 * size, min(n, k1 * size)
+            r0, r1 = v0 // chans, -(-v1 // chans)
+            proj = None if p.lowrank is None else p.lowrank.projection(r0, r1)
+            dest, base = (scratch("narrow", v1 - v0, np.float32), v0) if narrow else (out, 0)
+            decode_values(p.streams, tables, rows, chans, dest, mode, p.step, p.mu, proj, threads,
+                          what, chunks=(k0, k1), out_base=base, proj_base=r0 * chans)  # fmt: skip
+            if narrow:
+                with np.errstate(over="ignore", under="ignore"):
+                    out[v0:v1] = dest
+                # an encoder checks the target on these very float16 values, so a frame whose
+                # values overflow float16 was not made by one
+                if not np.isfinite(out[v0:v1]).all():
+                    raise CodecError("lossy fast payload decodes to values beyond float16")
 
 
 def decode(mv: memoryview, dtype: DType, rows: int, chans: int, threads: int = 1) -> np.ndarray:
