@@ -4,9 +4,10 @@ Measured with tracemalloc, which sees numpy's and Python's allocations (not thos
 constriction's, zstd's or LAPACK's native code), on one activation tensor of the embedded
 corpus per dtype (float16: the float32 tensor, rounded). Each codec encodes and decodes the
 tensor once first (imports, JIT, caches); the next call is measured. With --frames N the next
-N calls are measured and the largest peak is reported: for a stateful codec that covers
-its steady-state frames as well as the one after the warm-up (for `lossy-stream`, frame 1
-carries a new channels x channels basis, which the decoder keeps).
+N calls are measured and the largest peak is reported: for a stream codec (and topk behind
+its error feedback) that covers its steady-state frames as well as the one after the
+warm-up (for `lossy-stream`, frame 1 carries a new channels x channels basis, which the
+decoder keeps).
 Run: python benchmarks/memory.py [--codecs topk,lossy-stream] [--frames N] [--json FILE]
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import swarmpress as sp
 from swarmpress.bench.specs import build_codec, default_codec_specs, split_codec_list
 from swarmpress.corpus.build import default_corpus
 from swarmpress.corpus.store import load_corpus
@@ -34,6 +36,16 @@ def peak(fn) -> tuple[object, int]:
     _, top = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return out, top
+
+
+def _ends(codec):
+    """(encoder, decoder): a stream codec's two ends, topk behind its error feedback (how
+    it is used), any other codec itself."""
+    if codec.stream:
+        return codec.encoder(), codec.decoder()
+    if codec.codec_id == "topk":
+        return sp.codecs.ErrorFeedback(codec), codec
+    return codec, codec
 
 
 def main() -> int:
@@ -54,11 +66,12 @@ def main() -> int:
     for tensor_name, x in tensors:
         for spec in specs:
             codec = build_codec(spec)
-            codec.decode(codec.encode(x))  # warm-up: imports, JIT, caches
+            enc, dec = _ends(codec)
+            dec.decode(enc.encode(x))  # warm-up: imports, JIT, caches (a stream's first frame)
             enc_peak = dec_peak = 0
             for _ in range(max(1, args.frames)):
-                blob, e = peak(lambda c=codec, t=x: c.encode(t))
-                _, d = peak(lambda c=codec, b=blob: c.decode(b))
+                blob, e = peak(lambda c=enc, t=x: c.encode(t))
+                _, d = peak(lambda c=dec, b=blob: c.decode(b))
                 enc_peak, dec_peak = max(enc_peak, e), max(dec_peak, d)
             rows.append(
                 {

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> dict:
     tensors = _batches(
         args.model, args.layer, args.tensors, args.batch, args.seq_len, args.role, args.seed
     )
-    enc, dec = sp.get_codec("lossy-stream"), sp.get_codec("lossy-stream")
+    stream = sp.get_codec("lossy-stream")
+    enc, dec = stream.encoder(), stream.decoder()
     stateless = sp.get_codec("lossy")
     rows = []
     with Progress(transient=True) as progress:

@@ -53,21 +53,32 @@ def _peak(fn):
     return out, top
 
 
-def _warm(name, params, x):
+def _ends(name, params):
+    """(encoder, decoder) as a user holds them: topk behind its error feedback, a stream
+    codec's two state objects."""
     codec = sp.get_codec(name, **params)
+    if codec.stream:
+        return codec.encoder(), codec.decoder()
+    return sp.codecs.ErrorFeedback(codec), codec
+
+
+def _warm(name, params, x):
+    enc, dec = _ends(name, params)
     for t in _drift(x, 3):
-        codec.decode(codec.encode(t))
+        dec.decode(enc.encode(t))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "params", [{}, {"error_feedback": False}, {"density": 0.03, "bits": 3, "chunk": 1024}]
-)
-def test_topk_encode_and_decode_peaks_stay_within_three_times_the_input(dtype, params):
-    """Every call, the first included (it makes the float32 residual: 2x a 16-bit input)."""
+@pytest.mark.parametrize("feedback", [True, False])
+@pytest.mark.parametrize("params", [{}, {"density": 0.03, "bits": 3, "chunk": 1024}])
+def test_topk_encode_and_decode_peaks_stay_within_three_times_the_input(dtype, params, feedback):
+    """Every call, the first included (error feedback makes the float32 residual then: 2x a
+    16-bit input); without feedback the codec alone."""
     x = _activation(SHAPE, dtype)
     _warm("topk", params, x)
-    enc, dec = sp.get_codec("topk", **params), sp.get_codec("topk", **params)
+    enc, dec = _ends("topk", params)
+    if not feedback:
+        enc = dec
     limit = 3 * x.nbytes + ALLOWANCE
     for i, t in enumerate(_drift(x, 3)):
         blob, enc_peak = _peak(lambda t=t: enc.encode(t))
@@ -80,7 +91,7 @@ def test_topk_keeps_its_residual_in_place_after_the_first_call():
     """Later calls update the residual where it is: well under one input of new memory."""
     x = _activation(SHAPE, BF16)
     _warm("topk", {}, x)
-    enc = sp.get_codec("topk")
+    enc, _ = _ends("topk", {})
     frames = _drift(x, 3)
     enc.encode(frames[0])
     for t in frames[1:]:
@@ -98,7 +109,7 @@ def test_lossy_stream_decode_peak_stays_within_three_times_the_input(dtype):
     """
     x = _activation(SHAPE, dtype)
     _warm("lossy-stream", {}, x)
-    enc, dec = sp.get_codec("lossy-stream"), sp.get_codec("lossy-stream")
+    enc, dec = _ends("lossy-stream", {})
     basis_bytes = 8 * SHAPE[-1] ** 2
     for i, t in enumerate(_drift(x, 4)):
         blob = enc.encode(t)
@@ -115,7 +126,7 @@ def test_lossy_stream_encode_peak_does_not_regress():
     is the floor here until those become blockwise. It was 49x before issue 13."""
     x = _activation(SHAPE, BF16)
     _warm("lossy-stream", {}, x)
-    enc = sp.get_codec("lossy-stream")
+    enc, _ = _ends("lossy-stream", {})
     for i, t in enumerate(_drift(x, 4)):
         _, peak = _peak(lambda t=t: enc.encode(t))
         assert peak <= 27 * x.nbytes, f"encode #{i}: {peak / x.nbytes:.2f}x the input"
@@ -126,8 +137,7 @@ def test_lossy_stream_decodes_coefficients_beyond_int16_exactly():
     a field of many moves to int32. Both must decode to within the max_abs target."""
     rng = np.random.default_rng(3)
     for outliers, scale in ((2, 1.0), (0, 300.0)):
-        enc = sp.get_codec("lossy-stream", target="max_abs", value=1e-2)
-        dec = sp.get_codec("lossy-stream", target="max_abs", value=1e-2)
+        enc, dec = _ends("lossy-stream", {"target": "max_abs", "value": 1e-2})
         for _ in range(4):
             x = rng.standard_normal((300, 48)) * scale
             x[rng.integers(0, 300, outliers), rng.integers(0, 48, outliers)] = 1e4

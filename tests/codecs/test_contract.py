@@ -103,3 +103,16 @@ def test_none_means_the_raw_codec_wherever_a_codec_is_named():
     for codec in (sp.get_codec("none"), sp.codecs.build_codec("none")):
         assert codec.codec_id == "raw"
         assert np.array_equal(sp.decode(codec.encode(x)), x)
+
+
+@pytest.mark.parametrize(
+    ("spec", "other"),
+    [("blockq:bits=2", "blockq"), ("topk:density=0.05:bits=3:chunk=128", "topk"),
+     ("lossless:mode=fast", "lossless"), ("zstd:level=9", "zstd")],
+)  # fmt: skip
+def test_an_instance_decodes_a_frame_with_the_frames_own_parameters(spec, other):
+    """codec.decode(frame) gives what swarmpress.decode gives, whatever the instance's own
+    settings: the frame carries the parameters its decoder needs."""
+    x = np.random.default_rng(4).standard_normal((8, 300)).astype(np.float32)
+    blob = sp.get_codec(spec).encode(x)
+    np.testing.assert_array_equal(sp.get_codec(other).decode(blob), sp.decode(blob))

@@ -25,7 +25,7 @@ def test_pack_unpack_roundtrip():
     assert fr.container == Container.NUMPY
     assert fr.shape == (3, 1)
     assert bytes(fr.payload) == b"abc"
-    assert not fr.stateful
+    assert not fr.stream
 
 
 def test_layout_matches_documentation():

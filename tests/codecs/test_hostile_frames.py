@@ -115,10 +115,16 @@ def refit(blob: bytes, **edit: Any) -> bytes:
 
 
 def decoder_for(codec_id: str, params: dict) -> Callable[[bytes], Any]:
-    """How a receiver decodes: swarmpress.decode, or a fresh instance for stateful codecs."""
-    if codec_class(codec_id).stateful:
-        return sp.get_codec(codec_id, **params).decode
+    """How a receiver decodes: swarmpress.decode, or a fresh decoder for a stream codec."""
+    if codec_class(codec_id).stream:
+        return sp.get_codec(codec_id, **params).decoder().decode
     return sp.decode
+
+
+def encoder_for(codec_id: str, params: dict) -> Callable[..., bytes]:
+    """How a sender encodes: the codec itself, or a fresh encoder for a stream codec."""
+    codec = sp.get_codec(codec_id, **params)
+    return codec.encoder().encode if codec.stream else codec.encode
 
 
 class Peak:
@@ -159,7 +165,7 @@ def tensor(dtype: np.dtype) -> np.ndarray:
 
 
 def valid_frame(codec_id: str, params: dict, dtype: np.dtype = F32) -> bytes:
-    return sp.get_codec(codec_id, **params).encode(tensor(dtype))
+    return encoder_for(codec_id, params)(tensor(dtype))
 
 
 def hostile_edits(blob: bytes, rng: np.random.Generator) -> Iterator[tuple[str, bytes, bool]]:
@@ -199,7 +205,7 @@ def hostile_edits(blob: bytes, rng: np.random.Generator) -> Iterator[tuple[str, 
         if dtype != fr.dtype:
             yield f"dtype {dtype.name}", refit(blob, dtype=int(dtype)), False
     yield "container", refit(blob, container=1 - int(fr.container)), False
-    yield "flags", refit(blob, flags=fr.flags ^ frame.FLAG_STATEFUL), False
+    yield "flags", refit(blob, flags=fr.flags ^ frame.FLAG_STREAM), False
 
 
 # ----------------------------------------------------------------------------- tests
@@ -242,7 +248,7 @@ ZERO_SIZE_SHAPES = [
 def test_zero_size_dims_with_huge_others(variant):
     codec_id, params = variant
     try:
-        empty = sp.get_codec(codec_id, **params).encode(np.zeros((0, 24), np.float32))
+        empty = encoder_for(codec_id, params)(np.zeros((0, 24), np.float32))
     except sp.CodecError:  # a codec that refuses empty tensors: an empty payload then
         empty = build(codec_id, b"{}", 1, 0, (0, 24), b"")
     for shape in ZERO_SIZE_SHAPES:
@@ -253,7 +259,7 @@ def test_zero_size_dims_with_huge_others(variant):
             _, err, used = peak.run(lambda bad=bad: decoder_for(codec_id, params)(bad))
         assert isinstance(err, sp.CodecError) and used < MiB
     # An empty tensor of a reasonable shape still round-trips where the codec allows it.
-    if frame.unpack(empty).payload or not codec_class(codec_id).stateful:
+    if frame.unpack(empty).payload or not codec_class(codec_id).stream:
         fr = frame.unpack(empty)
         y = decoder_for(codec_id, params)(refit(empty, shape=(0, 1 << 20, 24)))
         assert tuple(y.shape) == (0, 1 << 20, 24) and y.dtype == fr.dtype.numpy
@@ -375,7 +381,7 @@ LEGIT = [
 def test_valid_large_frames_decode_in_a_few_times_their_output(codec_id, params, factor):
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((512, 64)) @ rng.standard_normal((64, 1024))).astype(np.float32)
-    blob = sp.get_codec(codec_id, **params).encode(x)
+    blob = encoder_for(codec_id, params)(x)
     with Peak() as peak:
         y, err, used = peak.run(lambda: decoder_for(codec_id, params)(blob))
     assert err is None and y.shape == x.shape

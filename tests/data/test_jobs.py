@@ -11,7 +11,15 @@ import time
 import pytest
 from jsonschema import Draft202012Validator
 
-from swarmpress.data.jobs import JobError, get_job, list_jobs, parse_spec, run_job, save_spec
+from swarmpress.data.jobs import (
+    JobError,
+    get_job,
+    jobs,
+    list_jobs,
+    parse_spec,
+    run_job,
+    save_spec,
+)
 from swarmpress.data.schema import schema
 from swarmpress.data.sources.http import JsonClient
 from swarmpress.data.sources.reddit import RedditSource
@@ -57,6 +65,12 @@ def test_job_stops_after_n_records(server, tmp_path):
     assert get_job(s, "py")["status"] == "done"
 
 
+def _update(store: Store, name: str, **values) -> None:
+    """Write a job row directly, as a process that died mid-run left it."""
+    with store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.name == name).values(**values))
+
+
 def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
     pages(server)
     s = Store(str(tmp_path / "j.db"))
@@ -66,8 +80,6 @@ def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
     first = [r for r, _ in RedditSource(server.url, JsonClient(server.url)).items(
         ["r/Python"], limit=3)]  # fmt: skip
     s.insert(first)
-    from swarmpress.data.jobs import _update
-
     _update(s, "py", status="running", pid=2**22 + 12345, collected=3,
             cursor=json.dumps({"reddit": "t3_p7"}))  # fmt: skip
     assert get_job(s, "py")["status"] == "crashed"
@@ -82,8 +94,6 @@ def test_crashed_job_resumes_from_its_cursor(server, tmp_path):
 def test_running_job_cannot_be_redefined_or_doubled(tmp_path):
     s = Store(str(tmp_path / "j.db"))
     save_spec(s, parse_spec({"name": "loc", "sources": ["local"]}))
-    from swarmpress.data.jobs import _update
-
     _update(s, "loc", status="running", pid=os.getpid())
     with pytest.raises(JobError, match="running"):
         save_spec(s, parse_spec({"name": "loc", "sources": ["local"], "every_s": 5}))

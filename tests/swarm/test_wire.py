@@ -177,7 +177,7 @@ def test_a_numpy_frame_decodes_to_torch():
     assert torch.equal(y, torch.from_numpy(arr))
 
 
-def test_a_stateful_topk_frame_decodes_without_the_senders_state():
+def test_weight_delta_frames_carry_error_feedback_and_decode_alone():
     rc = _codecs()
     x = torch.randn(4096)
     first = decode_tensor(rc.encode(x, Role.WEIGHT_DELTA, torch.float32), (4096,))
@@ -185,6 +185,10 @@ def test_a_stateful_topk_frame_decodes_without_the_senders_state():
     # error feedback: the second frame carries what the first one left out
     assert 0 < int((first != 0).sum()) <= 4096 * 0.1
     assert not torch.equal(first, second)
+    # without it, the same delta gives the same frame twice
+    plain = RoleCodecs("lossy", "lossy", "topk:density=0.05:bits=4", "raw", error_feedback=False)
+    a = plain.encode(x, Role.WEIGHT_DELTA, torch.float32)
+    assert a == plain.encode(x, Role.WEIGHT_DELTA, torch.float32)
 
 
 # ---------------------------------------------------------------------- tokens

@@ -50,7 +50,7 @@ from swarmpress.bench.results import (
 from swarmpress.bench.specs import build_codec, default_codec_specs
 from swarmpress.bench.threads import describe as describe_threads
 from swarmpress.bench.threads import one_thread
-from swarmpress.codecs import Codec, CodecError, codec_class, get_codec
+from swarmpress.codecs import BaseCodec, CodecError, codec_class, get_codec
 from swarmpress.codecs.core import metrics as M
 from swarmpress.codecs.core.tensors import BF16, to_float64
 from swarmpress.corpus.store import Corpus, Entry, load_corpus
@@ -141,20 +141,20 @@ def _fill_quality(
     m.lossy_score = M.lossy_score(m.ratio, m.similarity)
 
 
-def _warm_up(codec: Codec) -> None:
+def _warm_up(codec: BaseCodec) -> None:
     """One untimed round trip per dtype, so JIT compilation and lazy imports stay out of
     the timings (the first call of a numba kernel loads or compiles it)."""
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float16, BF16):
         x = rng.standard_normal((64, 64)).astype(dtype)
         with contextlib.suppress(Exception):  # a failing codec is measured (and reported) later
-            enc = type(codec).from_config(codec.get_config()) if codec.stateful else codec
-            enc.decode(enc.encode(x))
+            enc, dec = (codec.encoder(), codec.decoder()) if codec.stream else (codec, codec)
+            dec.decode(enc.encode(x))
 
 
 def _measure_codec(
     label: str,
-    codec: Codec,
+    codec: BaseCodec,
     entry: Entry,
     x: np.ndarray,
     x64: np.ndarray,
@@ -163,11 +163,8 @@ def _measure_codec(
 ) -> Measurement:
     m = _new_measurement(entry, label, "codec", codec.lossless, x)
     try:
-        if codec.stateful:
-            enc, dec = (
-                type(codec).from_config(codec.get_config()),
-                type(codec).from_config(codec.get_config()),
-            )
+        if codec.stream:  # each tensor opens a stream: one encoder and decoder per tensor
+            enc, dec = codec.encoder(), codec.decoder()
             repeats = 1
         else:
             enc = dec = codec

@@ -7,7 +7,7 @@ from swarmpress.cli.output import emit, table
 
 
 def _kind(c: dict) -> str:
-    return ("lossless" if c["lossless"] else "lossy") + (", stateful" if c["stateful"] else "")
+    return ("lossless" if c["lossless"] else "lossy") + (", stream" if c["stream"] else "")
 
 
 def codecs_cmd(as_json: JsonOpt = False) -> None:

@@ -1,7 +1,7 @@
 """Tensor codecs: the public API over three rooms.
 
-- core/: the contract and its infrastructure (Codec, frame, registry, spec grammar,
-  tensors, limits, metrics);
+- core/: the contract and its infrastructure (Codec, StreamCodec, ErrorFeedback, frame,
+  registry, spec grammar, tensors, limits, metrics);
 - entropy/: entropy coders apart from any codec's model;
 - families/: one module or package per codec family; importing this package registers
   every codec.
@@ -11,8 +11,9 @@ are the implementation.
 """
 
 from swarmpress.codecs import families  # noqa: F401  (importing the families registers them)
-from swarmpress.codecs.core.base import Codec, Param, Role
+from swarmpress.codecs.core.base import BaseCodec, Codec, Param, Role
 from swarmpress.codecs.core.errors import CodecError
+from swarmpress.codecs.core.feedback import ErrorFeedback
 from swarmpress.codecs.core.frame import Frame
 from swarmpress.codecs.core.frame import pack as pack_frame
 from swarmpress.codecs.core.frame import unpack as unpack_frame
@@ -37,14 +38,21 @@ from swarmpress.codecs.core.registry import (
     register,
 )
 from swarmpress.codecs.core.specs import build_codec, parse_codec_spec, split_codec_list
+from swarmpress.codecs.core.stream import StreamCodec, StreamDecoder, StreamEncoder, StreamState
 
 __all__ = [
     "CODEC_ALIASES",
+    "BaseCodec",
     "Codec",
     "CodecError",
+    "ErrorFeedback",
     "Frame",
     "Param",
     "Role",
+    "StreamCodec",
+    "StreamDecoder",
+    "StreamEncoder",
+    "StreamState",
     "bits_per_value",
     "break_even_bandwidth",
     "build_codec",

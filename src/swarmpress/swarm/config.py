@@ -24,7 +24,7 @@ from swarmpress.codecs import CodecError
 from swarmpress.errors import UsageError
 from swarmpress.swarm.links import LinkError, LinkSpec, parse_link
 from swarmpress.swarm.model import ModelConfig
-from swarmpress.swarm.role_codecs import WIRE_DTYPES, make_codec, stream_problem
+from swarmpress.swarm.role_codecs import WIRE_DTYPES, stream_problem
 
 
 class ConfigError(UsageError, ValueError):
@@ -62,6 +62,11 @@ class SwarmConfig(BaseModel):
     codec_gradient: str = "lossy"
     codec_delta: str = "topk:density=0.05:bits=4"
     codec_weights: str = "lossless:mode=fast"
+    error_feedback: bool = Field(
+        True,
+        description="keep what the weight-delta codec did not send and add it to the next "
+        "round's pseudo-gradient (error feedback, as SparseLoCo)",
+    )
     wire_dtype: str = "float32"
     link: str = "none"
     # routing and faults
@@ -96,22 +101,13 @@ class SwarmConfig(BaseModel):
     @classmethod
     def _codec(cls, v: str, info: ValidationInfo) -> str:
         try:
-            codec = make_codec(v)
-            problem = stream_problem(v) if codec.stateful else None
+            problem = stream_problem(v)
         except CodecError as exc:
             raise ValueError(str(exc)) from None
         if problem is not None:
             # Every receiver decodes each frame alone: a codec whose receiver must follow one
             # stream in order would see its frames refused (and a merge wait forever).
-            raise ValueError(
-                f"{v} cannot be followed by swarm receivers: {problem}; every frame must "
-                "decode on its own (each comes from any replica, attempt by attempt)"
-            )
-        if codec.stateful and info.field_name != "codec_delta":
-            # Activations and gradients go to different replicas, attempt by attempt, and full
-            # weights once per newcomer: only one sender-side stream per tensor (the DiLoCo
-            # pseudo-gradient) lets a sender's state (error feedback) mean something.
-            raise ValueError(f"{v} is stateful; use it for codec_delta only")
+            raise ValueError(f"{info.field_name}={v!r} cannot be used: {problem}")
         return v
 
     @field_validator("router")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from swarmpress.codecs import (
     CODEC_ALIASES,
+    BaseCodec,
     Codec,
-    CodecError,
+    ErrorFeedback,
     Role,
     build_codec,
-    codec_class,
-    unpack_frame,
 )
 from swarmpress.swarm.links import LinkSpec
 from swarmpress.swarm.tensors import decode_tensor
@@ -42,7 +40,7 @@ def codec_spec(spec: str) -> str:
     return CODEC_ALIASES.get(spec, spec)
 
 
-def make_codec(spec: str) -> Codec:
+def make_codec(spec: str) -> BaseCodec:
     """A codec from a spec or shorthand; CodecError naming the problem otherwise."""
     return build_codec(codec_spec(spec))
 
@@ -50,51 +48,19 @@ def make_codec(spec: str) -> Codec:
 def stream_problem(spec: str) -> str | None:
     """Why a swarm receiver could not decode this codec's frames, or None when it can.
 
-    A swarm receiver decodes every frame on its own, with a fresh decoder built from the
-    frame's parameters (decode_tensor): frames of one sender reach different replicas, and
-    a replayed sample takes another path. A codec that is stateful only on the sending side
-    (topk's error feedback) passes; one whose decoder needs state from earlier frames
-    (lossy-stream's basis) does not. Stateless codecs pass by the codec contract; for a
-    stateful one the receiver's path is tried on a short stream with structure to learn:
-    each frame, decoded alone, must give what a decoder following the whole stream gives.
+    A swarm receiver decodes every frame on its own (decode_tensor): frames of one sender
+    reach different replicas, and a replayed sample takes another path. A stateless codec's
+    frames always do (the codec contract); a stream codec's decoder must follow one stream
+    in order, so it cannot be used on any swarm role.
     """
     codec = make_codec(spec)
-    if not codec.stateful:
+    if not codec.stream:
         return None
-    if codec.decoder_state:  # declared by the codec (Codec.decoder_state)
-        return (
-            "its decoder needs state carried from earlier frames (it declares decoder_state); "
-            "every frame must decode on its own"
-        )
-    # A stateful codec that declares sender-only state: its word is checked on a short
-    # stream, so a wrong declaration is refused here rather than as dropped deltas later.
-    follower = make_codec(spec)
-    rng = np.random.default_rng(0)
-    direction = rng.standard_normal((1, _PROBE_CHANNELS)).astype(np.float32)
-    for i in range(_PROBE_FRAMES):
-        x = rng.standard_normal((_PROBE_ROWS, 1)).astype(np.float32) @ direction
-        x += np.float32(1e-6) * rng.standard_normal(x.shape).astype(np.float32)
-        try:
-            fr = unpack_frame(codec.encode(x, Role.WEIGHT_DELTA))
-            want = follower.decode_frame(fr)
-        except CodecError as exc:
-            return f"it could not be tried on a short stream ({exc})"
-        try:
-            alone = codec_class(fr.codec_id).from_config(fr.params).decode_frame(fr)
-        except CodecError as exc:
-            return (
-                f"its decoder needs state carried from earlier frames: frame {i + 1} of a "
-                f"stream does not decode on its own ({exc})"
-            )
-        if not np.array_equal(np.asarray(alone), np.asarray(want)):
-            return (
-                f"its decoder needs state carried from earlier frames: frame {i + 1} of a "
-                "stream decodes differently on its own"
-            )
-    return None
-
-
-_PROBE_FRAMES, _PROBE_ROWS, _PROBE_CHANNELS = 6, 64, 32
+    return (
+        f"{codec.codec_id} is a stream codec: its decoder must see every frame of one stream "
+        "in order, but swarm receivers decode each frame on its own (frames come from any "
+        "replica, attempt by attempt); use its stateless form (e.g. lossy)"
+    )
 
 
 def pays_off(raw_bytes: int, wire_bytes: int, codec_s: float, link: LinkSpec) -> bool:
@@ -106,16 +72,27 @@ def pays_off(raw_bytes: int, wire_bytes: int, codec_s: float, link: LinkSpec) ->
 
 
 class RoleCodecs:
-    """One codec per tensor role (activation, gradient, weight-delta, full weights)."""
+    """One codec per tensor role (activation, gradient, weight-delta, full weights).
 
-    def __init__(self, activation: str, gradient: str, delta: str, weights: str) -> None:
+    The weight-delta role is one stream per replica (its DiLoCo pseudo-gradient, round after
+    round): with error_feedback its codec is wrapped in ErrorFeedback, so what a round's
+    frame did not carry is added to the next round's delta instead of being lost.
+    """
+
+    def __init__(
+        self, activation: str, gradient: str, delta: str, weights: str, error_feedback: bool = True
+    ) -> None:
         self.specs = {
             Role.ACTIVATION: activation,
             Role.GRADIENT: gradient,
             Role.WEIGHT_DELTA: delta,
             WEIGHTS_ROLE: weights,
         }
-        self.codecs = {role: make_codec(s) for role, s in self.specs.items()}
+        self.codecs: dict[Role, Codec | ErrorFeedback] = {
+            role: make_codec(s) for role, s in self.specs.items()
+        }
+        if error_feedback:
+            self.codecs[Role.WEIGHT_DELTA] = ErrorFeedback(self.codecs[Role.WEIGHT_DELTA])
         self.chosen = {role: codec_spec(s) for role, s in self.specs.items()}
 
     def settle(self, role: Role, sample: torch.Tensor, dtype: torch.dtype, link: LinkSpec) -> str:

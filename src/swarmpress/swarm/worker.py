@@ -199,6 +199,7 @@ class StageWorker:
             self.cfg.codec_gradient,
             self.cfg.codec_delta,
             self.cfg.codec_weights,
+            self.cfg.error_feedback,
         )
         self.dtype = WIRE_DTYPES[self.cfg.wire_dtype]
         self.width = self.mcfg.dim // self.mcfg.bottleneck
@@ -241,7 +242,7 @@ class StageWorker:
             self.stats.chosen[WIRE_ROLE[role]] = self.codecs.settle(
                 role, x, self.dtype, self.cfg.link_spec
             )
-        probe = make_codec(self.codecs.specs[Role.WEIGHT_DELTA])  # own state: not the stream's
+        probe = make_codec(self.codecs.specs[Role.WEIGHT_DELTA])  # not the stream's feedback
         decode_tensor(probe.encode(torch.randn(4096), Role.WEIGHT_DELTA))
 
     # ------------------------------------------------------------------ main loop

@@ -19,7 +19,9 @@ import swarmpress as sp
 OUT = Path(__file__).with_name("frames.npz")
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
-# (case name, codec spec, input name): stateless codecs decode with swarmpress.decode
+# (case name, codec spec, input name): stateless codecs decode with swarmpress.decode.
+# Format changes on purpose: topk-fp32 remade 2026-12-04 (topk became stateless: no stream
+# flag, no error_feedback parameter; the payload is unchanged).
 CASES = [
     ("raw-bf16", "raw", "act_bf16"),
     ("zstd-fp32", "zstd", "act_fp32"),
@@ -70,13 +72,10 @@ def main() -> None:
     for case, spec, src in CASES:
         frame = sp.get_codec(spec).encode(as_tensor(src, ins[src]))
         out[f"frame/{case}"] = np.frombuffer(frame, dtype=np.uint8)
-        if spec == "topk":
-            fr = sp.codecs.unpack_frame(frame)
-            y = sp.codecs.codec_class(fr.codec_id).from_config(fr.params).decode_frame(fr)
-        else:
-            y = sp.decode(frame)
+        y = sp.decode(frame)
         out[f"decoded/{case}"] = np.frombuffer(digest(y).encode(), dtype=np.uint8)
-    enc, dec = sp.get_codec(STREAM[0]), sp.get_codec(STREAM[0])
+    codec = sp.get_codec(STREAM[0])
+    enc, dec = codec.encoder(), codec.decoder()
     for i in range(STREAM[1]):
         frame = enc.encode(ins[f"stream_{i}"])
         out[f"frame/stream-{i}"] = np.frombuffer(frame, dtype=np.uint8)

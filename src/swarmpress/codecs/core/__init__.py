@@ -1,6 +1,9 @@
 """The codec contract and its infrastructure: what every codec family builds on.
 
-- base.py: `Codec` (encode/decode, config round trip), `Param`, `Role`.
+- base.py: `BaseCodec` (id, parameters, config round trip), `Codec` (stateless
+  encode/decode: any frame decodes on its own), `Param`, `Role`.
+- stream.py: `StreamCodec`, whose encoder and decoder state objects follow one stream.
+- feedback.py: `ErrorFeedback`, the sender-side residual over any stateless codec.
 - frame.py: the self-describing, checksummed frame (docs/frame-format.md).
 - registry.py: register codecs, look them up by id, decode any frame.
 - specs.py: the spec grammar ("blockq:bits=4") that get_codec, the CLI, the swarm and the

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
+import ml_dtypes
 import numpy as np
 
 from swarmpress.codecs.core import frame as _frame
@@ -23,6 +24,7 @@ from swarmpress.codecs.core.tensors import (
     TensorInfo,
     from_numpy,
     on_accelerator,
+    to_float32,
     to_numpy,
     torch_info,
 )
@@ -97,22 +99,18 @@ class Param:
         return out
 
 
-class Codec(ABC):
-    """Encode a float tensor (numpy or torch) into a frame and back.
+class BaseCodec(ABC):
+    """What every registered codec has: an id, checked parameters, a config round trip.
 
-    Subclasses set codec_id, lossless, summary and params, and implement encode_array /
-    decode_array on C-contiguous numpy arrays of float32, float16 or bfloat16.
+    Two kinds derive from it: `Codec` (stateless: any frame decodes on its own) and
+    `StreamCodec` (stream.py: encoder and decoder state objects that follow one stream).
     """
 
     codec_id: ClassVar[str]
     summary: ClassVar[str]
     lossless: ClassVar[bool]
-    stateful: ClassVar[bool] = False  # an instance keeps state between frames
-    #: The decoder keeps state carried from earlier frames (a basis learnt from the stream),
-    #: so a receiver must see every frame of the stream, in order. False for codecs whose
-    #: state lives on the sending side only (topk's error feedback): their frames decode on
-    #: their own with the frame's parameters.
-    decoder_state: ClassVar[bool] = False
+    #: Frames decode only in order, by a decoder that followed the whole stream.
+    stream: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = ()
     #: Most decoded bytes one payload byte can stand for, where the format bounds it (raw 1,
     #: zstd 32768); None where it cannot (an entropy coder turns a constant tensor into a
@@ -151,13 +149,109 @@ class Codec(ABC):
         return {"id": self.codec_id, **self.config}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Codec:
+    def from_config(cls, config: dict[str, Any]) -> BaseCodec:
         """Rebuild a codec from get_config() output."""
         config = dict(config)
         cid = config.pop("id", cls.codec_id)
         if cid != cls.codec_id:
             raise CodecError(f"config is for codec {cid!r}, not {cls.codec_id!r}")
         return cls(**config)
+
+    def frame_params(self) -> dict[str, Any]:
+        """Parameters written into each frame: what a receiver needs to rebuild the decoder."""
+        return dict(self.config)
+
+    def pack(self, info: TensorInfo, payload: bytes) -> bytes:
+        """One frame of this codec around a payload for a tensor described by `info`."""
+        return _frame.pack(
+            self.codec_id,
+            self.frame_params(),
+            info.dtype,
+            info.container,
+            info.shape,
+            payload,
+            flags=_frame.FLAG_STREAM if self.stream else 0,
+        )
+
+    def check_frame(self, fr: _frame.Frame) -> None:
+        """Refuse a frame of another codec, or of the other kind (stream or stateless), and
+        one that declares more than the decode limits allow, before any decoder allocates."""
+        if fr.codec_id != self.codec_id:
+            raise CodecError(
+                f"frame was made by codec {fr.codec_id!r}, not {self.codec_id!r}; "
+                "use swarmpress.decode() for any frame"
+            )
+        if fr.stream != self.stream:
+            kind = "a stream codec's" if fr.stream else "a stateless"
+            raise CodecError(f"{self.codec_id}: this is {kind} frame; its flags are forged")
+        # Both before any decoder allocates: the absolute cap, then the format's ratio.
+        check_decode_size(fr.numel, fr.dtype.itemsize)
+        check_expansion(
+            self.codec_id, len(fr.payload), fr.numel * fr.dtype.itemsize, self.max_expansion
+        )
+
+    # -- registry listing -----------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Machine-readable description of the codec for `swarmpress codecs --json`."""
+        return {
+            "id": cls.codec_id,
+            "summary": cls.summary,
+            "lossless": cls.lossless,
+            "stream": cls.stream,
+            "params": [p.describe() for p in cls.params],
+            "doc": inspect.cleandoc(cls.__doc__ or ""),
+        }
+
+
+def parse_role(role: Role | str) -> Role:
+    """A Role from a Role or its value; CodecError listing the roles otherwise."""
+    try:
+        return Role(role)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise CodecError(f"unknown tensor role {role!r}; allowed: {allowed}") from None
+
+
+def host_array(tensor: Any) -> tuple[np.ndarray, TensorInfo]:
+    """A numpy or torch tensor as a C-contiguous host array and its facts; CodecError when
+    the tensor has more dimensions than a frame holds."""
+    arr, info = to_numpy(tensor)
+    check_ndim(arr.ndim)
+    return arr, info
+
+
+def check_ndim(ndim: int) -> None:
+    """CodecError when a tensor has more dimensions than a frame holds."""
+    if ndim > _frame.MAX_NDIM:
+        raise CodecError(f"tensor has {ndim} dimensions; frames hold at most {_frame.MAX_NDIM}")
+
+
+def out_of_memory(codec_id: str, fr: _frame.Frame) -> CodecError:
+    """The error for a tensor within the cap that this machine cannot hold (or a decoder bug),
+    so a caller handles bad frames with one except clause."""
+    return CodecError(
+        f"{codec_id}: not enough memory to decode a {fr.numel * fr.dtype.itemsize}-byte tensor"
+    )
+
+
+def checked_output(codec_id: str, arr: np.ndarray, fr: _frame.Frame, device: Any) -> Any:
+    """A decoded array as the frame's container (numpy or torch on `device`), refused when it
+    is not the dtype and shape the header promised."""
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    if arr.dtype != fr.dtype.numpy or arr.shape != fr.shape:
+        raise CodecError(f"{codec_id}: decoded tensor does not match the frame header")
+    return from_numpy(arr, fr.container, device)
+
+
+class Codec(BaseCodec):
+    """A stateless codec: encode a float tensor (numpy or torch) into a frame that decodes on
+    its own, anywhere, with `swarmpress.decode`.
+
+    Subclasses set codec_id, lossless, summary and params, and implement encode_array /
+    decode_array on C-contiguous numpy arrays of float32, float16 or bfloat16.
+    """
 
     # -- the public contract --------------------------------------------------------
     def encode(self, tensor: Any, role: Role | str = Role.UNSPECIFIED) -> bytes:
@@ -166,61 +260,44 @@ class Codec(ABC):
         A torch tensor on an accelerator goes to encode_on_device first, so codecs that can
         quantize there do; the others (or a None from it) work on a host copy.
         """
-        try:
-            role = Role(role)
-        except ValueError:
-            allowed = ", ".join(r.value for r in Role)
-            raise CodecError(f"unknown tensor role {role!r}; allowed: {allowed}") from None
+        role = parse_role(role)
         payload = None
         if on_accelerator(tensor):
             info = torch_info(tensor)
-            self._check_ndim(len(info.shape))
+            check_ndim(len(info.shape))
             payload = self.encode_on_device(tensor, info, role)
         if payload is None:
-            arr, info = to_numpy(tensor)
-            self._check_ndim(arr.ndim)
+            arr, info = host_array(tensor)
             payload = self.encode_array(arr, role)
-        return _frame.pack(
-            self.codec_id,
-            self.frame_params(),
-            info.dtype,
-            info.container,
-            info.shape,
-            payload,
-            flags=_frame.FLAG_STATEFUL if self.stateful else 0,
-        )
+        return self.pack(info, payload)
 
     def decode(self, blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
         """Decode a frame made by this codec; same dtype, shape and container as encoded."""
-        fr = _frame.unpack(blob)
-        if fr.codec_id != self.codec_id:
-            raise CodecError(
-                f"frame was made by codec {fr.codec_id!r}, not {self.codec_id!r}; "
-                "use swarmpress.decode() for any frame"
-            )
-        return self.decode_frame(fr, device)
-
-    @staticmethod
-    def _check_ndim(ndim: int) -> None:
-        if ndim > _frame.MAX_NDIM:
-            raise CodecError(f"tensor has {ndim} dimensions; frames hold at most {_frame.MAX_NDIM}")
+        return self.decode_frame(_frame.unpack(blob), device)
 
     def decode_frame(self, fr: _frame.Frame, device: Any = None) -> Any:
-        """Decode an unpacked frame (frame.unpack) with this codec instance: the size checks
-        that need no payload parsing, then the codec's decoder.
-
-        A MemoryError (a tensor within the cap that this machine cannot hold, or a decoder
-        bug) surfaces as CodecError, so a caller handles bad frames with one except clause.
-        """
-        nbytes = fr.numel * fr.dtype.itemsize
-        # Both before any decoder allocates: the absolute cap, then the format's ratio.
-        check_decode_size(fr.numel, fr.dtype.itemsize)
-        check_expansion(self.codec_id, len(fr.payload), nbytes, self.max_expansion)
+        """Decode an unpacked frame (frame.unpack): the checks that need no payload parsing,
+        then the decoder for the parameters the frame carries (this instance's local
+        parameters, such as threads, kept)."""
+        self.check_frame(fr)
+        codec = self.for_params(fr.params)
         try:
-            return self._decode_checked(fr, device)
+            return codec._decode_checked(fr, device)
         except MemoryError:
+            raise out_of_memory(self.codec_id, fr) from None
+
+    def for_params(self, params: dict[str, Any]) -> Codec:
+        """This codec, or one rebuilt with a frame's parameters where they differ from this
+        instance's (a frame decodes the same whichever instance reads it)."""
+        if params == self.frame_params():
+            return self
+        merged = {k: v for k, v in params.items() if k not in self.local_params}
+        merged.update({k: self.config[k] for k in self.local_params if k in self.config})
+        try:
+            return type(self).from_config(merged)  # type: ignore[return-value]
+        except CodecError as exc:
             raise CodecError(
-                f"{self.codec_id}: not enough memory to decode a {nbytes}-byte tensor"
+                f"frame carries invalid parameters for {self.codec_id!r}: {exc}"
             ) from None
 
     def _decode_checked(self, fr: _frame.Frame, device: Any) -> Any:
@@ -231,15 +308,7 @@ class Codec(ABC):
                     raise CodecError(f"{self.codec_id}: decoded tensor does not match the frame")
                 return out
         arr = self.decode_array(fr.payload, fr.dtype, fr.shape)
-        if not arr.flags.writeable:
-            arr = arr.copy()
-        if arr.dtype != fr.dtype.numpy or arr.shape != fr.shape:
-            raise CodecError(f"{self.codec_id}: decoded tensor does not match the frame header")
-        return from_numpy(arr, fr.container, device)
-
-    def frame_params(self) -> dict[str, Any]:
-        """Parameters written into each frame: what a receiver needs to rebuild the decoder."""
-        return dict(self.config)
+        return checked_output(self.codec_id, arr, fr, device)
 
     def encode_on_device(self, tensor: Any, info: TensorInfo, role: Role) -> bytes | None:
         """Payload computed where an accelerator tensor lives, or None to use the host path."""
@@ -251,6 +320,29 @@ class Codec(ABC):
         """Tensor decoded onto an accelerator device, or None to decode on the host and move."""
         return None
 
+    def encode_sum(
+        self, arr: np.ndarray, residual: np.ndarray | None, role: Role
+    ) -> tuple[bytes, Sent]:
+        """Payload for arr + residual (float32, as error feedback adds them) and what its
+        receiver will decode, so ErrorFeedback can carry the difference to the next call.
+
+        This general path forms the sum, encodes it in arr's dtype and decodes the payload;
+        a codec that knows what it sent more cheaply (topk: its positions and values)
+        overrides it. residual is flat (C order) float32, or None for zeros.
+        """
+        total = to_float32(arr)
+        if residual is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                total.reshape(-1)[:] += residual
+        if arr.dtype != np.float32:  # the sum may pass the dtype's largest value: clamp it
+            top = float(ml_dtypes.finfo(arr.dtype).max)
+            np.clip(total, -top, top, out=total)
+        sent = total.astype(arr.dtype, copy=False)
+        payload = self.encode_array(np.ascontiguousarray(sent), role)
+        dtype = DType.of(arr.dtype)
+        back = self.decode_array(payload, dtype, arr.shape)
+        return payload, Sent(dense=np.asarray(back, dtype=np.float32).reshape(-1))
+
     @abstractmethod
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
         """Compress a C-contiguous float array into payload bytes."""
@@ -261,19 +353,15 @@ class Codec(ABC):
     ) -> np.ndarray:
         """Rebuild the array from payload bytes; never trust the payload."""
 
-    # -- registry listing -----------------------------------------------------------
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """Machine-readable description of the codec for `swarmpress codecs --json`."""
-        return {
-            "id": cls.codec_id,
-            "summary": cls.summary,
-            "lossless": cls.lossless,
-            "stateful": cls.stateful,
-            "decoder_state": cls.decoder_state,
-            "params": [p.describe() for p in cls.params],
-            "doc": inspect.cleandoc(cls.__doc__ or ""),
-        }
+
+@dataclass(frozen=True)
+class Sent:
+    """What a receiver decodes from a frame, as error feedback needs it: dense float32 values
+    (C order, flattened), or float32 values at flat positions with zeros elsewhere."""
+
+    dense: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
-__all__ = ["Codec", "CodecError", "Param", "Role", "TensorInfo"]
+__all__ = ["BaseCodec", "Codec", "CodecError", "Param", "Role", "Sent", "TensorInfo"]

@@ -25,8 +25,8 @@ from swarmpress.codecs.core.tensors import Container, DType
 
 MAGIC = b"SWPF"
 VERSION = 1
-FLAG_STATEFUL = 0x01
-KNOWN_FLAGS = FLAG_STATEFUL
+FLAG_STREAM = 0x01  # a stream codec's frame: it decodes only in order, by its stream's decoder
+KNOWN_FLAGS = FLAG_STREAM
 MAX_NDIM = 32
 MAX_ELEMENTS = 1 << 40
 MAX_PARAM_DEPTH = 8  # nesting of arrays/objects in the params JSON
@@ -59,8 +59,9 @@ class Frame:
         return n
 
     @property
-    def stateful(self) -> bool:
-        return bool(self.flags & FLAG_STATEFUL)
+    def stream(self) -> bool:
+        """Made by a stream codec: only that stream's decoder, fed in order, decodes it."""
+        return bool(self.flags & FLAG_STREAM)
 
 
 def pack(

@@ -1,17 +1,18 @@
-"""Codec registry: look codecs up by id, list them, decode any frame without knowing its codec."""
+"""Codec registry: look codecs up by id, list them, decode any stateless frame without knowing
+its codec. Stateless codecs (`Codec`) and stream codecs (`StreamCodec`) share one id space."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from swarmpress.codecs.core import frame as _frame
-from swarmpress.codecs.core.base import Codec
+from swarmpress.codecs.core.base import BaseCodec
 from swarmpress.codecs.core.errors import CodecError
 
-_REGISTRY: dict[str, type[Codec]] = {}
+_REGISTRY: dict[str, type[BaseCodec]] = {}
 
 
-def register(cls: type[Codec]) -> type[Codec]:
+def register(cls: type[BaseCodec]) -> type[BaseCodec]:
     """Class decorator: make a codec available to get_codec() and decode()."""
     cid = cls.codec_id
     if cid in _REGISTRY and _REGISTRY[cid] is not cls:
@@ -24,7 +25,7 @@ def register(cls: type[Codec]) -> type[Codec]:
 CODEC_ALIASES = {"none": "raw"}  # the uncompressed baseline: the raw tensor, framed and checked
 
 
-def codec_class(name: str) -> type[Codec]:
+def codec_class(name: str) -> type[BaseCodec]:
     """The registered class for a codec id or alias; CodecError listing the known ids."""
     try:
         return _REGISTRY[CODEC_ALIASES.get(name, name)]
@@ -33,7 +34,7 @@ def codec_class(name: str) -> type[Codec]:
         raise CodecError(f"unknown codec {name!r}; available: {known}") from None
 
 
-def get_codec(name: str, **params: Any) -> Codec:
+def get_codec(name: str, **params: Any) -> BaseCodec:
     """Build a codec by id or spec with parameters: get_codec("blockq", bits=4) and
     get_codec("blockq:bits=4") are the same codec (the CLI's spec grammar, specs.py)."""
     if not isinstance(name, str):
@@ -55,13 +56,18 @@ def list_codecs() -> list[dict[str, Any]]:
 
 
 def decode(blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
-    """Decode any stateless frame: the frame names its codec and parameters."""
+    """Decode any stateless frame: the frame names its codec and parameters. A stream
+    codec's frame is refused: only a decoder that followed its stream can decode it."""
     fr = _frame.unpack(blob)
     cls = codec_class(fr.codec_id)
-    if fr.stateful or cls.stateful:
+    if fr.stream and not cls.stream:
         raise CodecError(
-            f"frame from stateful codec {fr.codec_id!r}: decode it with the codec instance "
-            "that follows the stream"
+            f"frame flags say stream codec, but {fr.codec_id!r} is stateless: the flags are forged"
+        )
+    if cls.stream:
+        raise CodecError(
+            f"frame from stream codec {fr.codec_id!r}: it decodes only in order, with the "
+            f"stream's decoder (get_codec({fr.codec_id!r}, ...).decoder().decode(frame))"
         )
     params = {k: v for k, v in fr.params.items() if k not in cls.local_params}
     try:

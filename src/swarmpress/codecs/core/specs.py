@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarmpress.codecs.core.base import Codec
+from swarmpress.codecs.core.base import BaseCodec
 from swarmpress.codecs.core.errors import CodecError
 from swarmpress.codecs.core.registry import codec_class, get_codec
 
@@ -86,7 +86,7 @@ def parse_codec_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return codec_id, params
 
 
-def build_codec(spec: str) -> Codec:
+def build_codec(spec: str) -> BaseCodec:
     """The codec a spec describes (CodecError for unknown codecs and bad parameters)."""
     codec_id, params = parse_codec_spec(spec)
     return get_codec(codec_id, **params)

@@ -3,7 +3,7 @@
 - raw.py: `raw`, the tensor's bytes in a checked frame.
 - zstd.py: `zstd`, the raw bytes through Zstandard (the Apex baseline).
 - blockq.py: `blockq`, block absmax quantization to int8/int4.
-- topk.py: `topk`, chunked top-k sparsification with error feedback (stateful).
+- topk.py: `topk`, chunked top-k sparsification (stateless; pair it with ErrorFeedback).
 - lossless/: `lossless`, bit-exact field modelling (max and fast modes).
 - lossy/: `lossy` (quality-targeted quantization: max, fast and device modes) and
   `lossy-stream` (a channel basis learned from the stream).

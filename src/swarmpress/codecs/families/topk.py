@@ -7,13 +7,14 @@ what a message did not carry and adds it to the next tensor, so every part of th
 is delivered eventually. SparseLoCo (Sarfi et al. 2025, "Communication-efficient
 language model training scales reliably and robustly") shows that top-k at 1-3 % density
 per chunk, values quantized to 2 bits, with an error-feedback buffer, matches DiLoCo on
-pseudo-gradients at more than 97x compression. This codec is that recipe as a stateful
-swarmpress codec.
+pseudo-gradients at more than 97x compression. This codec is that recipe's compressor; the
+error-feedback buffer is `ErrorFeedback` (codecs/core/feedback.py), which wraps any codec,
+so topk frames are stateless and decode anywhere.
 
 Per call, on the C-order flattened tensor:
 
-1. a = x + e, where e is the float32 residual this instance keeps (zero when
-   error_feedback is off, and at the start of a stream).
+1. a = x + e, where e is the float32 residual ErrorFeedback keeps (zero without it, and at
+   the start of a stream).
 2. The flattened tensor is cut into chunks of `chunk` consecutive values (the last one may
    be shorter; a chunk that is a multiple of the last axis, or divides it, lines up with
    rows). In each chunk of length n the k = ceil(density * n) largest magnitudes are kept
@@ -25,8 +26,8 @@ Per call, on the C-order flattened tensor:
 4. Positions go as gaps between sorted in-chunk positions, either Rice-coded (no tables,
    good for uniform scatter) or range-coded with their histogram (good for clustered
    gradients); the encoder writes whichever is smaller. Values (j, sign) are range-coded.
-5. e = a - decoded: exactly what the receiver got is subtracted, rounding to the output
-   dtype included, so sum(decoded) + e == sum(x) over the stream.
+5. (ErrorFeedback) e = a - decoded: exactly what the receiver got is subtracted, rounding
+   to the output dtype included, so sum(decoded) + e == sum(x) over the stream.
 
 The decoder's output is dense: zeros except at the sent positions, in the input's dtype,
 shape and container. The payload layout is in docs/frame-format.md.
@@ -34,26 +35,23 @@ shape and container. The payload layout is in docs/frame-format.md.
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import zstandard
 
-from swarmpress.codecs.core import frame as _frame
-from swarmpress.codecs.core.base import Codec, Param, Role
+from swarmpress.codecs.core.base import Codec, Param, Role, Sent
 from swarmpress.codecs.core.errors import CodecError
 from swarmpress.codecs.core.registry import register
-from swarmpress.codecs.core.tensors import BF16, DType, all_finite
+from swarmpress.codecs.core.tensors import BF16, DType, all_finite, to_float32
 from swarmpress.codecs.entropy.fieldcode import bit_field
 from swarmpress.codecs.entropy.order0 import constant_symbol, encode_symbols, iter_symbols
 from swarmpress.codecs.entropy.planes import pack_bits, pack_plane, unpack_plane
 
-STATE_VERSION = 1
 RICE, RANGE = 0, 1  # index schemes
 MAX_CHUNK = 1 << 15
 MAX_RICE = 15
@@ -94,25 +92,6 @@ def _bf16(v: np.ndarray, up: bool = False) -> np.ndarray:
         low = (q.astype(np.float64) < v) & (q.astype(np.float64) < _BF16_MAX)
         q = np.where(low, (q.view(np.uint16) + 1).view(BF16), q)
     return q.astype(np.float64)
-
-
-@functools.cache
-def _f16_table() -> np.ndarray:
-    """float32 value of every float16 bit pattern (256 KiB, made on first use)."""
-    return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-
-
-def _float32(v: np.ndarray) -> np.ndarray:
-    """A new float32 array of v's values; float16 goes through a table (3x faster than a cast,
-    and the same bits: the table is that cast), a block at a time (take widens its indices)."""
-    if v.dtype != np.float16:
-        return v.astype(np.float32)
-    table, bits = _f16_table(), v.view(np.uint16).reshape(-1)
-    out = np.empty(v.size, dtype=np.float32)
-    step = 1 << 14  # take makes intp indices: 8 bytes a value per call
-    for i in range(0, v.size, step):  # every index is in range: "clip" skips raise's copy
-        np.take(table, bits[i : i + step], out=out[i : i + step], mode="clip")
-    return out.reshape(v.shape)
 
 
 def _rice_cost(g: np.ndarray) -> tuple[int, int]:
@@ -243,31 +222,25 @@ class _RiceGaps:
 
 @register
 class TopKCodec(Codec):
-    """Chunked top-k with few-bit values and error feedback; stateful (one stream per instance).
+    """Chunked top-k with few-bit values; stateless, and made for error feedback.
 
-    One instance is one stream: it keeps a float32 residual of the stream's shape (the part
-    of every tensor not sent yet) and adds it to the next tensor. A tensor of another shape
-    raises CodecError until reset(). state_dict() / load_state_dict() save and restore the
-    residual (numpy array plus JSON-able metadata, e.g. through np.savez), so a restarted
-    sender continues the stream with byte-identical frames.
-
-    Frames carry the stateful flag, so swarmpress.decode() refuses them (a receiver must
-    know it is following a stream). The residual lives only on the sender, though: every
-    frame decodes on its own with `codec.decode(blob)` on any topk instance (a fresh one,
-    or the encoder itself, whose state decoding never touches); the frame's own parameters
-    are used. The output is dense: zeros except at the sent positions.
+    Each call sends the k largest magnitudes of every chunk of the tensor it is given; the
+    frame decodes on its own (swarmpress.decode) to a dense tensor: zeros except at the
+    sent positions. What was not sent is lost unless the sender keeps it: wrap the codec in
+    `swarmpress.codecs.ErrorFeedback` (one per stream of same-shaped tensors), which adds
+    the residual to the next tensor, as SparseLoCo does. encode_sum() gives it the sent
+    positions and values directly, so the residual never needs a decode of the frame.
 
     density: fraction of each chunk sent per call, k = ceil(density * chunk length).
     bits: 1 = sign and one shared magnitude per chunk; b > 1 = sign and 2**(b-1) magnitude
     levels base + j * step per chunk. chunk: values per top-k chunk (consecutive in C order;
-    4096 as in SparseLoCo). error_feedback: keep and re-add the residual (default on).
-    Meant for Role.GRADIENT and Role.WEIGHT_DELTA; any role is accepted.
+    4096 as in SparseLoCo). Meant for Role.GRADIENT and Role.WEIGHT_DELTA; any role is
+    accepted.
     """
 
     codec_id = "topk"
-    summary = "top-k sparsification + few-bit values + error feedback (SparseLoCo); stateful"
+    summary = "top-k sparsification + few-bit values (SparseLoCo); pair it with ErrorFeedback"
     lossless = False
-    stateful = True
     params = (
         Param(
             "density",
@@ -285,129 +258,28 @@ class TopKCodec(Codec):
             choices=tuple(range(1, 9)),
         ),
         Param("chunk", int, 4096, "values per top-k chunk", minimum=1, maximum=MAX_CHUNK),
-        Param("error_feedback", bool, True, "carry what was not sent into the next call"),
     )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         if self.config["density"] <= 0.0:
             raise CodecError("topk: parameter density must be above 0")
-        self.reset()
-
-    # ------------------------------------------------------------------ state
-    def reset(self) -> None:
-        """Forget the stream: drop the residual; the next tensor may have any shape."""
-        self._shape: tuple[int, ...] | None = None
-        self._residual: np.ndarray | None = None
-        self._steps = 0
-
-    @property
-    def residual(self) -> np.ndarray | None:
-        """A copy of the error-feedback residual (None before the first tensor)."""
-        if self._residual is None:  # zeros without error feedback: not kept, made here
-            return None if self._shape is None else np.zeros(self._shape, dtype=np.float32)
-        return self._residual.copy()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The encoder state: {"version", "active", "shape", "steps"} (JSON-able) + "residual".
-
-        "residual" is a float32 array of the stream's shape (empty when not active). The
-        dict goes through np.savez(f, **state) and back with dict(np.load(f)).
-        """
-        active = self._shape is not None
-        res = self.residual if active else np.zeros(0, dtype=np.float32)
-        return {
-            "version": STATE_VERSION,
-            "active": active,
-            "shape": list(self._shape) if active else [],
-            "steps": self._steps,
-            "residual": np.array(res, dtype=np.float32, copy=True),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state_dict(); CodecError if it is malformed or does not fit this stream."""
-        if not isinstance(state, Mapping):
-            raise CodecError("topk state must be a mapping (from state_dict())")
-        missing = sorted({"version", "active", "shape", "steps", "residual"} - set(state))
-        if missing:
-            raise CodecError(f"topk state lacks {', '.join(missing)}")
-        try:
-            version = int(np.asarray(state["version"]))
-            active = bool(np.asarray(state["active"]))
-            shape = tuple(int(v) for v in np.asarray(state["shape"]).reshape(-1))
-            steps = int(np.asarray(state["steps"]))
-        except (TypeError, ValueError):
-            raise CodecError("topk state metadata is malformed") from None
-        if version != STATE_VERSION:
-            raise CodecError(f"topk state version {version}; this build reads {STATE_VERSION}")
-        res = np.asarray(state["residual"])
-        if res.dtype.kind != "f":
-            raise CodecError(f"topk state residual must be a float array, got {res.dtype}")
-        if steps < 0 or any(d < 0 for d in shape):
-            raise CodecError("topk state has a negative step count or dimension")
-        if not active:
-            self.reset()
-            return
-        if res.shape != shape:
-            raise CodecError(f"topk state residual has shape {res.shape}, its metadata {shape}")
-        res = np.array(res, dtype=np.float32, order="C", copy=True)
-        if not np.isfinite(res).all():
-            raise CodecError("topk state residual holds NaN or infinite values")
-        if not self.config["error_feedback"] and np.any(res):
-            raise CodecError("topk state has a residual but this codec's error feedback is off")
-        if self._shape is not None and self._shape != shape:
-            raise CodecError(
-                f"topk state is for shape {shape}, this stream has shape {self._shape}; "
-                "call reset() first to switch streams"
-            )
-        self._shape, self._residual, self._steps = shape, res, steps
-
-    # ------------------------------------------------------------------ decode entry
-    def decode(self, blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
-        """Decode one topk frame alone, with the parameters it carries (state is untouched)."""
-        fr = _frame.unpack(blob)
-        if fr.codec_id != self.codec_id:
-            raise CodecError(
-                f"frame was made by codec {fr.codec_id!r}, not {self.codec_id!r}; "
-                "use swarmpress.decode() for any stateless frame"
-            )
-        try:
-            peer = type(self).from_config(fr.params)
-        except CodecError as exc:
-            raise CodecError(f"frame carries invalid parameters for 'topk': {exc}") from None
-        return peer.decode_frame(fr, device)
 
     # ------------------------------------------------------------------ encode
     def encode_array(self, arr: np.ndarray, role: Role) -> bytes:
-        shape = tuple(arr.shape)
-        if self._shape is not None and shape != self._shape:
-            raise CodecError(
-                f"topk stream has shape {self._shape}, got a tensor of shape {shape}; "
-                "call reset() to start a new stream"
-            )
-        x = arr.reshape(-1)
-        ef = self.config["error_feedback"]
-        res = self._residual.reshape(-1) if ef and self._residual is not None else None
-        # a = x + residual is never made whole: the selection forms it a batch at a time,
-        # and the residual is updated in place only once the frame exists, so a failed call
-        # changes nothing (float32 addition commutes: residual + x is x + residual, bit for bit).
-        payload, pos, dec = self._encode_flat(x, res)
-        if ef:
-            if res is None:  # the stream's first tensor: the residual starts as x itself
-                e = _float32(x)
-            else:
-                e = res
-                with np.errstate(over="ignore", invalid="ignore"):
-                    for i in range(0, e.size, _ENCODE_BATCH):
-                        part = e[i : i + _ENCODE_BATCH]
-                        np.add(part, _float32(x[i : i + _ENCODE_BATCH]), out=part)
-            e[pos] -= dec
-            self._residual = e.reshape(shape)
-        else:
-            self._residual = None  # all zeros: made only when state_dict() or .residual asks
-        self._shape = shape
-        self._steps += 1
-        return payload
+        return self._encode_flat(arr.reshape(-1), None)[0]
+
+    def encode_sum(
+        self, arr: np.ndarray, residual: np.ndarray | None, role: Role
+    ) -> tuple[bytes, Sent]:
+        """Payload for arr + residual and the positions and values it sends.
+
+        The sum is never made whole: the selection forms it a batch at a time (float32
+        addition commutes: residual + x is x + residual, bit for bit).
+        """
+        flat = None if residual is None else residual.reshape(-1)
+        payload, pos, dec = self._encode_flat(arr.reshape(-1), flat)
+        return payload, Sent(positions=pos, values=dec)
 
     @staticmethod
     def _batch(x: np.ndarray, res: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
@@ -415,13 +287,15 @@ class TopKCodec(Codec):
         if res is None:
             a = x[lo:hi].astype(np.float32, copy=False)  # read only: a float32 x is not copied
         else:
-            a = _float32(x[lo:hi])
+            a = to_float32(x[lo:hi])
             with np.errstate(over="ignore", invalid="ignore"):
                 np.add(a, res[lo:hi], out=a)
         if not all_finite(a):
             if not np.isfinite(x).all():
                 raise CodecError("topk cannot encode NaN or infinite values")
-            raise CodecError("topk: tensor plus residual overflows float32; call reset()")
+            raise CodecError(
+                "topk: tensor plus error-feedback residual overflows float32; reset the feedback"
+            )
         return a
 
     def _select(self, a: np.ndarray, lens: np.ndarray, kc: np.ndarray):

@@ -5,10 +5,12 @@
 - kernels.py: the fast mode's compiled statistics, measurement and quantization loops.
 - lowrank.py: the fast mode's low-rank part (a basis every row shares).
 - device.py: the fast mode's quantization in torch, on the tensor's own device.
-- stream.py: `lossy-stream` (`StreamLossyCodec`), a channel basis learned from the stream.
+- target.py: the quality target and the step search that meets it (max mode, stream).
+- stream.py: `lossy-stream` (`LossyStreamCodec` and its encoder and decoder), a channel
+  basis learned from the stream.
 """
 
 from swarmpress.codecs.families.lossy.codec import LossyCodec
-from swarmpress.codecs.families.lossy.stream import StreamLossyCodec
+from swarmpress.codecs.families.lossy.stream import LossyStreamCodec
 
-__all__ = ["LossyCodec", "StreamLossyCodec"]
+__all__ = ["LossyCodec", "LossyStreamCodec"]

@@ -23,7 +23,6 @@ import numpy as np
 
 from swarmpress.codecs.core.base import Codec, Param, Role
 from swarmpress.codecs.core.errors import CodecError
-from swarmpress.codecs.core.metrics import max_abs_error, rel_l2, similarity
 from swarmpress.codecs.core.registry import register
 from swarmpress.codecs.core.tensors import DType, all_finite
 from swarmpress.codecs.entropy.fieldcode import (
@@ -38,17 +37,14 @@ from swarmpress.codecs.entropy.fieldcode import (
 from swarmpress.codecs.entropy.order0 import check_room, range_decoder
 from swarmpress.codecs.families.lossy import fast as lossy_fast
 from swarmpress.codecs.families.lossy.lowrank import FIX  # the basis fixed point
+from swarmpress.codecs.families.lossy.target import TARGETS, QualityTarget
 
-TARGETS = ("similarity", "rel_l2", "max_abs")
 # payload mode byte (0: the retired single-state fast format; 3: the tensor held NaN or
 # infinity and travels bit-exact through the `lossless` codec instead)
 _OLD_FAST, _MAX, _FAST, _VERBATIM = 0, 1, 2, 3
 _HEAD = struct.Struct("<dH")  # quantization step, rank of the low-rank part
 _RANKS = (4, 8, 16, 32, 64, 128)
 _MAX_RANK = max(_RANKS)
-_SEARCH_GROW = 1.5
-_BISECT_STEPS = 8
-_PROPORTIONAL_STEPS = 6
 
 
 def as_rows(arr: np.ndarray) -> np.ndarray:
@@ -168,115 +164,15 @@ class LossyCodec(Codec):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self._check_target()
+        self.quality = QualityTarget(self.config["target"], self.config["value"])
 
     def frame_params(self) -> dict:
         return {}  # the decoder needs nothing but the payload
-
-    # ------------------------------------------------------------------ quality control
-    def _meets(self, x: np.ndarray, y: np.ndarray) -> bool:
-        t, v = self.config["target"], self.config["value"]
-        if t == "similarity":
-            return similarity(x, y) > v
-        if t == "rel_l2":
-            return rel_l2(x, y) <= v
-        return max_abs_error(x, y) <= v
-
-    def _initial_step(self, x: np.ndarray) -> float:
-        t, v = self.config["target"], self.config["value"]
-        if t == "max_abs":
-            return max(2.0 * v, 1e-30)
-        rms = float(np.sqrt(np.mean(x * x)))
-        err = (1.0 - v) if t == "similarity" else v
-        return max(math.sqrt(12.0) * max(err, 1e-12) * rms, 1e-30)
-
-    def _error(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Distance from exact in the target's own measure (roughly proportional to step)."""
-        t = self.config["target"]
-        if t == "similarity":
-            return 1.0 - similarity(x, y)
-        return rel_l2(x, y) if t == "rel_l2" else max_abs_error(x, y)
-
-    def _search(self, x: np.ndarray, dtype: np.dtype, make, start: float):
-        """Largest step whose decoded tensor meets the target.
-
-        The error grows about linearly with the step, so a few proportional updates land
-        within 0.2 % of the target error; bracketing and bisection finish the rare cases
-        that do not converge. make(step) builds a candidate whose `.values` are exactly what
-        the decoder will produce.
-        """
-        t, v = self.config["target"], self.config["value"]
-        goal = (1.0 - v) if t == "similarity" else v
-        lo_step = hi_step = None
-        best = None
-        step = start
-        for _ in range(_PROPORTIONAL_STEPS):
-            cand = make(step)
-            y = cand.values.astype(dtype)
-            if self._meets(x, y):
-                if lo_step is None or step > lo_step:
-                    lo_step, best = step, cand
-                err = self._error(x, y)
-                if err >= 0.998 * goal:
-                    return best
-            else:
-                hi_step = step if hi_step is None else min(hi_step, step)
-                err = self._error(x, y)
-            ratio = goal / err if err > 0 else 4.0
-            step = step * min(max(ratio * 0.998, 0.25), 4.0)
-            if lo_step is not None and hi_step is not None and not lo_step < step < hi_step:
-                step = math.sqrt(lo_step * hi_step)
-        return self._bracket(x, dtype, make, lo_step, hi_step, best, start)
-
-    def _bracket(self, x, dtype, make, lo_step, hi_step, best, start):
-        """Bracket (if needed) and bisect between a step that meets and one that fails."""
-
-        def attempt(step: float):
-            cand = make(step)
-            return cand if self._meets(x, cand.values.astype(dtype)) else None
-
-        if lo_step is None:
-            hi_step = hi_step if hi_step is not None else start
-            for _ in range(200):
-                lo_step = hi_step / _SEARCH_GROW
-                best = attempt(lo_step)
-                if best is not None:
-                    break
-                hi_step = lo_step
-            else:
-                raise CodecError(
-                    f"lossy: {self.config['target']} target {self.config['value']} is "
-                    f"unreachable for this tensor in {np.dtype(dtype).name}"
-                )
-        if hi_step is None:
-            for _ in range(60):
-                hi_step = lo_step * _SEARCH_GROW
-                cand = attempt(hi_step)
-                if cand is None:
-                    break
-                lo_step, best = hi_step, cand
-            else:
-                return best
-        for _ in range(_BISECT_STEPS):
-            mid = math.sqrt(lo_step * hi_step)
-            cand = attempt(mid)
-            if cand is None:
-                hi_step = mid
-            else:
-                lo_step, best = mid, cand
-        return best
 
     @staticmethod
     def _plain(x: np.ndarray):
         """Candidate factory without a low-rank part."""
         return lambda step: _Quantized(x, step, None)
-
-    def _check_target(self) -> None:
-        t, v = self.config["target"], self.config["value"]
-        if t == "similarity" and not 0.0 <= v < 1.0:
-            raise CodecError("lossy: a similarity target must be in [0, 1)")
-        if t != "similarity" and v <= 0.0:
-            raise CodecError(f"lossy: a {t} target must be positive")
 
     def _choose_rank(self, x: np.ndarray, plain: _Quantized) -> np.ndarray | None:
         """The low-rank basis with the fewest estimated bytes at equal quality, or None.
@@ -351,10 +247,10 @@ class LossyCodec(Codec):
         if not np.any(x):
             chosen = _Quantized(x, 1.0, None)
         else:
-            chosen = self._search(x, arr.dtype, self._plain(x), self._initial_step(x))
+            chosen = self.quality.search(x, arr.dtype, self._plain(x), self.quality.initial_step(x))
             basis = self._choose_rank(x, chosen)
             if basis is not None:
-                chosen = self._search(
+                chosen = self.quality.search(
                     x, arr.dtype, lambda step: _Quantized(x, step, basis), chosen.step
                 )
         check_range(chosen)

@@ -23,6 +23,7 @@ import numpy as np
 from swarmpress.codecs.core.base import Param, Role
 from swarmpress.codecs.core.errors import CodecError
 from swarmpress.codecs.core.registry import register
+from swarmpress.codecs.core.stream import StreamCodec, StreamDecoder, StreamEncoder
 from swarmpress.codecs.core.tensors import DType, all_finite
 from swarmpress.codecs.entropy.fieldcode import (
     decode_field_into,
@@ -41,11 +42,12 @@ from swarmpress.codecs.families.lossy.codec import (
     check_range,
 )
 from swarmpress.codecs.families.lossy.lowrank import FIX
+from swarmpress.codecs.families.lossy.target import QualityTarget
 
 _HEAD = struct.Struct("<dBIHI")  # step, flags, basis id, rank, channels
 _USES_BASIS, _HAS_BASIS = 0x01, 0x02
 _COARSE = 1 << 8  # stream bases travel as int8 with 7 fractional bits: n * 2**8 on 2**15
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: encoder and decoder states apart
 
 
 _BLOCK = 1 << 14  # values per block of rows of a channels^2 matrix (bounds the temporaries)
@@ -180,17 +182,16 @@ class _Field:
 
 
 @register
-class StreamLossyCodec(LossyCodec):
-    """Quality-targeted lossy coding with a KLT basis learned from earlier frames (stateful).
+class LossyStreamCodec(StreamCodec):
+    """Quality-targeted lossy coding with a KLT basis learned from earlier frames (a stream).
 
-    One instance encodes one stream and another instance (same parameters) decodes it, in
-    order. `swarmpress.decode` refuses these frames: decode with `codec.decode(blob)`.
+    `encoder()` sends one stream and `decoder()` (same parameters) follows it, in order;
+    each has state_dict() / load_state_dict(). `swarmpress.decode` refuses these frames.
     """
 
     codec_id = "lossy-stream"
-    summary = "lossy + a channel basis learned from the stream (stateful, receiver follows)"
-    stateful = True
-    decoder_state = True  # the receiver follows the basis the stream teaches
+    summary = "lossy + a channel basis learned from the stream (the receiver follows in order)"
+    lossless = False
     params = (
         *LossyCodec.params[:2],
         Param(
@@ -221,10 +222,70 @@ class StreamLossyCodec(LossyCodec):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.reset()
+        self.quality = QualityTarget(self.config["target"], self.config["value"])
+
+    def frame_params(self) -> dict:
+        return {}  # the decoder needs nothing but the payload and its stream
+
+    def encoder(self) -> LossyStreamEncoder:
+        return LossyStreamEncoder(self)
+
+    def decoder(self) -> LossyStreamDecoder:
+        return LossyStreamDecoder(self)
+
+
+def _int(state: dict[str, Any], key: str) -> int:
+    try:
+        value = int(np.asarray(state[key]))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise CodecError(f"lossy-stream state: {key} is missing or not an integer") from None
+    if value < 0:
+        raise CodecError(f"lossy-stream state: {key} is negative")
+    return value
+
+
+def _array(state: dict[str, Any], key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A finite float64 array of exactly `shape` from a state dict, or None where it is None."""
+    if key not in state:
+        raise CodecError(f"lossy-stream state lacks {key}")
+    v = state[key]
+    if v is None or (isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0):
+        return None
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "fi" or arr.shape != shape:
+        raise CodecError(f"lossy-stream state: {key} must be a numeric array of shape {shape}")
+    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
+    if not np.isfinite(arr).all():
+        raise CodecError(f"lossy-stream state: {key} holds NaN or infinite values")
+    return arr
+
+
+def _check_version(state: dict[str, Any]) -> None:
+    if not isinstance(state, dict):
+        raise CodecError("lossy-stream state must be a dict (from state_dict())")
+    if _int(state, "version") != STATE_VERSION:
+        raise CodecError(
+            f"lossy-stream state version {state.get('version')!r}; this build reads {STATE_VERSION}"
+        )
+
+
+def _channels(state: dict[str, Any], key: str, limit: int) -> int:
+    v = state.get(key)
+    if v is None or (isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0):
+        return 0
+    n = int(np.asarray(v).shape[0]) if np.asarray(v).ndim else 0
+    if n > limit:
+        raise CodecError(f"lossy-stream state: {key} has {n} channels, above max_channels")
+    return n
+
+
+class LossyStreamEncoder(StreamEncoder):
+    """The sending end: channel statistics, the basis in use and the refresh schedule."""
+
+    codec: LossyStreamCodec
 
     def reset(self) -> None:
-        """Forget the stream: statistics, basis and frame count (both directions)."""
+        """Forget the stream: statistics, basis and frame count."""
         self._frames = 0
         self._sum: np.ndarray | None = None
         self._outer: np.ndarray | None = None
@@ -232,10 +293,7 @@ class StreamLossyCodec(LossyCodec):
         self._basis: np.ndarray | None = None  # (channels, channels), 2**15 fixed point
         self._inverse: np.ndarray | None = None
         self._basis_id = 0
-        self._dec_basis: np.ndarray | None = None
-        self._dec_basis_id = 0
 
-    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the stream elsewhere (numpy arrays and ints)."""
         return {
@@ -246,22 +304,28 @@ class StreamLossyCodec(LossyCodec):
             "outer": self._outer,
             "basis": self._basis,
             "basis_id": self._basis_id,
-            "dec_basis": self._dec_basis,
-            "dec_basis_id": self._dec_basis_id,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state_dict(); CodecError if it is from another version."""
-        if state.get("version") != STATE_VERSION:
-            raise CodecError(f"lossy-stream state version {state.get('version')!r} unsupported")
-        self._frames = int(state["frames"])
-        self._rows = int(state["rows"])
-        self._sum, self._outer = state["sum"], state["outer"]
-        self._basis, self._basis_id = state["basis"], int(state["basis_id"])
-        self._inverse = None if self._basis is None else np.linalg.inv(self._basis / FIX)
-        self._dec_basis, self._dec_basis_id = state["dec_basis"], int(state["dec_basis_id"])
+        """Restore a state_dict(); CodecError if it is malformed or from another version."""
+        _check_version(state)
+        n = _channels(state, "sum", self.config["max_channels"])
+        frames, rows, basis_id = _int(state, "frames"), _int(state, "rows"), _int(state, "basis_id")
+        total = _array(state, "sum", (n,))
+        outer = _array(state, "outer", (n, n))
+        basis = _array(state, "basis", (n, n))
+        if (total is None) != (outer is None) or (basis is not None and total is None):
+            raise CodecError("lossy-stream state: sum, outer and basis do not belong together")
+        inverse = None
+        if basis is not None:
+            try:
+                inverse = np.linalg.inv(basis / FIX)
+            except np.linalg.LinAlgError:
+                raise CodecError("lossy-stream state: the basis is singular") from None
+        self._frames, self._rows = frames, rows
+        self._sum, self._outer = total, outer
+        self._basis, self._basis_id, self._inverse = basis, basis_id, inverse
 
-    # ------------------------------------------------------------------ encode
     def _refresh_due(self) -> bool:
         r, f = self.config["refresh"], self._frames
         if f < 1:
@@ -327,10 +391,11 @@ class StreamLossyCodec(LossyCodec):
             raise CodecError("lossy-stream cannot encode NaN or infinite values; use `lossless`")
         stats = self._accumulated(x)
         mean = x.mean(axis=0)
-        start = self._initial_step(x)
+        start = self.codec.quality.initial_step(x)
         del x
         rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim >= 2 else arr.reshape(-1, 1)
-        plain = self._search(rows, arr.dtype, lambda step: _Plain(rows, mean, step), start)
+        search = self.codec.quality.search
+        plain = search(rows, arr.dtype, lambda step: _Plain(rows, mean, step), start)
         basis, basis_id, inverse, sent = self._basis, self._basis_id, self._inverse, None
         if self._refresh_due():
             fresh = self._new_basis(stats, plain.step**2 / 12.0)
@@ -344,7 +409,7 @@ class StreamLossyCodec(LossyCodec):
             plain_step = plain.step
             plain_bits = None if sent is not None else estimate_bits(plain.resid)
             chosen = plain = None
-            cand = self._search(
+            cand = self.codec.quality.search(
                 rows,
                 arr.dtype,
                 lambda step: _Transformed(rows, mean, step, basis, inverse),
@@ -381,7 +446,31 @@ class StreamLossyCodec(LossyCodec):
         parts.append(coder.get_compressed().tobytes())
         return b"".join(parts)
 
-    # ------------------------------------------------------------------ decode
+
+class LossyStreamDecoder(StreamDecoder):
+    """The receiving end: the basis the stream has taught so far."""
+
+    codec: LossyStreamCodec
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame must be a stream's first (or use no basis)."""
+        self._dec_basis: np.ndarray | None = None
+        self._dec_basis_id = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The basis the stream has taught and its number."""
+        return {"version": STATE_VERSION, "basis": self._dec_basis, "basis_id": self._dec_basis_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state_dict(); CodecError if it is malformed or from another version."""
+        _check_version(state)
+        n = _channels(state, "basis", self.config["max_channels"])
+        basis = _array(state, "basis", (n, n))
+        basis_id = _int(state, "basis_id")
+        if basis is not None and (np.abs(basis) > 127 * _COARSE).any():
+            raise CodecError("lossy-stream state: basis entries out of range")
+        self._dec_basis, self._dec_basis_id = basis, basis_id
+
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         numel = math.prod(shape)
         mv = memoryview(payload)
