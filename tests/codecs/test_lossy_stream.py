@@ -88,10 +88,11 @@ def test_forged_stream_flags_are_refused_both_ways():
 
 def test_state_dict_continues_the_stream_identically():
     frames = _stream(n=6, seed=2)
-    whole, follower = _ends()
+    codec = sp.get_codec("lossy-stream")
+    whole, follower = codec.encoder(stream_id=7), codec.decoder()
     ref = [whole.encode(x) for x in frames]
     want = [follower.decode(b) for b in ref]
-    first, dec1 = _ends()
+    first, dec1 = codec.encoder(stream_id=7), codec.decoder()
     out = [first.encode(x) for x in frames[:3]]
     got = [dec1.decode(b) for b in out]
     second, dec2 = _ends()
@@ -129,7 +130,14 @@ def test_bad_states_are_refused_with_the_field_named():
         (e2, {**good_e, "basis": np.zeros((16, 16))}, "singular"),
         (e2, {**good_e, "outer": None}, "together"),
         (d2, {**good_d, "basis": np.ones((16, 15))}, "basis"),
-        (d2, {**good_d, "basis": np.full((16, 16), 1e9)}, "range"),
+        (d2, {**good_d, "basis": np.full((16, 16), 1e9)}, "too large"),
+        (d2, {**good_d, "basis": np.full((16, 16), 0.5)}, "fixed point"),
+        (d2, {**good_d, "basis_id": 2**40}, "outside"),
+        (e2, {**good_e, "basis_id": 2**32 - 1}, "outside"),
+        (e2, {**good_e, "rows": 10**400}, "rows"),
+        (e2, {**good_e, "frames": 2.9}, "frames must be an integer"),
+        (e2, {**good_e, "sum": np.full(16, 1e308)}, "too large"),
+        (e2, {**good_e, "stream_id": -1}, "stream_id"),
         (d2, {**good_d, "basis_id": "x"}, "basis_id"),
         (d2, [1, 2], "dict"),
     ]
@@ -171,3 +179,70 @@ def test_mutated_frames_raise_codec_error():
         except sp.CodecError:
             continue
         assert y.shape == fr.shape
+
+
+def _mixed(seed: int, n: int = 5):
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((32, 32)) * np.exp(-np.arange(32) / 4)[:, None]
+    return [(rng.standard_normal((128, 32)) @ mix).astype(np.float32) for _ in range(n)]
+
+
+def test_frames_of_another_stream_are_refused_not_decoded_wrong():
+    """Two streams on one schedule reach the same basis numbers: the stream id in every
+    frame tells them apart (a lost refresh replaced by another stream's, a crossed link)."""
+    codec = sp.get_codec("lossy-stream", refresh=2)
+    a, b, follower = codec.encoder(), codec.encoder(), codec.decoder()
+    assert a.stream_id != b.stream_id
+    for xa, xb in zip(_mixed(1), _mixed(2), strict=True):
+        follower.decode(a.encode(xa))
+        b.encode(xb)
+    before = follower.state_dict()
+    with pytest.raises(sp.CodecError, match="another stream"):
+        follower.decode(b.encode(_mixed(3, 1)[0]))
+    after = follower.state_dict()
+    assert before["basis_id"] == after["basis_id"] and np.array_equal(
+        before["basis"], after["basis"]
+    )
+    follower.decode(a.encode(_mixed(4, 1)[0]))  # its own stream goes on
+
+
+def test_a_frame_that_fails_after_decoding_changes_nothing():
+    """The basis a frame teaches is committed only once its tensor is delivered: a frame
+    whose tensor cannot be placed (an unknown device) can be decoded again."""
+    import torch
+
+    enc, dec = _ends()
+    frames = [enc.encode(torch.from_numpy(x.astype(np.float32))) for x in _stream(3, 64, 16)]
+    dec.decode(frames[0])
+    with pytest.raises(sp.CodecError, match="device"):
+        dec.decode(frames[1], device="nosuchdevice")
+    dec.decode(frames[1])  # the refresh frame again: still in sequence
+    dec.decode(frames[2])
+
+
+def test_state_dicts_are_copies():
+    enc, dec = _ends()
+    for x in _stream(n=3, rows=64, chans=16):
+        dec.decode(enc.encode(x))
+    snap = dec.state_dict()
+    snap["basis"][:] = 0
+    assert np.any(dec.state_dict()["basis"])
+    snap = enc.state_dict()
+    snap["outer"][:] = 0
+    assert np.any(enc.state_dict()["outer"])
+
+
+def test_a_basis_beyond_the_decode_limit_is_refused_before_it_is_built():
+    from swarmpress.codecs import max_decode_bytes, set_max_decode_bytes
+
+    enc, dec = _ends()
+    frames = [enc.encode(x) for x in _stream(n=2, rows=64, chans=64)]
+    old = max_decode_bytes()
+    try:
+        dec.decode(frames[0])
+        set_max_decode_bytes(64 * 64 * 8 - 1)  # the tensor fits, its 64 x 64 basis does not
+        with pytest.raises(sp.CodecError, match=r"limit|exceeds|cap"):
+            dec.decode(frames[1])
+    finally:
+        set_max_decode_bytes(old)
+    dec.decode(frames[1])

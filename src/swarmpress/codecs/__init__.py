@@ -17,7 +17,7 @@ from swarmpress.codecs.core.feedback import ErrorFeedback
 from swarmpress.codecs.core.frame import Frame
 from swarmpress.codecs.core.frame import pack as pack_frame
 from swarmpress.codecs.core.frame import unpack as unpack_frame
-from swarmpress.codecs.core.limits import set_max_decode_bytes
+from swarmpress.codecs.core.limits import max_decode_bytes, set_max_decode_bytes
 from swarmpress.codecs.core.metrics import (
     bits_per_value,
     break_even_bandwidth,
@@ -64,6 +64,7 @@ __all__ = [
     "lossless_score",
     "lossy_score",
     "max_abs_error",
+    "max_decode_bytes",
     "pack_frame",
     "parse_codec_spec",
     "psnr",

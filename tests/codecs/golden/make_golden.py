@@ -21,7 +21,8 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # (case name, codec spec, input name): stateless codecs decode with swarmpress.decode.
 # Format changes on purpose: topk-fp32 remade 2026-12-04 (topk became stateless: no stream
-# flag, no error_feedback parameter; the payload is unchanged).
+# flag, no error_feedback parameter; the payload is unchanged); stream-* remade 2026-12-04
+# (lossy-stream frames carry a stream id: the payload header grew by 8 bytes).
 CASES = [
     ("raw-bf16", "raw", "act_bf16"),
     ("zstd-fp32", "zstd", "act_fp32"),
@@ -37,6 +38,7 @@ CASES = [
     ("topk-fp32", "topk", "act_fp32"),
 ]
 STREAM = ("lossy-stream", 3)  # three frames of one stream, decoded by one follower
+STREAM_ID = 0x5357_5046_0000_0001  # fixed, so the stored frames can be remade
 
 
 def inputs() -> dict[str, np.ndarray]:
@@ -75,7 +77,7 @@ def main() -> None:
         y = sp.decode(frame)
         out[f"decoded/{case}"] = np.frombuffer(digest(y).encode(), dtype=np.uint8)
     codec = sp.get_codec(STREAM[0])
-    enc, dec = codec.encoder(), codec.decoder()
+    enc, dec = codec.encoder(stream_id=STREAM_ID), codec.decoder()
     for i in range(STREAM[1]):
         frame = enc.encode(ins[f"stream_{i}"])
         out[f"frame/stream-{i}"] = np.frombuffer(frame, dtype=np.uint8)

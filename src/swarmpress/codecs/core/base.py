@@ -204,6 +204,11 @@ class BaseCodec(ABC):
         }
 
 
+def same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same parameters, value and type alike (3 and 3.0, 1 and True differ)."""
+    return a.keys() == b.keys() and all(type(v) is type(b[k]) and v == b[k] for k, v in a.items())
+
+
 def parse_role(role: Role | str) -> Role:
     """A Role from a Role or its value; CodecError listing the roles otherwise."""
     try:
@@ -242,7 +247,24 @@ def checked_output(codec_id: str, arr: np.ndarray, fr: _frame.Frame, device: Any
         arr = arr.copy()
     if arr.dtype != fr.dtype.numpy or arr.shape != fr.shape:
         raise CodecError(f"{codec_id}: decoded tensor does not match the frame header")
-    return from_numpy(arr, fr.container, device)
+    try:
+        return from_numpy(arr, fr.container, device)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CodecError(
+            f"{codec_id}: cannot place the tensor on device {device!r}: {first}"
+        ) from None
+
+
+def check_residual(arr: np.ndarray, residual: np.ndarray | None) -> None:
+    """CodecError unless residual is None or a flat float32 array with arr's element count."""
+    if residual is None:
+        return
+    if (
+        not isinstance(residual, np.ndarray) or residual.dtype != np.float32
+        or residual.ndim != 1 or residual.size != arr.size
+    ):  # fmt: skip
+        raise CodecError(f"an error-feedback residual must be flat float32 with {arr.size} values")
 
 
 class Codec(BaseCodec):
@@ -289,7 +311,7 @@ class Codec(BaseCodec):
     def for_params(self, params: dict[str, Any]) -> Codec:
         """This codec, or one rebuilt with a frame's parameters where they differ from this
         instance's (a frame decodes the same whichever instance reads it)."""
-        if params == self.frame_params():
+        if same_params(params, self.frame_params()):
             return self
         merged = {k: v for k, v in params.items() if k not in self.local_params}
         merged.update({k: self.config[k] for k in self.local_params if k in self.config})
@@ -330,6 +352,7 @@ class Codec(BaseCodec):
         a codec that knows what it sent more cheaply (topk: its positions and values)
         overrides it. residual is flat (C order) float32, or None for zeros.
         """
+        check_residual(arr, residual)
         total = to_float32(arr)
         if residual is not None:
             with np.errstate(over="ignore", invalid="ignore"):

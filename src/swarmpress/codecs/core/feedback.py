@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from swarmpress.codecs.core import statedict as sd
 from swarmpress.codecs.core.base import Codec, Role, Sent, host_array, parse_role
 from swarmpress.codecs.core.errors import CodecError
+from swarmpress.codecs.core.frame import MAX_NDIM
 from swarmpress.codecs.core.tensors import all_finite, to_float32
 
 STATE_VERSION = 1
 _BATCH = 1 << 16  # values added at a time when the residual is updated in place
-_KEYS = ("version", "active", "shape", "steps", "residual")
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class ErrorFeedback:
@@ -79,41 +81,28 @@ class ErrorFeedback:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state_dict(); CodecError if it is malformed or does not fit this stream."""
-        if not isinstance(state, Mapping):
-            raise CodecError("error-feedback state must be a mapping (from state_dict())")
-        missing = [k for k in _KEYS if k not in state]
-        if missing:
-            raise CodecError(f"error-feedback state lacks {', '.join(missing)}")
-        try:
-            version = int(np.asarray(state["version"]))
-            active = bool(np.asarray(state["active"]))
-            shape = tuple(int(v) for v in np.asarray(state["shape"]).reshape(-1))
-            steps = int(np.asarray(state["steps"]))
-        except (TypeError, ValueError, OverflowError):
-            raise CodecError("error-feedback state metadata is malformed") from None
+        state = sd.mapping(state, "error-feedback")
+        version = sd.integer(state, "version", "error-feedback", hi=1 << 31)
         if version != STATE_VERSION:
             raise CodecError(
                 f"error-feedback state version {version}; this build reads {STATE_VERSION}"
             )
-        if steps < 0 or any(d < 0 for d in shape):
-            raise CodecError("error-feedback state has a negative step count or dimension")
-        res = np.asarray(state["residual"])
-        if res.dtype.kind != "f":
-            raise CodecError(f"error-feedback residual must be a float array, got {res.dtype}")
+        active = sd.flag(state, "active", "error-feedback")
+        shape = sd.dims(state, "shape", "error-feedback", MAX_NDIM)
+        steps = sd.integer(state, "steps", "error-feedback")
+        if "residual" not in state:
+            raise CodecError("error-feedback state lacks residual")
         if not active:
             self.reset()
             return
-        if res.shape != shape:
-            raise CodecError(f"error-feedback residual has shape {res.shape}, its metadata {shape}")
+        res = sd.float_array(state, "residual", "error-feedback", shape, _F32_MAX, kinds="f")
         if self._shape is not None and self._shape != shape:
             raise CodecError(
                 f"error-feedback state is for shape {shape}, this stream has shape "
                 f"{self._shape}; call reset() first to switch streams"
             )
-        flat = np.array(res, dtype=np.float32, order="C", copy=True).reshape(-1)
-        if not all_finite(flat):
-            raise CodecError("error-feedback residual holds NaN or infinite values")
-        self._shape, self._residual, self._steps = shape, flat, steps
+        self._shape, self._residual = shape, res.astype(np.float32).reshape(-1)
+        self._steps = steps
 
     # ------------------------------------------------------------------ encode
     def encode(self, tensor: Any, role: Role | str = Role.UNSPECIFIED) -> bytes:
@@ -136,11 +125,12 @@ class ErrorFeedback:
     def _carry(self, x: np.ndarray, sent: Sent) -> np.ndarray:
         """residual + x - sent, float32, in place where the codec sent a sparse part."""
         if sent.dense is not None:  # a new array: the old residual stays until this succeeds
-            e = to_float32(x)
-            with np.errstate(over="ignore", invalid="ignore"):
+            e = to_float32(x).astype(np.float64)  # float64: x - sent stays finite near the max
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite: refused below
+                e -= sent.dense
                 if self._residual is not None:
                     e += self._residual
-                e -= sent.dense
+                e = e.astype(np.float32)
             if not all_finite(e):
                 raise CodecError(
                     "error feedback: the residual would hold NaN or infinity (a non-finite "

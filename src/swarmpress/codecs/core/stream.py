@@ -24,7 +24,9 @@ from swarmpress.codecs.core.base import (
     host_array,
     out_of_memory,
     parse_role,
+    same_params,
 )
+from swarmpress.codecs.core.errors import CodecError
 from swarmpress.codecs.core.tensors import DType
 
 
@@ -87,17 +89,29 @@ class StreamDecoder(StreamState):
         """The next tensor of the stream; a frame out of order is refused and changes nothing."""
         fr = _frame.unpack(blob)
         self.codec.check_frame(fr)
+        if not same_params(fr.params, self.codec.frame_params()):
+            raise CodecError(
+                f"{self.codec.codec_id}: the frame's parameters {fr.params} are not this "
+                f"stream's {self.codec.frame_params()}"
+            )
         try:
             arr = self.decode_array(fr.payload, fr.dtype, fr.shape)
         except MemoryError:
             raise out_of_memory(self.codec.codec_id, fr) from None
-        return checked_output(self.codec.codec_id, arr, fr, device)
+        out = checked_output(self.codec.codec_id, arr, fr, device)
+        self.commit()
+        return out
 
     @abstractmethod
     def decode_array(
         self, payload: bytes | memoryview, dtype: DType, shape: tuple[int, ...]
     ) -> np.ndarray:
-        """Rebuild the array from payload bytes and the stream so far; never trust the payload."""
+        """Rebuild the array from payload bytes and the stream so far, without changing the
+        state: what the frame teaches is staged for commit(). Never trust the payload."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Take into the state what the last decode_array() staged (the tensor was delivered)."""
 
 
 __all__ = ["StreamCodec", "StreamDecoder", "StreamEncoder", "StreamState"]

@@ -44,7 +44,7 @@ import ml_dtypes
 import numpy as np
 import zstandard
 
-from swarmpress.codecs.core.base import Codec, Param, Role, Sent
+from swarmpress.codecs.core.base import Codec, Param, Role, Sent, check_residual
 from swarmpress.codecs.core.errors import CodecError
 from swarmpress.codecs.core.registry import register
 from swarmpress.codecs.core.tensors import BF16, DType, all_finite, to_float32
@@ -277,7 +277,8 @@ class TopKCodec(Codec):
         The sum is never made whole: the selection forms it a batch at a time (float32
         addition commutes: residual + x is x + residual, bit for bit).
         """
-        flat = None if residual is None else residual.reshape(-1)
+        check_residual(arr, residual)
+        flat = residual
         payload, pos, dec = self._encode_flat(arr.reshape(-1), flat)
         return payload, Sent(positions=pos, values=dec)
 

@@ -26,6 +26,7 @@ class ZstdCodec(Codec):
     summary = "raw bytes through Zstandard; the Apex lossless baseline"
     lossless = True
     max_expansion = MAX_RATIO
+    local_params = ("threads",)  # the sender's machine, never read from a frame
     params = (
         Param("level", int, 3, "Zstandard compression level", minimum=-7, maximum=22),
         Param(

@@ -14,14 +14,17 @@ basis it needs; a decoder holding another one (a lost or reordered frame) refuse
 from __future__ import annotations
 
 import math
+import os
 import struct
 from typing import Any
 
 import constriction
 import numpy as np
 
+from swarmpress.codecs.core import statedict as sd
 from swarmpress.codecs.core.base import Param, Role
 from swarmpress.codecs.core.errors import CodecError
+from swarmpress.codecs.core.limits import check_decode_size
 from swarmpress.codecs.core.registry import register
 from swarmpress.codecs.core.stream import StreamCodec, StreamDecoder, StreamEncoder
 from swarmpress.codecs.core.tensors import DType, all_finite
@@ -44,10 +47,10 @@ from swarmpress.codecs.families.lossy.codec import (
 from swarmpress.codecs.families.lossy.lowrank import FIX
 from swarmpress.codecs.families.lossy.target import QualityTarget
 
-_HEAD = struct.Struct("<dBIHI")  # step, flags, basis id, rank, channels
+_HEAD = struct.Struct("<dBIHIQ")  # step, flags, basis id, rank, channels, stream id
 _USES_BASIS, _HAS_BASIS = 0x01, 0x02
 _COARSE = 1 << 8  # stream bases travel as int8 with 7 fractional bits: n * 2**8 on 2**15
-STATE_VERSION = 2  # 2: encoder and decoder states apart
+STATE_VERSION = 3  # 2: encoder and decoder states apart; 3: stream ids
 
 
 _BLOCK = 1 << 14  # values per block of rows of a channels^2 matrix (bounds the temporaries)
@@ -227,56 +230,59 @@ class LossyStreamCodec(StreamCodec):
     def frame_params(self) -> dict:
         return {}  # the decoder needs nothing but the payload and its stream
 
-    def encoder(self) -> LossyStreamEncoder:
-        return LossyStreamEncoder(self)
+    def encoder(self, stream_id: int | None = None) -> LossyStreamEncoder:
+        """A new stream's sending end; its id (random unless given) rides in every frame, so
+        a decoder refuses frames of another stream."""
+        enc = LossyStreamEncoder(self)
+        if stream_id is not None:
+            enc.load_state_dict({**enc.state_dict(), "stream_id": stream_id})
+        return enc
 
     def decoder(self) -> LossyStreamDecoder:
         return LossyStreamDecoder(self)
 
 
-def _int(state: dict[str, Any], key: str) -> int:
-    try:
-        value = int(np.asarray(state[key]))
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise CodecError(f"lossy-stream state: {key} is missing or not an integer") from None
-    if value < 0:
-        raise CodecError(f"lossy-stream state: {key} is negative")
-    return value
+_MAX_BASIS_ID = (1 << 32) - 2  # ids are u32 on the wire; the next refresh must still fit
+_MAX_STREAM_ID = (1 << 64) - 1
 
 
-def _array(state: dict[str, Any], key: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A finite float64 array of exactly `shape` from a state dict, or None where it is None."""
+def _version(state: Any) -> dict[str, Any]:
+    state = sd.mapping(state, "lossy-stream")
+    version = sd.integer(state, "version", "lossy-stream", hi=1 << 31)
+    if version != STATE_VERSION:
+        raise CodecError(f"lossy-stream state version {version}; this build reads {STATE_VERSION}")
+    return state
+
+
+def _channels(state: Any, key: str, limit: int) -> int:
+    """The channel count an optional (n,) or (n, n) array in the state declares."""
     if key not in state:
         raise CodecError(f"lossy-stream state lacks {key}")
-    v = state[key]
-    if v is None or (isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0):
-        return None
-    arr = np.asarray(v)
-    if arr.dtype.kind not in "fi" or arr.shape != shape:
-        raise CodecError(f"lossy-stream state: {key} must be a numeric array of shape {shape}")
-    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
-    if not np.isfinite(arr).all():
-        raise CodecError(f"lossy-stream state: {key} holds NaN or infinite values")
-    return arr
-
-
-def _check_version(state: dict[str, Any]) -> None:
-    if not isinstance(state, dict):
-        raise CodecError("lossy-stream state must be a dict (from state_dict())")
-    if _int(state, "version") != STATE_VERSION:
-        raise CodecError(
-            f"lossy-stream state version {state.get('version')!r}; this build reads {STATE_VERSION}"
-        )
-
-
-def _channels(state: dict[str, Any], key: str, limit: int) -> int:
-    v = state.get(key)
-    if v is None or (isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0):
+    if sd.is_none(state[key]):
         return 0
-    n = int(np.asarray(v).shape[0]) if np.asarray(v).ndim else 0
+    shape = np.shape(state[key]) if isinstance(state[key], np.ndarray | list | tuple) else ()
+    n = int(shape[0]) if shape else 0
     if n > limit:
         raise CodecError(f"lossy-stream state: {key} has {n} channels, above max_channels")
     return n
+
+
+def _optional(state: Any, key: str, shape: tuple[int, ...], limit: float) -> np.ndarray | None:
+    if sd.is_none(state[key]):
+        return None
+    return sd.float_array(state, key, "lossy-stream", shape, limit)
+
+
+def _basis(state: Any, n: int) -> np.ndarray | None:
+    """A basis as frames carry it: integer multiples of 2**8 within +-127 * 2**8."""
+    basis = _optional(state, "basis", (n, n), 127 * _COARSE)
+    if basis is not None and np.any(np.mod(basis, _COARSE)):
+        raise CodecError("lossy-stream state: basis entries are not in the frames' fixed point")
+    return basis
+
+
+def _copy(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.copy()
 
 
 class LossyStreamEncoder(StreamEncoder):
@@ -285,7 +291,8 @@ class LossyStreamEncoder(StreamEncoder):
     codec: LossyStreamCodec
 
     def reset(self) -> None:
-        """Forget the stream: statistics, basis and frame count."""
+        """Forget the stream: statistics, basis and frame count; a new stream id."""
+        self.stream_id = int.from_bytes(os.urandom(8), "little")
         self._frames = 0
         self._sum: np.ndarray | None = None
         self._outer: np.ndarray | None = None
@@ -295,25 +302,32 @@ class LossyStreamEncoder(StreamEncoder):
         self._basis_id = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the stream elsewhere (numpy arrays and ints)."""
+        """Everything needed to continue the stream elsewhere (copies: numpy arrays and ints)."""
         return {
             "version": STATE_VERSION,
+            "stream_id": self.stream_id,
             "frames": self._frames,
             "rows": self._rows,
-            "sum": self._sum,
-            "outer": self._outer,
-            "basis": self._basis,
+            "sum": _copy(self._sum),
+            "outer": _copy(self._outer),
+            "basis": _copy(self._basis),
             "basis_id": self._basis_id,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict(); CodecError if it is malformed or from another version."""
-        _check_version(state)
+        state = _version(state)
         n = _channels(state, "sum", self.config["max_channels"])
-        frames, rows, basis_id = _int(state, "frames"), _int(state, "rows"), _int(state, "basis_id")
-        total = _array(state, "sum", (n,))
-        outer = _array(state, "outer", (n, n))
-        basis = _array(state, "basis", (n, n))
+        stream_id = sd.integer(state, "stream_id", "lossy-stream", hi=_MAX_STREAM_ID)
+        frames = sd.integer(state, "frames", "lossy-stream")
+        rows = sd.integer(state, "rows", "lossy-stream", hi=1 << 53)
+        basis_id = sd.integer(state, "basis_id", "lossy-stream", hi=_MAX_BASIS_ID)
+        for key in ("outer", "basis"):
+            if key not in state:
+                raise CodecError(f"lossy-stream state lacks {key}")
+        total = _optional(state, "sum", (n,), 1e150)  # its square is still finite
+        outer = _optional(state, "outer", (n, n), 1e300)
+        basis = _basis(state, n)
         if (total is None) != (outer is None) or (basis is not None and total is None):
             raise CodecError("lossy-stream state: sum, outer and basis do not belong together")
         inverse = None
@@ -322,7 +336,7 @@ class LossyStreamEncoder(StreamEncoder):
                 inverse = np.linalg.inv(basis / FIX)
             except np.linalg.LinAlgError:
                 raise CodecError("lossy-stream state: the basis is singular") from None
-        self._frames, self._rows = frames, rows
+        self.stream_id, self._frames, self._rows = stream_id, frames, rows
         self._sum, self._outer = total, outer
         self._basis, self._basis_id, self._inverse = basis, basis_id, inverse
 
@@ -433,7 +447,7 @@ class LossyStreamEncoder(StreamEncoder):
         rank = q.coeffs.shape[1] if uses else 0
         flags = (_USES_BASIS if uses else 0) | (_HAS_BASIS if sent is not None else 0)
         chans = q.means.shape[0]
-        parts = [_HEAD.pack(q.step, flags, basis_id, rank, chans)]
+        parts = [_HEAD.pack(q.step, flags, basis_id, rank, chans, self.stream_id)]
         if sent is not None:
             parts.append(pack_blob((sent // _COARSE).astype("<i2").tobytes()))
         parts.append(pack_blob(q.means.astype("<i8").tobytes()))
@@ -453,23 +467,40 @@ class LossyStreamDecoder(StreamDecoder):
     codec: LossyStreamCodec
 
     def reset(self) -> None:
-        """Forget the stream: the next frame must be a stream's first (or use no basis)."""
+        """Forget the stream: the next frame may start any stream (it must use no basis)."""
         self._dec_basis: np.ndarray | None = None
         self._dec_basis_id = 0
+        self._stream_id: int | None = None
+        self._staged: tuple[np.ndarray | None, int, int] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The basis the stream has taught and its number."""
-        return {"version": STATE_VERSION, "basis": self._dec_basis, "basis_id": self._dec_basis_id}
+        """The stream followed, the basis it has taught and its number (copies)."""
+        return {
+            "version": STATE_VERSION,
+            "stream_id": self._stream_id,
+            "basis": _copy(self._dec_basis),
+            "basis_id": self._dec_basis_id,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict(); CodecError if it is malformed or from another version."""
-        _check_version(state)
+        state = _version(state)
         n = _channels(state, "basis", self.config["max_channels"])
-        basis = _array(state, "basis", (n, n))
-        basis_id = _int(state, "basis_id")
-        if basis is not None and (np.abs(basis) > 127 * _COARSE).any():
-            raise CodecError("lossy-stream state: basis entries out of range")
-        self._dec_basis, self._dec_basis_id = basis, basis_id
+        basis = _basis(state, n)
+        basis_id = sd.integer(state, "basis_id", "lossy-stream", hi=_MAX_BASIS_ID + 1)
+        if "stream_id" not in state:
+            raise CodecError("lossy-stream state lacks stream_id")
+        stream_id = None
+        if not sd.is_none(state["stream_id"]):
+            stream_id = sd.integer(state, "stream_id", "lossy-stream", hi=_MAX_STREAM_ID)
+        self._dec_basis, self._dec_basis_id, self._stream_id = basis, basis_id, stream_id
+        self._staged = None
+
+    def commit(self) -> None:
+        """Take the stream id and basis the last decoded frame brought."""
+        if self._staged is not None:
+            self._dec_basis, self._dec_basis_id, self._stream_id = self._staged
+            self._staged = None
 
     def decode_array(self, payload, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         numel = math.prod(shape)
@@ -477,8 +508,14 @@ class LossyStreamDecoder(StreamDecoder):
         nrows, nchan = channels_rows(shape, numel)
         if numel == 0 or len(mv) < _HEAD.size:
             raise CodecError("lossy-stream payload truncated or empty")
-        step, flags, basis_id, rank, chans = _HEAD.unpack_from(mv, 0)
+        step, flags, basis_id, rank, chans, stream_id = _HEAD.unpack_from(mv, 0)
         pos = _HEAD.size
+        self._staged = None
+        if self._stream_id is not None and stream_id != self._stream_id:
+            raise CodecError(
+                f"lossy-stream frame belongs to stream {stream_id:#x}, this decoder follows "
+                f"{self._stream_id:#x}: a frame of another stream"
+            )
         if not (math.isfinite(step) and step > 0) or flags & ~(_USES_BASIS | _HAS_BASIS):
             raise CodecError("lossy-stream header is invalid")
         if nchan > self.config["max_channels"]:
@@ -502,6 +539,7 @@ class LossyStreamDecoder(StreamDecoder):
         side, pos = read_field(mv, pos, nrows, nchan)
         check_room(len(mv) - pos, side.min_bits, "lossy-stream range-coded stream")
         if basis_at is not None:  # channels^2 entries: only once the field is known to fit
+            check_decode_size(rank * nchan, 8)  # the float64 basis the decoder keeps
             raw, _ = unpack_blob(mv, basis_at, 2 * rank * nchan, "stream basis")
             coarse = np.frombuffer(raw, dtype="<i2").reshape(rank, nchan)
             if int(coarse.min()) < -127 or int(coarse.max()) > 127:
@@ -541,6 +579,8 @@ class LossyStreamDecoder(StreamDecoder):
                 p += shift
                 with np.errstate(over="ignore", invalid="ignore"):
                     out[r0:r1] = p
-        if new_basis is not None:  # commit state only once the whole frame decoded
-            self._dec_basis, self._dec_basis_id = basis, basis_id
+        if not all_finite(out):
+            raise CodecError(f"lossy-stream frame decodes to values beyond {dtype.name}")
+        # committed by decode() once the tensor is delivered: a failed frame changes nothing
+        self._staged = (basis, basis_id, stream_id)
         return out.reshape(shape)

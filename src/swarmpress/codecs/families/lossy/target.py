@@ -72,7 +72,8 @@ class QualityTarget:
         step = start
         for _ in range(_PROPORTIONAL_STEPS):
             cand = make(step)
-            y = cand.values.astype(dtype)
+            with np.errstate(over="ignore"):  # beyond the dtype: inf, which fails the target
+                y = cand.values.astype(dtype)
             if self.meets(x, y):
                 if lo_step is None or step > lo_step:
                     lo_step, best = step, cand
@@ -93,7 +94,9 @@ class QualityTarget:
 
         def attempt(step: float):
             cand = make(step)
-            return cand if self.meets(x, cand.values.astype(dtype)) else None
+            with np.errstate(over="ignore"):
+                y = cand.values.astype(dtype)
+            return cand if self.meets(x, y) else None
 
         if lo_step is None:
             hi_step = hi_step if hi_step is not None else start
