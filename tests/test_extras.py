@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "swarmpress"
-LAYERS = ("arena", "data", "twin", "swarm", "corpus", "bench")
+LAYERS = ("arena", "data", "twin", "swarm", "corpus", "bench", "torch", "interop")
 # Files that never run in this project's environment: Apex solutions run in the sandbox's
 # own environment (arena/envs/*.txt), the harness with its interpreter (stdlib only).
 FOREIGN = ("arena/solutions/", "arena/sandbox/harness.py")

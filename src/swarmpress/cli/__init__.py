@@ -51,7 +51,7 @@ def _root(
 
 
 def _register() -> None:
-    from swarmpress.cli import arena, bench, catalog, codecs, corpus, data, swarm, twin
+    from swarmpress.cli import arena, bench, catalog, checkpoint, codecs, corpus, data, swarm, twin
 
     app.command("codecs")(codecs.codecs_cmd)
     app.add_typer(corpus.corpus_app, name="corpus")
@@ -60,6 +60,7 @@ def _register() -> None:
     app.add_typer(twin.twin_app, name="twin")
     app.add_typer(swarm.swarm_app, name="swarm")
     app.add_typer(data.data_app, name="data")
+    app.add_typer(checkpoint.checkpoint_app, name="checkpoint")
     app.command("commands")(catalog.commands_cmd)
 
 
