@@ -192,3 +192,73 @@ def p2p_job(rank: int, world: int) -> dict:
             err = float((y.float() - t.float()).norm() / t.float().norm())
             out["got"].append([spec, str(y.dtype), list(y.shape), exact, err])
     return out
+
+
+# ----------------------------------------------------------------------------- forged peers
+def forged_peer_job(rank: int, world: int) -> dict:
+    """Rank 0 plays a forged peer with raw torch.distributed sends; rank 1 receives with
+    swarmpress and reports what each receive did (and its peak memory)."""
+    import resource
+
+    from swarmpress.torch import irecv, recv, send
+
+    def raw(length: int, payload: bytes, tag: int = 0) -> None:
+        dist.send(torch.tensor([length], dtype=torch.int64), 1, tag=tag)
+        if payload:
+            dist.send(torch.frombuffer(bytearray(payload), dtype=torch.uint8), 1, tag=tag)
+
+    good = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    if rank == 0:
+        raw(6 << 30, b"x" * 10)  # declares 6 GiB, sends 10 bytes
+        raw(-1, b"")  # a negative length
+        raw(100, bytes(range(100)))  # garbage of the declared length
+        send(good, 1, codec="lossless")
+        raw(100, bytes(100), tag=3)  # irecv: a bad frame, then a good one on the channel
+        send(good, 1, codec="lossless", tag=3)
+        send(good, 1, codec="lossless", tag=4)  # group None and WORLD: one channel
+        send(good * 2, 1, codec="lossless", tag=4)
+        dist.barrier()
+        return {}
+    out: dict[str, Any] = {"errors": []}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        try:
+            recv(0)
+            out["errors"].append(None)
+        except Exception as exc:  # the test checks the type and message
+            out["errors"].append([type(exc).__name__, str(exc)])
+    out["rss_growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    out["good"] = bool(torch.equal(recv(0), good))
+    a, b = irecv(0, tag=3), irecv(0, tag=3)
+    try:
+        a.wait()
+        out["a"] = None
+    except Exception as exc:
+        out["a"] = [type(exc).__name__, str(exc)]
+    out["b"] = bool(torch.equal(b.wait(), good))
+    c, d = irecv(0, tag=4), irecv(0, group=dist.group.WORLD, tag=4)
+    out["c_d"] = [bool(torch.equal(d.wait(), good * 2)), bool(torch.equal(c.wait(), good))]
+    dist.barrier()
+    return out
+
+
+def ddp_nonfinite_job(rank: int, world: int) -> dict:
+    """One rank's gradients turn infinite at step 3: every rank must see the same
+    non-finite mean (as plain DDP gives) and training goes on."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from swarmpress.torch import DDPState, ddp_hook
+
+    model = DDP(mlp(0))
+    state = DDPState(codec="topk:density=0.1")
+    model.register_comm_hook(state, ddp_hook)
+    finite = []
+    for step in range(6):
+        x = torch.randn(16, 32, generator=torch.Generator().manual_seed(step))
+        if step == 3 and rank == 1:
+            x[0, 0] = float("inf")
+        loss = model(x).sum()
+        model.zero_grad()
+        loss.backward()
+        finite.append(all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()))
+    return {"finite": finite, "fallbacks": state.fallbacks}

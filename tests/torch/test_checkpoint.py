@@ -411,3 +411,16 @@ def test_cli_round_trip_json_and_exit_codes(small_pack, tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr
     r = run_cli("checkpoint", "compress", "--help")
     assert r.returncode == 0 and "--threads" in r.stdout and "--codec" in r.stdout
+
+
+def test_an_output_that_is_not_a_regular_file_is_refused_even_with_force(minilm_bf16, tmp_path):
+    """A device or FIFO named as OUT is never replaced (root could replace /dev/null)."""
+    import os
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        compress_checkpoint(minilm_bf16, fifo, force=True)
+    assert fifo.is_fifo()
+    with pytest.raises(CheckpointError, match="no such directory"):
+        compress_checkpoint(minilm_bf16, tmp_path / "missing" / "out.swck")

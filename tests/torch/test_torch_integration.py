@@ -12,7 +12,16 @@ import torch
 
 import swarmpress as sp
 from swarmpress.torch import Boundary, DDPState
-from tests.torch.jobs import ddp_job, mlp, p2p_job, pipeline_job, regression, run
+from tests.torch.jobs import (
+    ddp_job,
+    ddp_nonfinite_job,
+    forged_peer_job,
+    mlp,
+    p2p_job,
+    pipeline_job,
+    regression,
+    run,
+)
 
 
 # ----------------------------------------------------------------------------- Boundary
@@ -180,3 +189,57 @@ def test_compressed_pipeline_trains_like_the_uncompressed_one(pipeline_runs, sch
     assert first["activations_sent"]["frames"] == last["activations_received"]["frames"] == 400
     assert last["gradients_sent"]["frames"] == first["gradients_received"]["frames"] == 400
     assert first["activations_sent"]["ratio"] < 0.5 and last["gradients_sent"]["ratio"] < 0.5
+
+
+# ----------------------------------------------------------------------------- hostile peers
+def test_forged_peers_get_clear_errors_and_cannot_make_the_receiver_allocate(tmp_path):
+    res = run(forged_peer_job, 2, tmp_path)[1]
+    declared, negative, garbage = res["errors"]
+    assert declared[0] == "CodecError" and "magic" in declared[1]
+    assert res["rss_growth_kib"] < 512 * 1024  # 6 GiB declared, 10 bytes sent
+    assert negative[0] == "CodecError" and "declared a -1-byte frame" in negative[1]
+    assert garbage[0] == "CodecError"
+    assert res["good"]
+    # a bad frame on an irecv channel fails its own handle; the next one still arrives
+    assert res["a"][0] == "CodecError" and res["b"]
+    assert res["c_d"] == [True, True]  # group=None and group=WORLD are one channel
+
+
+def test_a_non_finite_bucket_reaches_every_rank_as_plain_ddp_would(tmp_path):
+    res = run(ddp_nonfinite_job, 2, tmp_path)
+    for r in res:  # the same verdict on every rank, and the run goes on
+        assert r["finite"] == [True, True, True, False, True, True]
+    assert res[1]["fallbacks"] >= 1
+
+
+def test_ddp_state_goes_through_torch_save_and_load(tmp_path):
+    state = DDPState(codec="topk:density=0.05")
+    state.encoder(0, 5000).encode(torch.randn(5000))
+    torch.save(state.state_dict(), tmp_path / "s.pt")
+    again = DDPState(codec="topk:density=0.05")
+    again.load_state_dict(torch.load(tmp_path / "s.pt"))  # weights_only=True by default
+    g = torch.randn(5000)
+    assert state.encoder(0, 5000).encode(g) == again.encoder(0, 5000).encode(g)
+    bad = state.state_dict()
+    for feedback, word in (({"abc": {}}, "bucket index"), ({1.7: {}}, "bucket index")):
+        with pytest.raises(sp.CodecError, match=word):
+            DDPState(codec="topk:density=0.05").load_state_dict({**bad, "feedback": feedback})
+    with pytest.raises(sp.CodecError, match="steps"):
+        DDPState(codec="topk:density=0.05").load_state_dict(
+            {**bad, "counters": {**bad["counters"], "steps": 1.9}}
+        )
+
+
+@pytest.mark.filterwarnings("ignore:.*script_method.*:DeprecationWarning")  # torch's own import
+def test_boundary_refuses_double_backward_and_meta_and_compiles():
+    b = Boundary("lossless", "lossless")
+    x = torch.randn(4, 4, requires_grad=True)
+    (g,) = torch.autograd.grad((b(x) * x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+    with pytest.raises(sp.CodecError, match="meta"):
+        b(torch.empty(4, 4, device="meta"))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), Boundary(), torch.nn.Linear(8, 2))
+    out = torch.compile(model)(torch.randn(4, 8))
+    out.sum().backward()
+    assert model[0].weight.grad is not None

@@ -102,6 +102,8 @@ class SwarmpressNumcodec(numcodecs.abc.Codec):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SwarmpressNumcodec:
         """Rebuild a codec from get_config() output (an "id" key, if present, must match)."""
+        if not isinstance(config, dict):
+            raise CodecError(f"{cls.codec_id}: a config is a dict, got {type(config).__name__}")
         config = dict(config)
         cid = config.pop("id", cls.codec_id)
         if cid != cls.codec_id:

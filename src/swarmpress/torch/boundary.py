@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from swarmpress.codecs import CodecError, Role
 from swarmpress.torch.codecs import CodecLike, Direction
@@ -33,10 +34,13 @@ class Boundary(nn.Module):
         self.forward_link = None if activation is None else Direction.of(activation)
         self.backward_link = None if gradient is None else Direction.of(gradient)
 
+    @torch.compiler.disable  # codecs run on host bytes: torch.compile breaks the graph here
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             kind = type(x).__name__ if not isinstance(x, torch.Tensor) else str(x.dtype)
             raise CodecError(f"Boundary takes a floating-point tensor, got {kind}")
+        if x.device.type == "meta":
+            raise CodecError("Boundary needs a tensor with data, not one on the meta device")
         return _ThroughCodecs.apply(x, self)
 
     def through(self, x: torch.Tensor, backward: bool) -> torch.Tensor:
@@ -73,6 +77,7 @@ class _ThroughCodecs(torch.autograd.Function):
         return boundary.through(x, backward=False)
 
     @staticmethod
+    @once_differentiable  # the gradient codec is not differentiable: say so, not a wrong answer
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ctx.boundary.through(grad, backward=True), None
 

@@ -331,6 +331,10 @@ class _Output:
         self.path = Path(dst)
         if self.path.is_dir():
             raise CheckpointError(f"{self.path} is a directory; name the output file")
+        if self.path.exists() and not self.path.is_file():  # a device, FIFO or socket
+            raise CheckpointError(f"{self.path} is not a regular file; name an output file")
+        if not self.path.parent.is_dir():
+            raise CheckpointError(f"{self.path.parent}: no such directory for the output")
         if self.path.exists():
             if os.path.samefile(self.path, src):
                 raise CheckpointError(f"{self.path} is the input file; name another output")

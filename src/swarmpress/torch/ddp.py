@@ -10,6 +10,12 @@ Every rank encodes its bucket (plus its residual), the frames are all-gathered (
 lengths first, then the frames padded to the longest), every rank decodes all of them and
 takes the mean. Each rank applies the same decoded frames, its own included, so the
 replicas stay identical.
+
+A bucket holding NaN or infinity goes uncompressed (a `raw` frame) and leaves the residual
+alone, so every rank sees the non-finite mean plain DDP would give (fp16 GradScaler then
+skips the step on all ranks together); a bucket the codec cannot encode goes raw too,
+counted in `fallbacks`. Every rank checks the same gathered lengths, so a bad length is
+refused on all of them alike rather than leaving some waiting in a collective.
 """
 
 from typing import Any
@@ -17,10 +23,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from swarmpress.codecs import CodecError, ErrorFeedback, Role, decode
+from swarmpress.codecs import CodecError, ErrorFeedback, Role, decode, get_codec
+from swarmpress.codecs.core import statedict as sd
+from swarmpress.codecs.core.frame import MIN_FRAME
 from swarmpress.torch.codecs import CodecLike, stateless
 
 STATE_VERSION = 1
+_COUNTERS = ("steps", "raw_bytes", "wire_bytes", "allreduce_bytes", "fallbacks")
+_RAW = get_codec("raw")
 
 
 class DDPState:
@@ -43,6 +53,7 @@ class DDPState:
         self.raw_bytes = 0  # bucket bytes this rank would all-reduce
         self.wire_bytes = 0  # bytes this rank handed to the collectives
         self.allreduce_bytes = 0  # what a ring all-reduce of the raw buckets sends per rank
+        self.fallbacks = 0  # buckets sent raw: non-finite values, or the codec refused them
 
     def encoder(self, index: int, numel: int) -> Any:
         """The bucket's encoder: its error feedback (remade if DDP rebuilt the buckets)."""
@@ -61,50 +72,66 @@ class DDPState:
             "raw_bytes": self.raw_bytes,
             "wire_bytes": self.wire_bytes,
             "allreduce_bytes": self.allreduce_bytes,
+            "fallbacks": self.fallbacks,
             "fraction_of_allreduce": (
                 self.wire_bytes / self.allreduce_bytes if self.allreduce_bytes else None
             ),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Residuals per bucket and counters, for a checkpoint (torch.save keeps it)."""
+        """Residuals per bucket (torch tensors) and counters: torch.save / torch.load keep it
+        with the default weights_only=True."""
+        feedback = {}
+        for index, ef in self.feedback.items():
+            sub = ef.state_dict()
+            feedback[index] = {**sub, "residual": torch.from_numpy(sub["residual"])}
         return {
             "version": STATE_VERSION,
             "codec": self.codec.get_config(),
             "error_feedback": self.error_feedback,
-            "feedback": {i: ef.state_dict() for i, ef in self.feedback.items()},
-            "counters": {
-                "steps": self.steps, "raw_bytes": self.raw_bytes,
-                "wire_bytes": self.wire_bytes, "allreduce_bytes": self.allreduce_bytes,
-            },
-        }  # fmt: skip
+            "feedback": feedback,
+            "counters": {k: getattr(self, k) for k in _COUNTERS},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict(); CodecError if it is malformed or for another codec."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        state = sd.mapping(state, "DDPState")
+        if sd.integer(state, "version", "DDPState", hi=1 << 31) != STATE_VERSION:
             raise CodecError("DDPState: not a state_dict() of this version")
         if state.get("codec") != self.codec.get_config():
             raise CodecError(
                 f"DDPState: the state is for codec {state.get('codec')}, "
                 f"this hook uses {self.codec.get_config()}"
             )
-        feedback = state.get("feedback", {})
-        if not isinstance(feedback, dict):
-            raise CodecError("DDPState: feedback must be a dict of bucket states")
+        feedback = sd.mapping(state.get("feedback"), "DDPState feedback")
         restored = {}
         for index, sub in feedback.items():
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << 31:
+                raise CodecError(f"DDPState: bucket index {index!r} is not an integer >= 0")
+            sub = dict(sd.mapping(sub, f"DDPState bucket {index}"))
+            if isinstance(sub.get("residual"), torch.Tensor):
+                sub["residual"] = sub["residual"].detach().cpu().numpy()
             ef = ErrorFeedback(self.codec)
             ef.load_state_dict(sub)
-            restored[int(index)] = ef
-        counters = state.get("counters", {})
-        try:
-            values = {k: int(counters[k]) for k in ("steps", "raw_bytes", "wire_bytes",
-                                                    "allreduce_bytes")}  # fmt: skip
-        except (KeyError, TypeError, ValueError):
-            raise CodecError("DDPState: counters are missing or not integers") from None
+            restored[index] = ef
+        counters = sd.mapping(state.get("counters"), "DDPState counters")
+        values = {k: sd.integer(counters, k, "DDPState counters") for k in _COUNTERS}
         self.feedback = restored
-        self.steps, self.raw_bytes = values["steps"], values["raw_bytes"]
-        self.wire_bytes, self.allreduce_bytes = values["wire_bytes"], values["allreduce_bytes"]
+        for k, v in values.items():
+            setattr(self, k, v)
+
+
+def _encode(state: DDPState, bucket: dist.GradBucket, tensor: torch.Tensor) -> bytes:
+    """The bucket's frame: the codec's (with its feedback), or raw when it holds NaN or
+    infinity or the codec refuses it (the residual is then left as it was)."""
+    if bool(torch.isfinite(tensor).all()):
+        try:
+            enc = state.encoder(bucket.index(), tensor.numel())
+            return enc.encode(tensor.detach(), Role.GRADIENT)
+        except CodecError:
+            pass
+    state.fallbacks += 1
+    return _RAW.encode(tensor.detach(), Role.GRADIENT)
 
 
 def ddp_hook(state: DDPState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -114,10 +141,18 @@ def ddp_hook(state: DDPState, bucket: dist.GradBucket) -> torch.futures.Future[t
     world = dist.get_world_size(group)
     wire = torch.device("cuda", torch.cuda.current_device()) if tensor.is_cuda else None
     wire = wire or torch.device("cpu")
-    blob = state.encoder(bucket.index(), tensor.numel()).encode(tensor.detach(), Role.GRADIENT)
+    blob = _encode(state, bucket, tensor)
     sizes = [torch.zeros(1, dtype=torch.int64, device=wire) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([len(blob)], dtype=torch.int64, device=wire), group=group)
     lengths = [int(s.item()) for s in sizes]
+    nbytes = tensor.numel() * tensor.element_size()
+    limit = 2 * nbytes + (1 << 16)  # no frame of this bucket is larger: raw is nbytes + header
+    for rank, n in enumerate(lengths):  # the same lengths on every rank: the same verdict
+        if not MIN_FRAME <= n <= limit:
+            raise CodecError(
+                f"DDP bucket {bucket.index()}: rank {rank} declared a {n}-byte frame for a "
+                f"{nbytes}-byte bucket; refused"
+            )
     longest = max(lengths)
     mine = torch.zeros(longest, dtype=torch.uint8, device=wire)
     mine[: len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(wire)
@@ -125,15 +160,14 @@ def ddp_hook(state: DDPState, bucket: dist.GradBucket) -> torch.futures.Future[t
     dist.all_gather(frames, mine, group=group)
     total = torch.zeros_like(tensor, dtype=torch.float32)
     for rank, (frame, n) in enumerate(zip(frames, lengths, strict=True)):
-        part = torch.as_tensor(decode(frame[:n].cpu().numpy().tobytes()))
-        if part.shape != tensor.shape:
+        part = torch.as_tensor(decode(memoryview(frame[:n].cpu().numpy())))
+        if part.shape != tensor.shape or part.dtype != tensor.dtype:
             raise CodecError(
-                f"DDP bucket {bucket.index()}: rank {rank} sent a tensor of shape "
-                f"{tuple(part.shape)}, expected {tuple(tensor.shape)}"
+                f"DDP bucket {bucket.index()}: rank {rank} sent a {tuple(part.shape)} "
+                f"{part.dtype} tensor, expected {tuple(tensor.shape)} {tensor.dtype}"
             )
         total += part.to(device=tensor.device, dtype=torch.float32)
     tensor.copy_(total / world)
-    nbytes = tensor.numel() * tensor.element_size()
     state.steps += 1
     state.raw_bytes += nbytes
     state.wire_bytes += (world - 1) * (longest + 8)  # ring all-gathers: world - 1 pieces each

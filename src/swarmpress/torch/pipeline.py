@@ -12,7 +12,9 @@ deadlock-free with torch's ops stays so (tested with ScheduleGPipe and Schedule1
 
 Limits: the stage's input and output metadata should be given (input_args/output_args, the
 static mode), since torch's dynamic metadata inference exchanges example tensors of its
-own; frames decode on the host, then move to the stage's device.
+own; frames decode on the host, then move to the stage's device. A training step ends
+with every frame delivered; after forward-only use (eval) call flush() before tearing the
+process group down.
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ class CompressedPipelineStage(PipelineStage):
                 buf.copy_(out)
 
     # ------------------------------------------------------------------ bookkeeping
+    def perform_reduce_grad(self, grad_scale_factor: int) -> None:
+        """The schedule's last call of a training step: the step's frames have all been
+        received by then (the peer's step needed them), so the step ends with none in flight."""
+        super().perform_reduce_grad(grad_scale_factor)
+        self.flush()
+
     def clear_runtime_states(self) -> None:
         """Between steps: every send of the last step has been taken by its peer."""
         self.flush()
