@@ -77,7 +77,7 @@ def _device_dequantizer_agrees(blob: bytes, dev) -> bool:
     from swarmpress.codecs.families.lossy import device as lossy_torch
 
     fr = frame.unpack(blob)
-    rows, chans = lossy.fast_layout(fr.shape, math.prod(fr.shape))
+    rows, chans, _ = lossy.fast_plan(fr.shape, math.prod(fr.shape))
     got = lossy_torch.decode(memoryview(fr.payload)[1:], fr.dtype, fr.shape, rows, chans, dev)
     return bool(np.array_equal(_bits(got), _bits(sp.decode(blob))))
 
