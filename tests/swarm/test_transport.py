@@ -229,3 +229,41 @@ def test_close_is_prompt():
     ep.close()
     assert time.monotonic() - t0 < TIMEOUT
     assert not ep._thread.is_alive()
+
+
+def test_a_flooding_peer_is_bounded_per_peer_and_in_total(endpoints, raw_dealer):
+    """A peer that sends faster than the endpoint consumes fills only its own share of the
+    inbox; what does not fit is dropped on arrival and counted, and other peers still get
+    through."""
+    from swarmpress.swarm.transport import InboxLimits
+
+    mib = 1 << 20
+    ep = endpoints("victim", limits=InboxLimits(per_peer=2 * mib, total=3 * mib))
+    evil = raw_dealer(ep.address, b"evil")
+    blob = Message("fwd", {"n": 0}, [bytes(256 * 1024)]).encode()
+    for _ in range(40):  # 10 MiB, nothing consumed meanwhile
+        evil.send_multipart(blob)
+    friend = endpoints("friend")
+    friend.connect("victim", ep.address)
+    deadline = time.monotonic() + 10 * TIMEOUT
+    while sum(ep.dropped_in.values()) < 40 - 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ep.held_bytes() <= 2 * mib
+    assert ep.dropped_in["evil"] >= 40 - 8 and ep.dropped_in_bytes >= 32 * 256 * 1024
+    friend.send("victim", Message("hi"))
+    got = []
+    while (item := ep.recv(timeout=TIMEOUT)) is not None:
+        got.append(item[0])
+        if item[0] == "friend":
+            break
+    assert got.count("friend") == 1 and 1 <= got.count("evil") <= 8
+    while ep.recv(timeout=0.2) is not None:
+        pass
+    assert ep.held_bytes() == 0  # consumed messages leave the account
+
+
+def test_inbox_limits_are_checked():
+    from swarmpress.swarm.transport import InboxLimits
+
+    with pytest.raises(ValueError, match="per_peer"):
+        InboxLimits(per_peer=10, total=5)

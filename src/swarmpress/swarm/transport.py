@@ -13,6 +13,10 @@ with the sender's name) and keeps one DEALER per peer it talks to. All socket wo
 happens on one I/O thread; other threads hand it messages through a heap ordered by
 emulated delivery time (links.Shaper) and a wake-up pipe. Messages that do not parse are
 counted and dropped, never raised into the caller.
+
+The inbox is bounded, per peer and in total, in bytes (InboxLimits): a message that would
+pass either bound is dropped on arrival and counted (dropped_in, per sender), so a peer
+that floods an endpoint costs it at most the bound, never the memory of every message.
 """
 
 from __future__ import annotations
@@ -47,6 +51,18 @@ class SendReceipt:
 MAX_MESSAGE = 1 << 30  # bytes: a message larger than this is refused by the socket
 
 
+@dataclass(frozen=True)
+class InboxLimits:
+    """Bytes of received, not yet consumed messages an endpoint holds: per sender, in total."""
+
+    per_peer: int = MAX_MESSAGE  # one largest message (a newcomer's full state) fits
+    total: int = 2 * MAX_MESSAGE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.per_peer <= self.total:
+            raise ValueError("inbox limits: need 0 < per_peer <= total")
+
+
 class Endpoint:
     """A named peer: receives on its own address, sends to named peers through a Shaper."""
 
@@ -59,8 +75,10 @@ class Endpoint:
         seed: int = 0,
         tick: Callable[[], list[tuple[str, Message]]] | None = None,
         tick_s: float = 0.25,
+        limits: InboxLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits or InboxLimits()
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -76,7 +94,11 @@ class Endpoint:
             self.ctx.destroy(linger=0)
             raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
         self.address = f"tcp://{host}:{port}"
-        self.inbox: queue.Queue[tuple[str, Message]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[str, Message, int]] = queue.Queue()
+        self._held: dict[str, int] = {}  # bytes in the inbox per sender
+        self._held_total = 0
+        self.dropped_in: dict[str, int] = {}  # messages dropped on arrival per sender
+        self.dropped_in_bytes = 0
         self.shaper = Shaper(link or LinkSpec(), seed)
         self.bad_messages = 0
         self.dropped_sends = 0
@@ -130,9 +152,35 @@ class Endpoint:
     def recv(self, timeout: float | None = None) -> tuple[str, Message] | None:
         """The next (sender, message), or None after timeout seconds."""
         try:
-            return self.inbox.get(timeout=timeout)
+            sender, msg, size = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return None
+        with self._lock:
+            left = self._held.get(sender, 0) - size
+            if left > 0:
+                self._held[sender] = left
+            else:
+                self._held.pop(sender, None)
+            self._held_total -= size
+        return sender, msg
+
+    def held_bytes(self) -> int:
+        """Bytes of received messages waiting in the inbox."""
+        with self._lock:
+            return self._held_total
+
+    def _admit(self, sender: str, size: int) -> bool:
+        """Count size against the sender's and the total bound; False (and counted) if it
+        would pass either."""
+        with self._lock:
+            mine = self._held.get(sender, 0)
+            if mine + size > self.limits.per_peer or self._held_total + size > self.limits.total:
+                self.dropped_in[sender] = self.dropped_in.get(sender, 0) + 1
+                self.dropped_in_bytes += size
+                return False
+            self._held[sender] = mine + size
+            self._held_total += size
+            return True
 
     def pending_sends(self) -> int:
         with self._lock:
@@ -192,14 +240,18 @@ class Endpoint:
             except zmq.Again:
                 return
             sender = frames[0].decode("utf-8", "replace")
+            size = sum(len(f) for f in frames)
             try:
                 msg = parse(frames[1:])
             except WireError as exc:  # parse turns every malformation into WireError
                 self.bad_messages += 1
                 log.warning("%s: dropped a message from %s: %s", self.name, sender, exc)
-                self.inbox.put((sender, Message("_bad", {"reason": str(exc)})))
+                reason = str(exc)
+                if self._admit(sender, len(reason)):
+                    self.inbox.put((sender, Message("_bad", {"reason": reason}), len(reason)))
                 continue
-            self.inbox.put((sender, msg))
+            if self._admit(sender, size):
+                self.inbox.put((sender, msg, size))
 
     def _deliver_due(self) -> float | None:
         """Send every message whose time has come; seconds until the next one (or None)."""
