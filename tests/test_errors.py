@@ -98,3 +98,16 @@ def test_shared_errors_are_defined_once_and_importable_where_they_were():
     assert AuthError("x").exit_code == 2 and AuthError.status == 401
     dupes = [n for n in CLASSES if n.rsplit(".", 1)[1] in ("ExportError", "AuthError")]
     assert dupes == [] or all(CLASSES[n] in (ExportError, AuthError) for n in dupes)
+
+
+def test_an_error_message_with_markup_characters_is_printed_as_it_is(tmp_path):
+    """A user's path or a peer's text may hold rich markup ("[/x]"): printed literally,
+    not parsed (which crashed with a MarkupError traceback)."""
+    from tests.inprocess import run_cli
+
+    weird = tmp_path / "[/x]" / "[bold]in.jsonl"
+    done = run_cli("data", "collect", "--source", "local", "--path", str(weird),
+                   "--store", str(tmp_path / "s.db"))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "[/x]" in done.stderr and "[bold]in.jsonl" in done.stderr
+    assert "Traceback" not in done.stderr and "MarkupError" not in done.stderr

@@ -197,3 +197,158 @@ def test_a_store_that_is_not_a_database_exits_2(tmp_path):
     assert r.exit_code == 2 and "store" in r.output
     r = run("data", "search", "all", "--store", "mysql+nodriver://u:secret@h/db")
     assert r.exit_code == 2 and "secret" not in r.output
+
+
+# ---------------------------------------------------------------- refusals (issue 16)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "all"],
+        ["search", "local", "-k", "x", "-o", "json"],
+        ["export", "--out", "OUT/all.jsonl"],
+        ["pack", "--out", "OUT/pack"],
+        ["jobs"],
+    ],
+)
+def test_a_missing_store_is_refused_not_created(tmp_path, args):
+    """Reading a store that is not there is a mistake (a typo in --store), not an empty
+    store: exit 2 naming it, and nothing created."""
+    missing = tmp_path / "nope" / "data.db"
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    r = run("data", *args, "--store", str(missing))
+    assert r.exit_code == 2, r.output
+    assert "no store" in r.output and str(missing) in r.output.replace("\n", "")
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_missing_store_from_the_environment_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWARMPRESS_DATA_STORE", str(tmp_path / "env.db"))
+    r = run("data", "search", "all")
+    assert r.exit_code == 2 and "no store" in r.output
+    assert not (tmp_path / "env.db").exists()
+
+
+def test_a_postgresql_url_is_a_store_not_a_path(pg_url):
+    r = run("data", "search", "all", "-o", "json", "--store", pg_url)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "nosuch"],
+        ["search", "nosuch", "--live"],
+        ["search", "Local"],
+        ["export", "--out", "OUT/x.jsonl", "--source", "nosuch"],
+        ["pack", "--out", "OUT/pack", "--source", "nosuch"],
+    ],
+)
+def test_unknown_sources_are_refused_like_collect_does(filled, tmp_path, args):
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    r = run("data", *args, "--store", filled)
+    assert r.exit_code == 2, r.output
+    assert "unknown source" in r.output and "local, reddit, x" in r.output
+    assert not (tmp_path / "out").exists()
+    collect = run("data", "collect", "--source", "nosuch", "--store", filled)
+    assert collect.exit_code == 2 and "local, reddit, x" in collect.output
+
+
+def test_a_stored_source_outside_the_registry_is_searchable(tmp_path):
+    """Full records read from JSONL may carry any source name; those the store holds
+    stay searchable by name."""
+    f = tmp_path / "hn.jsonl"
+    f.write_text(json.dumps({"uri": "https://news.example/1", "datetime": "2026-01-01T00:00:00Z",
+                             "source": "hn", "content": {"text": "a story"}}) + "\n")  # fmt: skip
+    db = str(tmp_path / "s.db")
+    r = run("data", "collect", "--source", "local", "--path", str(f), "--store", db)
+    assert r.exit_code == 0, r.output
+    r = run("data", "search", "hn", "-o", "json", "--store", db)
+    assert r.exit_code == 0, r.output
+    assert [x["source"] for x in json.loads(r.stdout)["results"]] == ["hn"]
+    r = run("data", "search", "hm", "--store", db)
+    assert r.exit_code == 2 and "unknown source 'hm'" in r.output and "hn" in r.output
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+BAD_CURSORS = {
+    "not base64": "!!!",
+    "markup": "[/x]",
+    "non-ASCII": "curs\u00f6r",
+    "control characters": "ab\x1b[31m",
+    "one char too many": "a",
+    "padding only": "====",
+    "not UTF-8": _b64(b"\xff\xfe\xfd"),
+    "not JSON": _b64(b"[1, 2"),
+    "an object": _b64(b'{"a": 1, "b": 2}'),
+    "three items": _b64(b"[1, 2, 3]"),
+    "one item": _b64(b"[1]"),
+    "a string": _b64(b'"\\ud800"'),
+    "NaN": _b64(b"NaN"),
+    "floats": _b64(b"[1.5, 2]"),
+    "booleans": _b64(b"[true, 1]"),
+    "strings": _b64(b'["1", 2]'),
+    "a negative id": _b64(b"[-1, -5]"),
+    "id zero": _b64(b"[1000, 0]"),
+    "a huge time": _b64(b"[1000000000000000000000000000000, 1]"),
+    "a huge id": _b64(b"[1, 1000000000000000000000000000000]"),
+    "2**63": _b64(str([2**63, 1]).encode()),
+    "deep nesting": _b64(b"[" * 5000 + b"]" * 5000),
+    "10**5000": _b64(b"[" + b"9" * 5000 + b", 1]"),
+    "very long": "A" * 100_000,
+}
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS.values(), ids=BAD_CURSORS.keys())
+def test_a_malformed_cursor_exits_2_naming_it(filled, cursor):
+    r = run("data", "search", "all", "-l", "1", "-o", "json", "--cursor", cursor, "--store", filled)
+    assert r.exit_code == 2, r.output
+    assert "--cursor" in r.output and "internal error" not in r.output
+
+
+def test_a_cursor_at_the_edges_of_time_is_accepted(filled):
+    for ts in (-62135596800 * 10**6, 253402300799 * 10**6):
+        cursor = _b64(json.dumps([ts, 1]).encode())
+        r = run("data", "search", "all", "-o", "json", "--cursor", cursor, "--store", filled)
+        assert r.exit_code == 0, r.output
+
+
+def test_bad_lines_are_counted_in_both_outputs(tmp_path):
+    """Every kind of broken JSONL line is skipped and counted, the rest stored, and the
+    skipped lines are shown as text (a path with brackets is not rich markup)."""
+    folder = tmp_path / "[bold]notes[red]"
+    folder.mkdir()
+    f = folder / "mixed.jsonl"
+    f.write_bytes(b'{"text": "first"}\n{"text": "\\ud800"}\n' + b"[" * 1000 + b"\n"
+                  b'{"text": "x", "s": NaN}\n\xff\xfe\n{"text": "last"}\n')  # fmt: skip
+    db = str(tmp_path / "s.db")
+    r = run("data", "collect", "--source", "local", "--path", str(f), "--store", db, "--json")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)
+    validate("collect", stats)
+    assert (stats["read"], stats["inserted"], stats["skipped"]) == (6, 2, 4)
+    assert len(stats["errors"]) == 4 and all(str(f) in e for e in stats["errors"])
+    r = run("data", "collect", "--source", "local", "--path", str(f), "--store", db)
+    assert r.exit_code == 0, r.output
+    assert "[bold]notes[red]" in r.output and r.output.count("skipped:") == 4
+
+
+def test_reddit_without_network_fails_at_once(tmp_path, monkeypatch):
+    """A host that cannot resolve is no network: said at once, not retried for 36 s."""
+    import swarmpress.data.sources.http as http
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(http, "_sleep", sleeps.append)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SWARMPRESS_REDDIT_URL", "http://swarmpress-test.invalid")
+    r = run("data", "collect", "--source", "reddit", "--store", str(tmp_path / "s.db"))
+    assert r.exit_code == 1, r.output
+    assert "no network" in r.output and "swarmpress-test.invalid" in r.output
+    assert sleeps == []

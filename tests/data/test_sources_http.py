@@ -171,3 +171,117 @@ def test_x_bad_tokens(monkeypatch, token):
     monkeypatch.delenv("SWARMPRESS_X_BEARER_TOKEN", raising=False)
     with pytest.raises(AuthError):
         XSource("http://127.0.0.1:9")
+
+
+# ---------------------------------------------------------------- no network (issue 16)
+def _network_error():
+    from swarmpress.data.sources.http import NetworkError
+
+    return NetworkError
+
+
+def _no_proxies(monkeypatch):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(monkeypatch):
+    """No DNS is no network: one try, no sleep, the host named (reddit's base URL option
+    pointed at a name that cannot resolve)."""
+    _no_proxies(monkeypatch)
+    sleeps: list[float] = []
+    base = "http://swarmpress-test.invalid"
+    c = client(base, sleeps)
+    with pytest.raises(_network_error(), match=r"no network.*swarmpress-test\.invalid"):
+        list(RedditSource(base, c).items(["r/python"]))
+    assert (c.requests, sleeps) == (1, [])
+
+
+def test_a_refused_connection_fails_at_once(monkeypatch):
+    import socket
+
+    _no_proxies(monkeypatch)
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps: list[float] = []
+    c = client(f"http://127.0.0.1:{port}", sleeps)
+    with pytest.raises(_network_error(), match=rf"no network.*127\.0\.0\.1:{port}"):
+        c.get("/r/x/new.json")
+    assert (c.requests, sleeps) == (1, [])
+
+
+def _failing(exc_type, cause: BaseException, counter: list):
+    import httpx
+
+    def handler(request):
+        counter.append(request.url.host)
+        raise exc_type(str(cause), request=request) from cause
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    "errno_, reason",
+    [("ENETUNREACH", "Network is unreachable"), ("EHOSTUNREACH", "No route to host"),
+     ("ENETDOWN", "Network is down")],
+)  # fmt: skip
+def test_an_unroutable_host_fails_at_once(errno_, reason):
+    import errno
+
+    import httpx
+
+    calls: list[str] = []
+    sleeps: list[float] = []
+    cause = OSError(getattr(errno, errno_), reason)
+    c = client("http://10.255.255.1", sleeps, transport=_failing(httpx.ConnectError, cause, calls))
+    with pytest.raises(_network_error(), match=r"no network.*10\.255\.255\.1"):
+        c.get("/x")
+    assert (len(calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(
+    "kind, cause",
+    [("ReadTimeout", TimeoutError("timed out")), ("ConnectTimeout", TimeoutError("timed out")),
+     ("ConnectError", ConnectionResetError(104, "Connection reset by peer")),
+     ("RemoteProtocolError", OSError("server disconnected"))],
+)  # fmt: skip
+def test_transient_transport_errors_are_retried(kind, cause):
+    import httpx
+
+    calls: list[str] = []
+    sleeps: list[float] = []
+    c = client("http://example.test", sleeps, retries=3,
+               transport=_failing(getattr(httpx, kind), cause, calls))  # fmt: skip
+    with pytest.raises(FetchError, match="gave up after 4 tries") as info:
+        c.get("/x")
+    assert not isinstance(info.value, _network_error())
+    assert len(calls) == 4 and len(sleeps) == 3
+
+
+def test_an_answer_nested_too_deeply_is_a_fetch_error(server):
+    server.add("/deep", 200, b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(FetchError, match="not JSON"):
+        client(server.url, []).get("/deep")
+
+
+def test_hostile_values_in_an_answer_are_counted_items(server):
+    """A listing whose posts carry NaN, lone surrogates or deep nesting: those posts are
+    skipped and counted, the others stored."""
+    bad_nan = post(2)
+    bad_nan["data"]["score"] = float("nan")
+    bad_sur = post(3)
+    bad_sur["data"]["title"] = "\ud800"
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    bad_deep = post(4)
+    bad_deep["data"]["score"] = deep
+    body = listing([post(1), bad_nan, bad_sur, bad_deep, post(5)], None)
+    import json
+
+    server.add("/r/h/new.json", 200, json.dumps(body).encode())  # NaN as JSON's NaN literal
+    items = list(RedditSource(server.url, client(server.url, [])).items(["r/h"]))
+    assert [r.content["title"] for r, _ in items if r] == ["Post 1", "Post 5"]
+    assert sum(e is not None for _, e in items) == 3

@@ -15,6 +15,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from swarmpress.cli.common import EXIT_INTERNAL, GuardedGroup, err_console
 
@@ -81,7 +82,7 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
             "(please report it with the command you ran)",
             highlight=False,
             soft_wrap=True,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from swarmpress.cli.common import EXIT_USAGE, console, err_console, fail, guard
 from swarmpress.cli.options import JsonOpt, grouped, opt, split
@@ -67,15 +68,26 @@ def _selected(selection: dict[str, Any], store: str | None):
     from swarmpress.data.query import iter_query
 
     query = _query(selection.get("source"), selection)
-    return iter_query(_store(store), query)
+    st = _store(store, create=False)
+    query.source = _source(selection.get("source"), st)
+    return iter_query(st, query)
 
 
-def _store(location: str | None, max_bytes: int | None = None):
-    """The store; one that does not open is bad input (exit 2, where later failures are 1)."""
+def _store(location: str | None, max_bytes: int | None = None, create: bool = True):
+    """The store; one that does not open is bad input (exit 2, where later failures are 1).
+    `create=False` (commands that only read): a SQLite file that is not there is refused."""
     from swarmpress.data.store import Store
 
     with guard(code=EXIT_USAGE):
-        return Store(location, max_bytes=max_bytes)
+        return Store(location, max_bytes=max_bytes, create=create)
+
+
+def _source(name: str | None, st) -> str | None:
+    """The source a query selects: `all` (None), a known source or one the store holds;
+    else exit 2 listing them, as `collect` refuses an unknown source."""
+    from swarmpress.data.sources.registry import query_source
+
+    return query_source(name, st.has_source, st.sources)
 
 
 def _batch(s: dict) -> str:
@@ -149,7 +161,10 @@ def collect_cmd(
                                        title=f"collect {source} -> {stats['store']}"))  # fmt: skip
     if not as_json:
         for e in stats["errors"][:5]:
-            err_console.print(f"[yellow]skipped:[/] {e}", highlight=False)
+            err_console.print(f"[yellow]skipped:[/] {escape(e)}", highlight=False)
+        if stats["skipped"] > 5:
+            err_console.print(f"[yellow]skipped:[/] {stats['skipped'] - 5} more (--json lists "
+                              f"the first {len(stats['errors'])})", highlight=False)  # fmt: skip
 
 
 def _run_job(st, raw: dict, background: bool, as_json: bool) -> None:
@@ -181,7 +196,7 @@ def jobs_cmd(
     """The collection jobs in a store: status, records collected, rounds, cursor."""
     from swarmpress.data.jobs import list_jobs, stop_job
 
-    st = _store(store)
+    st = _store(store, create=False)
     if stop is not None:
         ok = stop_job(st, stop)
         console.print(f"job {stop}: {'stop requested' if ok else 'not running'}")
@@ -251,15 +266,17 @@ def search_cmd(
     """Search the store, newest first, a page at a time (`data schema search`: the JSON)."""
     from swarmpress.data.collect import collect
     from swarmpress.data.query import search
-    from swarmpress.data.sources.registry import SOURCES, open_source
+    from swarmpress.data.sources.registry import SOURCES, check_sources, open_source
 
     if output not in ("table", "json", "jsonl", "csv"):
         raise fail(f"-o must be table, json, jsonl or csv, not {output!r}")
+    if live and source not in SOURCES:
+        check_sources([source])  # an unknown name: refused as collect refuses it
+        raise fail(f"--live needs a source to fetch from: {', '.join(SOURCES)}")
     q = _query(source, filters, limit, cursor)
-    st = _store(store)
+    st = _store(store, create=live)  # --live collects first: that may make the store
+    q.source = _source(source, st)
     if live:
-        if source not in SOURCES:
-            raise fail(f"--live needs a source to fetch from: {', '.join(SOURCES)}")
         with err_console.status(f"fetching from {source}"):
             items, _ = open_source(source, keywords=q.keywords, users=q.users, label=q.label,
                                    mode=q.mode, limit=max(limit, 100))  # fmt: skip

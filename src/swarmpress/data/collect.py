@@ -2,7 +2,9 @@
 
 Each batch is one transaction and the uri is the dedup key, so running a collection again
 after a crash (or twice) adds nothing twice: what was committed is skipped as duplicate,
-what was lost with the crashed batch is added.
+what was lost with the crashed batch is added. A source that fails mid-way (the network
+gone on page 3, Ctrl-C) keeps what it had read: that batch is stored before the error
+passes on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from swarmpress.data.records import Record
+from swarmpress.data.records import Record, printable
 from swarmpress.data.store import Store
 
 MAX_ERRORS_KEPT = 20
@@ -49,14 +51,22 @@ def collect(
         if progress is not None:
             progress(stats)
 
-    for rec, err in items:
-        if limit is not None and stats["read"] >= limit:
+    source_items = iter(items)
+    while limit is None or stats["read"] < limit:
+        try:
+            item = next(source_items, None)
+        except BaseException:
+            if pending:  # what was read before the source failed is kept
+                flush()
+            raise
+        if item is None:
             break
+        rec, err = item
         stats["read"] += 1
         if rec is None:
             stats["skipped"] += 1
             if len(stats["errors"]) < MAX_ERRORS_KEPT:
-                stats["errors"].append(err)
+                stats["errors"].append(printable(str(err)))
             continue
         pending.append(rec)
         if len(pending) >= batch:

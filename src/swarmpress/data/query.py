@@ -3,7 +3,9 @@ range, newest first, a page at a time.
 
 Paging is by keyset, not offset: the cursor is the (time, id) of the last record of a page,
 opaque to callers (base64 JSON), so page k costs the same as page 1 and records added
-meanwhile do not shift what the next page holds.
+meanwhile do not shift what the next page holds. A cursor is a position, not bound to the
+query that printed it: with other filters it continues after the same record. Any text
+that is not a cursor is a QueryError that says what is wrong (exit 2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from swarmpress.data.records import RecordError, normalize_label, parse_record, parse_time
+from swarmpress.data.records import (
+    RecordError,
+    normalize_label,
+    parse_record,
+    parse_time,
+    strict_loads,
+)
 from swarmpress.data.store import Store, StoreError, records, row_record
 from swarmpress.errors import UsageError
 
@@ -77,6 +85,17 @@ class Query:
         for k in self.keywords:
             if not re.search(r"\w", k):
                 raise QueryError(f"keyword {k!r} has no letters or digits to search for")
+        if self.cursor is not None:
+            decode_cursor(self.cursor)
+
+
+# A cursor is base64url (unpadded) of the JSON [time in microseconds, record id] of the
+# last record shown. What one may hold: a time a record can have (years 1-9999 UTC) and an
+# id the store could have given out (1 .. 2**63 - 1); a few dozen characters in all.
+CURSOR_CHARS = 96
+TS_RANGE = (-62_135_596_800 * 10**6, 253_402_300_800 * 10**6)
+ID_RANGE = (1, 2**63 - 1)
+_B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 def encode_cursor(ts_us: int, rid: int) -> str:
@@ -84,14 +103,37 @@ def encode_cursor(ts_us: int, rid: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
+    """(time, id) from a cursor; QueryError naming what is wrong with any other text."""
+    # the text itself only when it is plainly a cursor's alphabet (nothing to escape)
+    shown = f" {cursor!r}" if len(cursor) <= 40 and _B64URL.fullmatch(cursor) else ""
+
+    def bad(why: str) -> QueryError:
+        return QueryError(f"--cursor{shown} is not a cursor this store gave out: {why} "
+                          f"(pass a next_cursor as printed, or leave --cursor out to start "
+                          f"from the newest)")  # fmt: skip
+
+    if not cursor:
+        raise bad("it is empty")
+    if len(cursor) > CURSOR_CHARS:
+        raise bad(f"{len(cursor)} characters, where a cursor has at most {CURSOR_CHARS}")
+    if not _B64URL.fullmatch(cursor):
+        raise bad("it is not URL-safe base64 (A-Z, a-z, 0-9, - and _)")
     try:
-        pad = "=" * (-len(cursor) % 4)
-        ts_us, rid = json.loads(base64.urlsafe_b64decode(cursor + pad))
-        if type(ts_us) is not int or type(rid) is not int:
-            raise ValueError
-        return ts_us, rid
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise QueryError(f"--cursor {cursor!r} is not a cursor this store gave out") from None
+        raw = base64.urlsafe_b64decode(cursor.rstrip("=") + "=" * (-len(cursor.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise bad("its base64 is cut short") from None
+    try:
+        value = strict_loads(raw)
+    except ValueError as exc:
+        raise bad(f"it does not hold JSON ({exc})") from None
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+        raise bad("it does not hold a [time, id] pair of integers")
+    ts_us, rid = value
+    if not TS_RANGE[0] <= ts_us <= TS_RANGE[1]:
+        raise bad(f"its time {ts_us} is outside years 1-9999")
+    if not ID_RANGE[0] <= rid <= ID_RANGE[1]:
+        raise bad(f"its record id {rid} is outside {ID_RANGE[0]}..{ID_RANGE[1]}")
+    return ts_us, rid
 
 
 def _fts_match(keywords: list[str], mode: str) -> str:
@@ -114,7 +156,7 @@ def search(store: Store, q: Query) -> dict[str, Any]:
         conds.append(records.c.ts_us >= int(q.since.timestamp() * 1e6))
     if q.until:
         conds.append(records.c.ts_us <= int(q.until.timestamp() * 1e6))
-    if q.cursor:
+    if q.cursor is not None:
         ts_us, rid = decode_cursor(q.cursor)
         conds.append(
             or_(records.c.ts_us < ts_us, and_(records.c.ts_us == ts_us, records.c.id < rid))

@@ -11,6 +11,8 @@ JSONL line hands over into a Record or a RecordError that says which field is wr
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from swarmpress.errors import UsageError
 
 MAX_CONTENT = 1 << 20  # bytes of content JSON one record may hold
+MAX_DEPTH = 100  # JSON nesting a record's content (and a JSONL line) may have
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")  # NUL (PostgreSQL text) or a lone surrogate
 
 
 class RecordError(UsageError, ValueError):
@@ -121,7 +125,113 @@ class Record(BaseModel):
 
 def content_json(content: dict[str, Any]) -> str:
     """The content as compact, key-sorted JSON (what `size` counts and the store keeps)."""
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        content, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+    )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]}{'...' if len(text) > 20 else ''} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
+    return obj
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """JSON from untrusted text (a JSONL line, a cursor): strict UTF-8, standard JSON only
+    (no NaN or Infinity, no number beyond a float, no duplicate key), nesting at most
+    MAX_DEPTH; ValueError (a RecordError) that says what is wrong, never another error."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite,
+                           object_pairs_hook=_unique_keys)  # fmt: skip
+    except RecursionError:
+        raise RecordError(f"not JSON (nested deeper than {MAX_DEPTH})") from None
+    except ValueError as exc:  # JSONDecodeError, a hook's refusal, an int beyond 4300 digits
+        raise RecordError(f"not JSON ({str(exc)[:100]})") from None
+    problem = json_problem(value, MAX_DEPTH + 1)  # a line's record holds content one deeper
+    if problem:
+        raise RecordError(problem)
+    return value
+
+
+def _scalar_problem(v: Any) -> str | None:
+    if isinstance(v, str):
+        m = _BAD_CHAR.search(v)
+        if m is None:
+            return None
+        if m.group() == "\x00":
+            return "contains a NUL character"
+        return f"contains a lone surrogate (U+{ord(m.group()):04X}), not UTF-8 text"
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"{v!r} is not a JSON number"
+    if v is None or isinstance(v, bool | int):
+        return None
+    return f"not JSON-serializable (a Python {type(v).__name__})"
+
+
+def _at(where: str, path: list[Any], problem: str) -> str:
+    at = where
+    for p in path:
+        at += f"[{p}]" if isinstance(p, int) else f".{p}" if at else str(p)
+    return f"{printable(at, 80)}: {problem}" if at else problem
+
+
+def json_problem(value: Any, max_depth: int = MAX_DEPTH, where: str = "") -> str | None:
+    """What makes `value` unfit to store as JSON text, or None: nesting deeper than
+    `max_depth`, a NUL or a lone surrogate in a string or key, a float that is not finite,
+    a type JSON has no form for; said with where it is (`content.scores[2]: ...`).
+    Depth-first with one iterator per level: memory grows with the depth, not the size."""
+    if not isinstance(value, dict | list | tuple):
+        problem = _scalar_problem(value)
+        return _at(where, [], problem) if problem else None
+    if max_depth < 1:
+        return _at(where, [], f"nested deeper than {max_depth} levels")
+    path: list[Any] = []  # the key or index of each open container below the top
+    stack = [(iter(value.items()) if isinstance(value, dict) else enumerate(value),
+              isinstance(value, dict))]  # fmt: skip
+    while stack:
+        items, is_dict = stack[-1]
+        for k, v in items:
+            if is_dict:
+                if not isinstance(k, str):
+                    kind = type(k).__name__
+                    return _at(where, path, f"not JSON-serializable (a key of type {kind})")
+                problem = _scalar_problem(k)
+                if problem:
+                    return _at(where, path, f"a key {problem}")
+            if isinstance(v, dict | list | tuple):
+                if len(stack) >= max_depth:
+                    return _at(where, [*path, k], f"nested deeper than {max_depth} levels")
+                path.append(k)
+                stack.append((iter(v.items()) if isinstance(v, dict) else enumerate(v),
+                              isinstance(v, dict)))  # fmt: skip
+                break
+            problem = _scalar_problem(v)
+            if problem:
+                return _at(where, [*path, k], problem)
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return None
 
 
 def make_record(
@@ -141,21 +251,18 @@ def make_record(
     })  # fmt: skip
 
 
+def printable(message: str, limit: int = 500) -> str:
+    """A message safe to print, store and send as JSON: lone surrogates and control
+    characters shown as escapes, at most `limit` characters."""
+    message = message[: limit * 2].encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)[:limit]
+
+
 def first_error(exc: ValidationError, what: str) -> str:
     """A pydantic error as one line naming the field: `field: rule`."""
     e = exc.errors()[0]
     where = ".".join(str(p) for p in e["loc"]) or what
     return f"{where}: {e['msg'].removeprefix('Value error, ')}"
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def parse_record(raw: Any) -> Record:
@@ -166,18 +273,19 @@ def parse_record(raw: Any) -> Record:
         raise RecordError(f"a record is a JSON object, not {type(raw).__name__}")
     data = {k: v for k, v in raw.items() if k != "bucket"}  # derived, as exports write it
     if isinstance(data.get("content"), dict):
+        problem = json_problem(data["content"], where="content")  # first: content_json recurses
+        if problem:
+            raise RecordError(problem)
         try:
             body = content_json(data["content"])
         except (TypeError, ValueError) as exc:
-            raise RecordError(f"content: not JSON-serializable ({exc})") from None
-        if _has_nul(data["content"]):  # PostgreSQL text cannot hold one
-            raise RecordError("content: contains a NUL character")
+            raise RecordError(f"content: not JSON-serializable ({str(exc)[:100]})") from None
         data["size"] = len(body.encode("utf-8"))  # always ours, whatever a line claims
         if data["size"] > MAX_CONTENT:
             raise RecordError(f"content: {data['size']} bytes exceeds the {MAX_CONTENT}-byte limit")
     for key in ("uri", "label", "source"):
-        if isinstance(data.get(key), str) and "\x00" in data[key]:
-            raise RecordError(f"{key}: contains a NUL character")
+        if isinstance(data.get(key), str) and _BAD_CHAR.search(data[key]):
+            raise RecordError(json_problem(data[key], where=key) or key)
     data.setdefault("scraped_at", datetime.now(UTC))
     try:
         return Record.model_validate(data)

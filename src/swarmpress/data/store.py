@@ -98,7 +98,12 @@ class InsertResult:
 class Store:
     """Records in a database; see the module docstring."""
 
-    def __init__(self, location: str | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, location: str | None = None, max_bytes: int | None = None, create: bool = True
+    ) -> None:
+        """`create=False`: a SQLite file that does not exist is refused (exit 2), not made:
+        what reads a store (search, export, pack, jobs) must not conjure an empty one from
+        a typo. A database URL (postgresql://) names a server's database: always opened."""
         if max_bytes is not None and max_bytes < 1:
             raise StoreError(f"the size cap must be at least 1 byte, not {max_bytes}")
         self.url = store_url(location)
@@ -107,6 +112,11 @@ class Store:
             self.display = make_url(self.url).render_as_string(hide_password=True)
         except ArgumentError:
             self.display = self.url
+        if not create and self.url.startswith("sqlite:///"):
+            path = Path(self.url[len("sqlite:///") :])
+            if str(path) not in ("", ":memory:") and not path.exists():
+                raise StoreError(f"no store at {path} (`swarmpress data collect --store "
+                                 f"{path}` creates one)", exit_code=2)  # fmt: skip
         try:
             if self.url.startswith("sqlite:///"):
                 path = Path(self.url[len("sqlite:///") :])
@@ -244,6 +254,17 @@ class Store:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(records)))
+
+    def sources(self) -> list[str]:
+        """The source names the store holds records of, sorted."""
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(select(records.c.source).distinct()))
+
+    def has_source(self, name: str) -> bool:
+        """Whether the store holds a record of this source (an index lookup)."""
+        with self.engine.connect() as conn:
+            found = conn.scalar(select(records.c.id).where(records.c.source == name).limit(1))
+        return found is not None
 
     def total_bytes(self) -> int:
         with self.engine.connect() as conn:

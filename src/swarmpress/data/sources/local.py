@@ -4,7 +4,10 @@
   joined up to about 4 KB), uri `file://PATH#pN`, time = the file's modification time.
 - A `.jsonl` file: each line either a full record (uri, datetime, source, content, ...) or
   an object with `text` (and optionally `title`, `author`, `datetime`, `label`, `uri`).
-  A line that is not JSON or not a valid record is reported (file and line) and skipped.
+  A line that is not a valid record, whatever is wrong with it (not UTF-8, not JSON, not
+  an object, NaN or a number beyond a float, a duplicate key, nesting deeper than
+  MAX_DEPTH, a NUL or a lone surrogate, longer than MAX_LINE bytes), is reported (file and
+  line) and skipped; a line is never held in memory beyond MAX_LINE bytes.
 - A directory: every such file below it, in name order.
 - No path: the standard library's `pydoc_data.topics` (about 0.5 MB of English), one
   record per topic, uri `pydoc://topics/NAME`: what a machine with no network can collect.
@@ -14,17 +17,32 @@ Items come out as (Record | None, error | None) so the caller counts and skips t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from swarmpress.data.records import Record, RecordError, make_record, parse_record
+from swarmpress.data.records import (
+    MAX_CONTENT,
+    Record,
+    RecordError,
+    make_record,
+    parse_record,
+    printable,
+    strict_loads,
+)
 from swarmpress.errors import UsageError
 
 TEXT_SUFFIXES = (".txt", ".md")
 BLOCK = 4096
+# The longest JSONL line read: a record's content (MAX_CONTENT) written with every
+# character escaped as ASCII (a 4-byte character becomes 12), plus the other fields.
+MAX_LINE = 3 * MAX_CONTENT + (64 << 10)
+_CHUNK = 1 << 16  # how much of an overlong line is read at a time to skip it
+_BOM = b"\xef\xbb\xbf"
 Item = tuple[Record | None, str | None]
+# What turning one item (a line, a listing child) into a record may raise: that item is
+# counted and skipped, the rest go on (RecordError is a ValueError).
+ITEM_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
 
 
 class SourceError(UsageError, ValueError):
@@ -78,25 +96,56 @@ def _line_record(path: Path, n: int, obj: dict, when: datetime) -> Record:
                        obj.get("label"))  # fmt: skip
 
 
+def _lines(fh) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, the line or None when it is longer than MAX_LINE, its length so far)
+    of a binary file; an overlong line is skipped in chunks, never held whole."""
+    n = 0
+    while True:
+        raw = fh.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) <= MAX_LINE or raw.endswith(b"\n"):
+            yield n, raw, len(raw)
+            continue
+        size = len(raw)
+        del raw
+        while True:
+            chunk = fh.readline(_CHUNK)
+            size += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        yield n, None, size
+
+
 def read_jsonl(path: Path) -> Iterator[Item]:
     when = _mtime(path)
     with path.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            line = raw.strip()
+        for n, raw, size in _lines(fh):
+            if raw is None:
+                yield None, f"{path}:{n}: longer than {MAX_LINE} bytes ({size}): not a record"
+                continue
+            line = raw.strip(b" \t\r\n")
+            if n == 1 and line.startswith(_BOM):
+                line = line[len(_BOM) :].lstrip()
             if not line:
                 continue
             try:
-                obj = json.loads(line)
-            except (UnicodeDecodeError, ValueError) as exc:
-                yield None, f"{path}:{n}: not JSON ({str(exc)[:80]})"
+                obj = strict_loads(line)
+                if not isinstance(obj, dict):
+                    raise RecordError(f"a record is a JSON object, not {_kind(obj)}")
+                rec = _line_record(path, n, obj, when)
+            except ITEM_ERRORS as exc:
+                yield None, printable(f"{path}:{n}: {exc}")
                 continue
-            if not isinstance(obj, dict):
-                yield None, f"{path}:{n}: a record is a JSON object"
-                continue
-            try:
-                yield _line_record(path, n, obj, when), None
-            except RecordError as exc:
-                yield None, f"{path}:{n}: {exc}"
+            yield rec, None
+
+
+_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def _kind(value: object) -> str:
+    return _KINDS.get(type(value), "a number")
 
 
 def read_pydoc() -> Iterator[Item]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from swarmpress.data.records import RecordError, make_record
 from swarmpress.data.sources.http import JsonClient
-from swarmpress.data.sources.local import Item
+from swarmpress.data.sources.local import ITEM_ERRORS, Item
 
 BASE = "https://www.reddit.com"
 PAGE = 100
@@ -104,7 +104,7 @@ class RedditSource:
                 n += 1
                 try:
                     yield to_record(child), None  # the canonical uri, whatever served it
-                except (RecordError, TypeError, KeyError, AttributeError, ValueError) as exc:
+                except ITEM_ERRORS as exc:
                     yield None, f"reddit {path}: {exc}"  # a malformed item: counted, skipped
             after = data.get("after")
             self.cursor = after if isinstance(after, str) else None

@@ -26,14 +26,35 @@ def _split(values: Iterable[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _unknown(bad: str, extra: str = "") -> SourceError:
+    return SourceError(f"unknown source {bad}; known: {', '.join(SOURCES)}{extra}")
+
+
 def check_sources(names: Sequence[str]) -> list[str]:
     """The source names of a comma-separated list, or SourceError naming the unknown ones."""
     sources = _split(names)
     unknown = [x for x in sources if x not in SOURCES]
     if unknown or not sources:
-        bad = ", ".join(unknown) or repr(",".join(names))
-        raise SourceError(f"unknown source {bad}; known: {', '.join(SOURCES)}")
+        raise _unknown(", ".join(map(repr, unknown)) or repr(",".join(names)))
     return sources
+
+
+def query_source(
+    name: str | None,
+    stored: Callable[[str], bool] | None = None,
+    stored_names: Callable[[], Iterable[str]] | None = None,
+) -> str | None:
+    """The source a query (search, export, pack) selects: None for `all`, a source of the
+    registry, or one the store holds records of (`stored(name)`: a JSONL file may carry
+    any source name); else the SourceError `collect` gives, listing the known sources and
+    (`stored_names()`) those the store holds."""
+    if name is None or name == "all":
+        return None
+    if name in SOURCES or (stored is not None and name and stored(name)):
+        return name
+    held = sorted(set(stored_names() if stored_names is not None else ()) - set(SOURCES))
+    extra = f"; in the store also: {', '.join(held)}" if held else ""
+    raise _unknown(repr(name), f"{extra} (or all)")
 
 
 def open_source(
@@ -51,7 +72,7 @@ def open_source(
     NETWORK_PAGE), from `cursor` when one is given. `label` is reddit's r/NAME[,r/OTHER]
     subreddits and x's #hashtag."""
     if source not in SOURCES:
-        raise SourceError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+        raise _unknown(repr(source))
     if source == "local":
         from swarmpress.data.sources.local import read_local
 

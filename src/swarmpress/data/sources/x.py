@@ -17,7 +17,7 @@ from typing import Any
 
 from swarmpress.data.records import RecordError, make_record
 from swarmpress.data.sources.http import AuthError, JsonClient
-from swarmpress.data.sources.local import Item, SourceError
+from swarmpress.data.sources.local import ITEM_ERRORS, Item, SourceError
 
 BASE = "https://api.x.com"
 TOKEN_ENV = ("X_BEARER_TOKEN", "SWARMPRESS_X_BEARER_TOKEN")
@@ -118,7 +118,7 @@ class XSource:
                 n += 1
                 try:
                     yield to_record(post, names), None
-                except (RecordError, TypeError, KeyError, AttributeError, ValueError) as exc:
+                except ITEM_ERRORS as exc:
                     yield None, f"x: {exc}"  # a malformed item: counted, skipped
             meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
             token = meta.get("next_token")
