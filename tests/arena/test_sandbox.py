@@ -61,6 +61,10 @@ UID = UID_BASE + SLOT
 LIMITS = Limits(wall_s=5.0, startup_s=30.0, cpu_s=10, nproc=32, memory_bytes=512 << 20,
                 log_bytes=4096)  # fmt: skip
 DATA = bytes(range(256)) * 64
+# A call that should end at its deadline must be over within this: the startup allowance,
+# the wall limit and the teardown, with room for a loaded machine. It tells a hung worker
+# from a finished one; it measures no speed.
+HUNG_S = LIMITS.startup_s + 60.0
 PYLIB = f"lib/python{sys.version_info.major}.{sys.version_info.minor}"
 ENV = "apex-matrix-compression"
 
@@ -439,7 +443,7 @@ def test_an_endless_loop_times_out(engine, tmp_path):
     t = time.monotonic()
     r = _call(engine, _entry(tmp_path, body), limits=_limits(wall_s=2.0))
     assert not r.ok and r.reason == "timed out after 2 s" and r.seconds == 2.0
-    assert time.monotonic() - t < 2.0 + 15
+    assert time.monotonic() - t < HUNG_S  # ended, not held: no speed is tested here
 
 
 def test_the_cpu_time_limit(engine, tmp_path):
@@ -454,11 +458,13 @@ def test_the_cpu_time_limit(engine, tmp_path):
         spin()
     decompress_data = compress_data
     """
-    r = _call(engine, _entry(tmp_path, body), limits=_limits(cpu_s=1, wall_s=4.0))
+    # bwrap: a wall clock far off, so only the CPU limit can end it (a busy machine gives
+    # the entry less than a core: its CPU second takes longer than one wall second)
+    wall = 60.0 if engine == "bwrap" else 4.0
+    r = _call(engine, _entry(tmp_path, body), limits=_limits(cpu_s=1, wall_s=wall))
     assert not r.ok
     if engine == "bwrap":
         assert r.reason == "crashed during the call: killed by SIGXCPU (CPU time limit)"
-        assert r.seconds < 3.5
     else:  # gVisor (runsc 20221219) does not enforce RLIMIT_CPU: the wall clock ends it
         assert r.reason == "timed out after 4 s" or "(CPU time limit)" in r.reason
 
@@ -603,7 +609,7 @@ def test_a_harness_that_stops_reading_cannot_hang_the_worker(engine, tmp_path):
     t = time.monotonic()
     r = _call(engine, _entry(tmp_path, body), data=bytes(4 << 20), limits=_limits(wall_s=2.0))
     assert not r.ok and r.reason == "timed out after 2 s"
-    assert time.monotonic() - t < 2.0 + 15
+    assert time.monotonic() - t < HUNG_S  # gave up, not hung: no speed is tested here
 
 
 # ---------------------------------------------------------------- red team: kernel surface
@@ -874,8 +880,9 @@ def test_the_entry_cannot_leave_its_cpu(engine, tmp_path):
     decompress_data = compress_data
     """
     seen: dict[str, set[str]] = {}
+    # the entry spins 2 s: a wall limit far beyond that, so a busy machine cannot fail it
     with Session(_entry(tmp_path, body), ["call", "functions", "compress", "/sub/solution.py"],
-                 ENV, LIMITS, SLOT, cpu, engine) as s:  # fmt: skip
+                 ENV, _limits(wall_s=60.0), SLOT, cpu, engine) as s:  # fmt: skip
         assert s.wait_ready() == ""
         stop = threading.Event()
 
@@ -964,10 +971,11 @@ CHANNEL_REASONS = {  # attack -> words the reason must hold (the wording may cha
 
 @pytest.mark.parametrize("attack", [*CHANNEL_REASONS, "error-garbage"])
 def test_forged_replies_fail_the_call_not_the_worker(engine, tmp_path, attack):
-    t = time.monotonic()
     r = _call(engine, _entry(tmp_path, CHANNEL), data=attack.encode(),
               limits=_limits(wall_s=20.0))  # fmt: skip
-    assert time.monotonic() - t < 12  # decided at once, not at the 20 s deadline
+    # decided at once, not at the deadline: the entry sleeps 60 s after its forgery, so a
+    # worker that waited would report a timeout (judged by the reason, not the clock)
+    assert "timed out" not in r.reason, r.reason
     assert not r.ok and r.output is None
     assert len(r.reason) <= REASON_MAX and "\x00" not in r.reason
     if attack == "error-garbage":  # an ERROR frame within its cap: cleaned text, capped

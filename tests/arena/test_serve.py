@@ -115,7 +115,9 @@ def test_killing_a_worker_or_the_server_mid_evaluation_loses_nothing(server, tmp
                           key=server.admin).stdout)["id"]  # fmt: skip
     wait_state(server.url, sid2, states=("running",))
     server.kill()  # the server and (by their death signal) its workers
-    time.sleep(0.5)
+    end = time.monotonic() + 60  # a deadline for the kernel, not a speed under test
+    while _worker_pids(server.home) and time.monotonic() < end:
+        time.sleep(0.1)
     assert _worker_pids(server.home) == []
     server.start()
     st2 = wait_state(server.url, sid2)

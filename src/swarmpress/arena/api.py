@@ -13,6 +13,7 @@ would parse and spool the whole body to disk before any of this could run.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -136,6 +137,28 @@ def _field(parts: dict[str, tuple[str | None, bytes]], name: str) -> str | None:
 class KeyRequest(BaseModel):
     name: str
     admin: bool = False
+
+
+class RevokeRequest(BaseModel):
+    name: str
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening, for the server to take over
+    (uvicorn.Server.run(sockets=...)); OSError when the port is in use or the address is
+    not this machine's. `serve` binds first, so nothing is made or printed for a server
+    that cannot start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def create_app(arena: Arena) -> FastAPI:
@@ -273,13 +296,29 @@ def create_app(arena: Arena) -> FastAPI:
         """Ancestors (root first) and the tree of forks below a submission."""
         return arena.lineage(sid)
 
+    def _admin(x_api_key: str | None, what: str) -> None:
+        if not arena.authenticate(x_api_key).admin:
+            raise Forbidden(f"only an admin key can {what}")
+
     @app.post("/api/keys", status_code=201, tags=["keys"])
     def create_key(req: KeyRequest, x_api_key: KeyHeader = None) -> dict[str, str]:
         """Make an API key (admin key required). The key is shown once."""
-        caller = arena.authenticate(x_api_key)
-        if not caller.admin:
-            raise Forbidden("only an admin key can create keys")
+        _admin(x_api_key, "create keys")
         return {"name": req.name, "key": arena.create_key(req.name, req.admin)}
+
+    @app.get("/api/keys", tags=["keys"])
+    def list_keys(x_api_key: KeyHeader = None) -> list[dict[str, Any]]:
+        """Every key: name, created, admin or not, revoked or not (admin key required).
+        Never a key itself."""
+        _admin(x_api_key, "list keys")
+        return arena.keys()
+
+    @app.post("/api/keys/revoke", tags=["keys"])
+    def revoke_key(req: RevokeRequest, x_api_key: KeyHeader = None) -> dict[str, Any]:
+        """Revoke every key of a name (admin key required); the API refuses them from then
+        on (401). 404 when no key has that name."""
+        _admin(x_api_key, "revoke keys")
+        return arena.revoke_key(req.name)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

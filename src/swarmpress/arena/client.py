@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from swarmpress.errors import SwarmpressError
+from swarmpress.errors import SwarmpressError, UsageError
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -89,5 +92,79 @@ class ArenaClient:
     def create_key(self, name: str, admin: bool = False) -> str:
         return self._call("POST", "/api/keys", json={"name": name, "admin": admin}).json()["key"]
 
+    def keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/keys").json()
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        return self._call("POST", "/api/keys/revoke", json={"name": name}).json()
+
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/api/health").json()
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def check_target(path: Path, force: bool) -> None:
+    """Refuse to write path when it exists (unless force) or is not a regular file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path} is {_kind(st.st_mode)}, not a regular file; name a file to "
+                         "write (not even --force replaces it)")  # fmt: skip
+    if not force:
+        raise UsageError(f"{path} exists; pass --force to replace it")
+
+
+def save_file(path: str | Path, data: bytes, force: bool = False) -> Path:
+    """Write data to a new file path (what `arena download` does with what it fetched).
+
+    An existing path is refused unless force, and even with force only a regular file is
+    replaced, never a directory, link, FIFO, device or socket (UsageError, exit 2). The
+    bytes go to a temporary file beside path, renamed into place once complete, so a
+    failed write leaves no half-written file and the old one, if any, as it was; without
+    force the rename cannot replace a file that appeared meanwhile."""
+    path = Path(path)
+    check_target(path, force)
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: no such directory")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have made
+        check_target(path, force)
+        if force:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give tmp the name path only if path does not exist (a hard link fails then)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; pass --force to replace it") from None
+    except OSError as exc:  # a file system without hard links: checked a moment ago
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)

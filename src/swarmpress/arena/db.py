@@ -34,7 +34,8 @@ class Base(DeclarativeBase):
 
 
 class Key(Base):
-    """An API key (stored as its SHA-256) and the name of whoever holds it."""
+    """An API key (stored as its SHA-256, never the key itself) and the name of whoever
+    holds it; `revoked` is when it was withdrawn (None while it is valid)."""
 
     __tablename__ = "keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -42,6 +43,7 @@ class Key(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[float] = mapped_column(Float, default=now)
+    revoked: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class CompetitionRow(Base):

@@ -213,16 +213,47 @@ class Arena:
         return key
 
     def has_admin(self) -> bool:
+        """Whether some admin key is valid (not revoked)."""
         with self.Session() as s:
-            return s.scalar(select(func.count()).select_from(Key).where(Key.admin)) > 0
+            admins = select(func.count()).select_from(Key)
+            return s.scalar(admins.where(Key.admin, Key.revoked.is_(None))) > 0
+
+    def keys(self) -> list[dict[str, Any]]:
+        """Every key, oldest first: its name, when it was made, whether it is an admin's and
+        whether (and when) it was revoked. Never the key, nor its hash."""
+        with self.Session() as s:
+            rows = s.scalars(select(Key).order_by(Key.id)).all()
+        return [{"id": k.id, "name": k.name, "admin": bool(k.admin), "created": k.created,
+                 "revoked": k.revoked is not None, "revoked_at": k.revoked}
+                for k in rows]  # fmt: skip
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        """Revoke every valid key named name: the API refuses them from now on. Returns
+        {"name", "revoked": keys revoked now, "keys": keys of that name in all}; NotFound
+        when no key has that name. Revoking a revoked key again changes nothing."""
+        name = name.strip() if isinstance(name, str) else ""  # as create_key stores it
+        with self.Session() as s:
+            rows = s.scalars(select(Key).where(Key.name == name).with_for_update()).all()
+            if not rows:
+                raise NotFound(f"no key named {name!r} (swarmpress arena keys list shows them)")
+            fresh = [k for k in rows if k.revoked is None]
+            t = now()
+            for k in fresh:
+                k.revoked = t
+            s.commit()
+        return {"name": name, "revoked": len(fresh), "keys": len(rows)}
 
     def authenticate(self, key: str | None) -> Key:
+        """The valid key row for key; AuthError (401) when it is missing, unknown or
+        revoked."""
         if not key:
             raise AuthError("an API key is required (--key or SWARMPRESS_ARENA_KEY)")
         with self.Session() as s:
             row = s.scalar(select(Key).where(Key.key_hash == hash_key(key)))
         if row is None:
             raise AuthError("unknown API key")
+        if row.revoked is not None:
+            raise AuthError(f"this API key ({row.name}) was revoked")
         return row
 
     # ------------------------------------------------------------------ submissions
@@ -241,6 +272,8 @@ class Arena:
             raise no_parent
         with self.Session() as s:
             self._lock_key(s, author.id)
+            if s.get(Key, author.id).revoked is not None:  # revoked since authenticate
+                raise AuthError(f"this API key ({author.name}) was revoked")
             crow = self._competition_row(s, competition)
             if fork is not None:
                 parent = s.get(Submission, fork)

@@ -122,27 +122,40 @@ def serve_cmd(
         int, typer.Option("--workers", help="Worker processes to run here (0: none).", min=0)
     ] = 2,
 ) -> None:
-    """Serve the API and dashboard, with local workers; creates the arena if --home is empty."""
+    """Serve the API and dashboard, with local workers; creates the arena if --home is empty.
+
+    The port is taken first: when it is in use (exit 2) nothing is created. An arena
+    without a valid admin key gets one, printed once, only then; a lost admin key is
+    replaced with `arena keys create NAME --admin --home DIR`."""
     import uvicorn
 
-    from swarmpress.arena.api import create_app
+    from swarmpress.arena.api import create_app, listen
     from swarmpress.arena.service import init_home
     from swarmpress.arena.supervise import WorkerPool
 
-    if not (home / "arena.toml").exists():
-        with console.status("creating the arena (building the pool from the embedded corpus)"):
-            init_home(home)
-    arena = _open_arena(home, db)
-    if not arena.has_admin():
-        key = arena.create_key("admin", admin=True)
-        console.print(f"admin key (shown once): [bold]{key}[/]", highlight=False)
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    with sock:
+        if not (home / "arena.toml").exists():
+            with console.status("creating the arena (building the pool from the embedded "
+                                "corpus)"):  # fmt: skip
+                init_home(home)
+        arena = _open_arena(home, db)
+        if not arena.has_admin():
+            key = arena.create_key("admin", admin=True)
+            console.print(f"admin key (shown once): [bold]{key}[/]", highlight=False)
 
-    def restarted(slot: int, code: int) -> None:
-        err_console.print(f"worker {slot} exited with {code}; restarting it")
+        def restarted(slot: int, code: int) -> None:
+            err_console.print(f"worker {slot} exited with {code}; restarting it")
 
-    with WorkerPool(lambda i: _worker_command(home, db, i), workers, on_restart=restarted):
-        console.print(f"arena at http://{host}:{port}/ with {workers} worker(s)", highlight=False)
-        uvicorn.run(create_app(arena), host=host, port=port, log_level="warning")
+        server = uvicorn.Server(uvicorn.Config(create_app(arena), host=host, port=port,
+                                               log_level="warning"))  # fmt: skip
+        with WorkerPool(lambda i: _worker_command(home, db, i), workers, on_restart=restarted):
+            console.print(f"arena at http://{host}:{port}/ with {workers} worker(s)",
+                          highlight=False)  # fmt: skip
+            server.run(sockets=[sock])
 
 
 @arena_app.command("openapi")
@@ -239,13 +252,26 @@ def download_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", help="File to write (default: its name).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the file if it exists (a regular file only).")
+    ] = False,
     remote: dict | None = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Download a revealed submission's code (or your own at any time)."""
+    """Download a revealed submission's code (or your own at any time).
+
+    An existing file is replaced only with --force, and never when it is not a regular file
+    (a directory, link, FIFO or device): exit 2. The file appears only once complete."""
+    from swarmpress.arena.client import check_target, save_file
+
+    if out is not None:  # refuse before asking the server
+        check_target(out, force)
     name, code = _client(remote).download(sid)
-    target = out or Path(Path(name).name)
-    target.write_bytes(code)
-    console.print(f"wrote {target} ({len(code)} bytes)")
+    base = Path(name).name
+    target = out or Path(base if base not in ("", ".", "..") else f"{sid}.py")
+    save_file(target, code, force)
+    emit({"id": sid, "path": str(target), "bytes": len(code)}, as_json,
+         lambda: f"wrote {target} ({len(code)} bytes)", indent=None)  # fmt: skip
 
 
 def _lineage_tree(lin: dict) -> Tree:
@@ -269,25 +295,84 @@ def lineage_cmd(sid: SidArg, as_json: JsonOpt = False, remote: dict | None = Non
     _show(_client(remote).lineage(sid), as_json, _lineage_tree)
 
 
+KeysHomeOpt = opt(Path | None, "--home", "Use this arena's database directly (no server): "
+                  "where a lost admin key is replaced.")  # fmt: skip
+
+
+def _keys_backend(home: Path | None, db: str | None, remote: dict | None):
+    """The arena itself (--home, with --db) or its server: both have create_key, keys and
+    revoke_key."""
+    if home is not None:
+        return _open_arena(home, db)
+    if db is not None:
+        raise fail("--db needs --home (the arena's competitions and pool)")
+    return _client(remote)
+
+
 @keys_app.command("create")
 @grouped("remote", CLIENT_FLAGS)
 def keys_create_cmd(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
     admin: Annotated[bool, typer.Option("--admin", help="May create keys.")] = False,
-    home: Annotated[
-        Path | None, typer.Option("--home", help="Create directly in this arena (no server).")
-    ] = None,
+    home: KeysHomeOpt = None,
     db: DbOpt = None,
     remote: dict | None = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an API key, through the server (admin key) or directly with --home."""
-    if home is not None:
-        made = _open_arena(home, db).create_key(name, admin)
-    else:
-        made = _client(remote).create_key(name, admin)
+    """Create an API key, through the server (admin key) or in the database (--home).
+
+    With --home (and --db) the key is made directly in the arena's database, no server or
+    key needed: how a lost admin key is replaced (`--admin`)."""
+    made = _keys_backend(home, db, remote).create_key(name, admin)
     emit({"name": name, "key": made}, as_json,
          lambda: f"key for {name}: [bold]{made}[/] (shown once)", indent=None)  # fmt: skip
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+@keys_app.command("list")
+@grouped("remote", CLIENT_FLAGS)
+def keys_list_cmd(
+    home: KeysHomeOpt = None,
+    db: DbOpt = None,
+    remote: dict | None = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The keys: name, created, admin or not, revoked or not (never a key itself).
+
+    Through the server (admin key) or directly in the database with --home."""
+    keys = _keys_backend(home, db, remote).keys()
+    rows = [(Text(k["name"]), _when(k["created"]), "yes" if k["admin"] else "",
+             f"revoked {_when(k['revoked_at'])}" if k["revoked"] else "valid")
+            for k in keys]  # fmt: skip
+    emit(keys, as_json, lambda: table(("name", "created", "admin", "state"), rows))
+
+
+@keys_app.command("revoke")
+@grouped("remote", CLIENT_FLAGS)
+def keys_revoke_cmd(
+    name: Annotated[str, typer.Argument(help="Whose keys to revoke (every key of this name).")],
+    home: KeysHomeOpt = None,
+    db: DbOpt = None,
+    remote: dict | None = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke every key of NAME: the API refuses them from now on.
+
+    Through the server (admin key) or directly in the database with --home. Exit codes:
+    0 revoked (or revoked already), 2 no key has that name, or the server refused."""
+    done = _keys_backend(home, db, remote).revoke_key(name)
+
+    def view() -> str:
+        if done["revoked"]:
+            return f"revoked {done['revoked']} key(s) of {name}"
+        return f"the {done['keys']} key(s) of {name} were revoked already"
+
+    emit(done, as_json, view, indent=None)
 
 
 # ----------------------------------------------------------------------------- solutions
