@@ -38,3 +38,29 @@ def finite_tensor(draw, dtypes=DTYPES, max_magnitude: float = 1e4) -> np.ndarray
         )
     )
     return values.astype(dtype)
+
+
+# topk and error feedback: small shapes, every parameter corner, heavy-tailed values
+small_shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
+topk_configs = st.fixed_dictionaries(
+    {
+        "density": st.sampled_from([0.01, 0.05, 0.3, 1.0]),
+        "bits": st.integers(1, 8),
+        "chunk": st.sampled_from([1, 7, 64, 4096]),
+    }
+)
+
+
+def heavy_tailed(seed: int, shape, dtype, scale: float = 1.0) -> np.ndarray:
+    """Student-t (3) values with about 10 % exact zeros, in dtype."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(rng.standard_t(3, shape) * scale)
+    x[rng.random(shape) < 0.1] = 0.0  # exact zeros too
+    return x.astype(dtype)
+
+
+def as_f64(t) -> np.ndarray:
+    """A numpy or torch tensor as float64 numpy."""
+    if hasattr(t, "float") and not isinstance(t, np.ndarray):
+        t = t.float()
+    return np.asarray(t, dtype=np.float64)

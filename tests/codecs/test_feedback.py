@@ -15,35 +15,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import swarmpress as sp
 from swarmpress.codecs import ErrorFeedback
 from swarmpress.codecs.core import frame
-from tests.codecs.strategies import BF16, DTYPES
+from tests.codecs.strategies import (
+    BF16,
+    DTYPES,
+    as_f64,
+    heavy_tailed,
+    small_shapes,
+    topk_configs,
+)
 
 GOLDEN = Path(__file__).with_name("golden") / "frames.npz"
 DENSE = ["lossy", "blockq:bits=2"]  # codecs that take the general (dense) encode_sum path
-
-small_shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
-configs = st.fixed_dictionaries(
-    {
-        "density": st.sampled_from([0.01, 0.05, 0.3, 1.0]),
-        "bits": st.integers(1, 8),
-        "chunk": st.sampled_from([1, 7, 64, 4096]),
-    }
-)
-
-
-def _draw(seed: int, shape, dtype, scale: float = 1.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.asarray(rng.standard_t(3, shape) * scale)
-    x[rng.random(shape) < 0.1] = 0.0  # exact zeros too
-    return x.astype(dtype)
-
-
-def _f64(t) -> np.ndarray:
-    return np.asarray(t.float() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
 
 
 def _run(feedback: ErrorFeedback, xs) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -55,8 +41,8 @@ def _run(feedback: ErrorFeedback, xs) -> tuple[np.ndarray, np.ndarray, list[byte
         blob = feedback.encode(x)
         y = sp.decode(blob)
         assert y.dtype == x.dtype and y.shape == x.shape
-        total_x += _f64(x)
-        total_y += _f64(y)
+        total_x += as_f64(x)
+        total_y += as_f64(y)
         frames.append(blob)
     return total_x, total_y, frames
 
@@ -64,7 +50,7 @@ def _run(feedback: ErrorFeedback, xs) -> tuple[np.ndarray, np.ndarray, list[byte
 # ---------------------------------------------------------------------- the identity
 @settings(max_examples=60, deadline=None)
 @given(
-    configs,
+    topk_configs,
     small_shapes,
     st.sampled_from(DTYPES),
     st.integers(1, 6),
@@ -73,9 +59,9 @@ def _run(feedback: ErrorFeedback, xs) -> tuple[np.ndarray, np.ndarray, list[byte
 def test_topk_feedback_accumulates_exactly_what_was_not_sent(cfg, shape, dtype, calls, seed):
     """sum(decoded_i) + final residual == sum(x_i): nothing is ever lost, only delayed."""
     feedback = ErrorFeedback(sp.get_codec("topk", **cfg))
-    xs = [_draw(seed + i, shape, dtype, scale=10.0 ** (i % 3 - 1)) for i in range(calls)]
+    xs = [heavy_tailed(seed + i, shape, dtype, scale=10.0 ** (i % 3 - 1)) for i in range(calls)]
     total_x, total_y, _ = _run(feedback, xs)
-    scale = max(float(np.abs(_f64(x)).max(initial=0.0)) for x in xs)
+    scale = max(float(np.abs(as_f64(x)).max(initial=0.0)) for x in xs)
     residual = feedback.residual
     assert residual.dtype == np.float32 and residual.shape == shape
     assert feedback.steps == calls
@@ -95,9 +81,9 @@ def test_topk_feedback_accumulates_exactly_what_was_not_sent(cfg, shape, dtype, 
 def test_dense_codec_feedback_keeps_the_identity(spec, shape, dtype, calls, seed):
     """The general encode_sum path: the identity holds up to float32 rounding."""
     feedback = ErrorFeedback(spec)
-    xs = [_draw(seed + i, shape, dtype, scale=10.0 ** (i % 3 - 1)) for i in range(calls)]
+    xs = [heavy_tailed(seed + i, shape, dtype, scale=10.0 ** (i % 3 - 1)) for i in range(calls)]
     total_x, total_y, _ = _run(feedback, xs)
-    scale = max(float(np.abs(_f64(x)).max(initial=0.0)) for x in xs)
+    scale = max(float(np.abs(as_f64(x)).max(initial=0.0)) for x in xs)
     residual = feedback.residual.astype(np.float64)
     assert residual.shape == shape and feedback.steps == calls
     np.testing.assert_allclose(total_y + residual, total_x, rtol=0, atol=1e-5 * calls * scale)
@@ -128,7 +114,7 @@ def test_topk_identity_across_the_in_place_update_batches(dtype):
         for _ in range(3)
     ]
     total_x, total_y, _ = _run(feedback, xs)
-    scale = max(float(np.abs(_f64(x)).max()) for x in xs)
+    scale = max(float(np.abs(as_f64(x)).max()) for x in xs)
     np.testing.assert_allclose(
         total_y + feedback.residual, total_x, rtol=0, atol=1e-6 * len(xs) * scale
     )
@@ -159,16 +145,16 @@ def test_dense_codec_feedback_averages_closer_than_one_frame(spec, dtype):
     feedback = ErrorFeedback(spec)
     n = 20
     first = sp.decode(feedback.encode(x))
-    total = _f64(first)
+    total = as_f64(first)
     for _ in range(n - 1):
-        total += _f64(sp.decode(feedback.encode(x)))
-        assert np.linalg.norm(feedback.residual) < 3 * np.linalg.norm(_f64(x))
+        total += as_f64(sp.decode(feedback.encode(x)))
+        assert np.linalg.norm(feedback.residual) < 3 * np.linalg.norm(as_f64(x))
     one = sp.rel_l2(x, first)
     assert one > 0  # a lossy frame
     assert sp.rel_l2(x, total / n) < one / 5
     # the identity, and the plain codec alone gives one frame's error however often it runs
     np.testing.assert_allclose(
-        total + feedback.residual, n * _f64(x), rtol=0, atol=1e-5 * n * np.abs(_f64(x)).max()
+        total + feedback.residual, n * as_f64(x), rtol=0, atol=1e-5 * n * np.abs(as_f64(x)).max()
     )
     assert sp.rel_l2(x, sp.decode(sp.get_codec(spec).encode(x))) == pytest.approx(one)
 
@@ -461,7 +447,7 @@ def test_torch_tensors_keep_their_container(tdtype):
         assert isinstance(y, torch.Tensor) and y.dtype == tdtype and y.shape == x.shape
         total += y.double()
     assert isinstance(feedback.residual, np.ndarray) and feedback.residual.shape == (6, 200)
-    np.testing.assert_allclose(total.numpy() + feedback.residual, 3 * _f64(x), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(total.numpy() + feedback.residual, 3 * as_f64(x), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -483,11 +469,11 @@ def test_edge_tensors(spec, x):
     for _ in range(2):
         y = sp.decode(feedback.encode(x))
         assert y.dtype == x.dtype and y.shape == np.shape(x)
-        total += _f64(y)
+        total += as_f64(y)
     assert feedback.residual.shape == np.shape(x) and feedback.steps == 2
     if not np.any(x):
         assert not np.any(total) and not np.any(feedback.residual)
-    np.testing.assert_allclose(total + feedback.residual, 2 * _f64(x), rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(total + feedback.residual, 2 * as_f64(x), rtol=1e-6, atol=1e-30)
 
 
 def test_dense_feedback_near_the_float16_maximum_keeps_going():

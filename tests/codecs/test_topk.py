@@ -11,33 +11,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import swarmpress as sp
 from swarmpress.codecs import ErrorFeedback
 from swarmpress.codecs.core import frame
 from swarmpress.codecs.families.topk import MAX_CHUNK, chunk_budget, chunk_sizes
-from tests.codecs.strategies import BF16, DTYPES
-
-small_shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
-configs = st.fixed_dictionaries(
-    {
-        "density": st.sampled_from([0.01, 0.05, 0.3, 1.0]),
-        "bits": st.integers(1, 8),
-        "chunk": st.sampled_from([1, 7, 64, 4096]),
-    }
+from tests.codecs.strategies import (
+    BF16,
+    DTYPES,
+    as_f64,
+    heavy_tailed,
+    small_shapes,
+    topk_configs,
 )
-
-
-def _draw(seed: int, shape, dtype, scale: float = 1.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.asarray(rng.standard_t(3, shape) * scale)
-    x[rng.random(shape) < 0.1] = 0.0  # exact zeros too
-    return x.astype(dtype)
-
-
-def _f64(t) -> np.ndarray:
-    return np.asarray(t.float() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
 
 
 def _bits(y) -> bytes:
@@ -82,37 +68,37 @@ def test_bad_params_are_named(params, message):
 
 # ---------------------------------------------------------------------- stateless
 @settings(max_examples=30, deadline=None)
-@given(configs, small_shapes, st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
+@given(topk_configs, small_shapes, st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
 def test_each_encode_depends_only_on_its_tensor(cfg, shape, dtype, seed):
     """No state between calls: a tensor's frame is the same before and after other tensors."""
     codec = sp.get_codec("topk", **cfg)
-    x, other = _draw(seed, shape, dtype), _draw(seed + 1, shape, dtype, scale=100.0)
+    x, other = heavy_tailed(seed, shape, dtype), heavy_tailed(seed + 1, shape, dtype, scale=100.0)
     first = codec.encode(x)
     codec.encode(other)
     assert codec.encode(x) == first == sp.get_codec("topk", **cfg).encode(x)
     # what it sends are x's own values, with their signs
-    y = _f64(sp.decode(first))
+    y = as_f64(sp.decode(first))
     kept = y != 0
-    assert np.all(np.sign(y[kept]) == np.sign(_f64(x)[kept]))
+    assert np.all(np.sign(y[kept]) == np.sign(as_f64(x)[kept]))
 
 
 # ---------------------------------------------------------------------- density and fidelity
 @settings(max_examples=60, deadline=None)
-@given(configs, small_shapes, st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
+@given(topk_configs, small_shapes, st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
 def test_density_is_respected_per_chunk(cfg, shape, dtype, seed):
     codec = sp.get_codec("topk", **cfg)
     for i in range(3):
-        x = _draw(seed + i, shape, dtype)
+        x = heavy_tailed(seed + i, shape, dtype)
         y = sp.decode(codec.encode(x))
         assert y.dtype == x.dtype and y.shape == x.shape
-        y = _f64(y).reshape(-1)
+        y = as_f64(y).reshape(-1)
         chunk = cfg["chunk"]
         for start in range(0, y.size, chunk):
             part = y[start : start + chunk]
             assert np.count_nonzero(part) <= math.ceil(cfg["density"] * part.size)
         assert np.count_nonzero(y) <= codec.max_nonzeros(y.size)
         # a value is sent only where x has one (exact zeros are never sent)
-        assert not np.any(y[_f64(x).reshape(-1) == 0])
+        assert not np.any(y[as_f64(x).reshape(-1) == 0])
 
 
 def test_budget_is_used_in_full_on_distinct_values():
@@ -135,7 +121,7 @@ def test_eight_bits_at_full_density_is_close(dtype):
     codec = sp.get_codec("topk", bits=8, density=1.0)
     y = sp.decode(codec.encode(x))
     assert sp.rel_l2(x, y) < 0.02
-    assert np.all(np.sign(_f64(y)) == np.sign(_f64(x)))
+    assert np.all(np.sign(as_f64(y)) == np.sign(as_f64(x)))
 
 
 def test_ties_and_constant_tensors_keep_the_budget():
@@ -247,7 +233,7 @@ def test_edge_tensors(x):
         if x.size and not np.any(x):
             assert not np.any(y)
         if x.size == 1 and np.any(x):
-            assert _f64(y) == pytest.approx(_f64(x), rel=1e-2)  # k = 1: the value itself
+            assert as_f64(y) == pytest.approx(as_f64(x), rel=1e-2)  # k = 1: the value itself
         if x.size == 3:  # the zeros are never sent; the subnormal is below bf16 scales
             assert not np.any(y[:2])
 
