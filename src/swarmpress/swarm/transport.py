@@ -14,6 +14,12 @@ happens on one I/O thread; other threads hand it messages through a heap ordered
 emulated delivery time (links.Shaper) and a wake-up pipe. Messages that do not parse are
 counted and dropped, never raised into the caller.
 
+With `auth` (auth.PeerAuth: this peer's CURVE key pair and the run's key ring) every
+socket is CurveZMQ: the ROUTER admits only the ring's keys, a message's sender is the name
+its key proves (the ZAP User-Id), and a message whose socket claims another name is
+dropped and counted (`forged`); ROUTER_HANDOVER is off, so no connection takes over
+another's. Without it (loopback runs, tests) names are what sockets claim.
+
 The inbox is bounded, per peer and in total, in bytes (InboxLimits): a message that would
 pass either bound is dropped on arrival and counted (dropped_in, per sender), so a peer
 that floods an endpoint costs it at most the bound, never the memory of every message.
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from swarmpress.swarm.auth import KeyPair, KeyRing, RingAuthenticator, dial_curve, serve_curve
 from swarmpress.swarm.framing import Message, WireError, check_address, parse
 from swarmpress.swarm.links import LinkSpec, Shaper
 
@@ -49,6 +56,14 @@ class SendReceipt:
 
 
 MAX_MESSAGE = 1 << 30  # bytes: a message larger than this is refused by the socket
+
+
+@dataclass(frozen=True)
+class PeerAuth:
+    """CurveZMQ for an endpoint: its own key pair and the ring of the run's peers."""
+
+    keys: KeyPair
+    ring: KeyRing
 
 
 @dataclass(frozen=True)
@@ -76,13 +91,22 @@ class Endpoint:
         tick: Callable[[], list[tuple[str, Message]]] | None = None,
         tick_s: float = 0.25,
         limits: InboxLimits | None = None,
+        auth: PeerAuth | None = None,
     ) -> None:
         self.name = name
         self.limits = limits or InboxLimits()
+        self.auth = auth
+        self.forged = 0  # messages whose socket claimed a name its key does not prove
         self.ctx = zmq.Context()
+        self._authenticator: RingAuthenticator | None = None
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if auth is None:
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            self._authenticator = RingAuthenticator(self.ctx, auth.ring)
+            self._authenticator.start()
+            serve_curve(self.router, auth.keys)
         self.router.setsockopt(zmq.RCVHWM, HWM * 4)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         try:
@@ -192,10 +216,17 @@ class Endpoint:
         while self.pending_sends() and time.monotonic() < end:
             time.sleep(0.005)
 
+    @property
+    def refused(self) -> int:
+        """Handshakes refused because the key is not the run's (0 without auth)."""
+        return self._authenticator.refused if self._authenticator is not None else 0
+
     def close(self) -> None:
         self._running = False
         self._wake()
         self._thread.join(timeout=5)
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self.ctx.destroy(linger=0)
 
     # ------------------------------------------------------------------ I/O thread
@@ -221,6 +252,13 @@ class Endpoint:
         if sock is None and addr is not None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            if self.auth is not None:
+                server = self.auth.ring.public(dst)
+                if server is None:  # a peer the run has no key for: nothing to talk to
+                    sock.close(linger=0)
+                    log.warning("%s: no key for %s; not connecting", self.name, dst)
+                    return None
+                dial_curve(sock, self.auth.keys, server)
             sock.setsockopt(zmq.LINGER, 1000)  # what flush() handed over still goes out
             sock.setsockopt(zmq.SNDHWM, HWM)
             sock.setsockopt(zmq.IMMEDIATE, 0)
@@ -236,10 +274,17 @@ class Endpoint:
     def _receive(self) -> None:
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            frames = [p.bytes for p in parts]
             sender = frames[0].decode("utf-8", "replace")
+            if self.auth is not None:
+                proven = parts[-1].get("User-Id")
+                if proven != sender:  # a key of the run claiming another peer's name
+                    self.forged += 1
+                    log.warning("%s: %r claimed to be %r; dropped", self.name, proven, sender)
+                    continue
             size = sum(len(f) for f in frames)
             try:
                 msg = parse(frames[1:])

@@ -1,0 +1,127 @@
+"""Authenticated peers: a run's CurveZMQ keys and the authenticator that checks them.
+
+Why CurveZMQ (pyzmq's `zmq.auth`): every swarm socket is a ZeroMQ socket already, and
+CURVE gives each connection an encrypted, key-authenticated handshake (Curve25519) that
+ZeroMQ enforces before a single message reaches the code. The run's key ring maps each
+peer name to its public key; the authenticator admits only those keys and tells the
+receiving socket which name a connection's key belongs to (the ZAP User-Id), so a peer's
+name is what its key proves, never what its socket claims.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from swarmpress.errors import AuthError
+
+DOMAIN = "swarmpress"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """One peer's CURVE key pair (Z85 text, 40 characters each)."""
+
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"KeyPair(public={self.public.decode()!r})"
+
+
+@dataclass
+class KeyRing:
+    """The names a run admits and their public keys; shared by a run's endpoints."""
+
+    keys: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, public: bytes) -> None:
+        """Admit `name` with `public`; AuthError if the key is malformed or taken."""
+        if len(public) != 40:
+            raise AuthError(f"peer {name!r}: a CURVE public key is 40 Z85 characters")
+        try:
+            zmq.utils.z85.decode(public)
+        except ValueError:
+            raise AuthError(f"peer {name!r}: the public key is not Z85 text") from None
+        with self._lock:
+            owner = self.name_of(public, locked=True)
+            if owner is not None and owner != name:
+                raise AuthError(f"peer {name!r}: that key already belongs to {owner!r}")
+            self.keys[name] = public
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self.keys.pop(name, None)
+
+    def public(self, name: str) -> bytes | None:
+        with self._lock:
+            return self.keys.get(name)
+
+    def name_of(self, public: bytes, locked: bool = False) -> str | None:
+        """The name a public key belongs to, or None."""
+        if not locked:
+            with self._lock:
+                return self.name_of(public, locked=True)
+        for name, key in self.keys.items():
+            if key == public:
+                return name
+        return None
+
+    @classmethod
+    def of(cls, keys: Mapping[str, bytes]) -> KeyRing:
+        ring = cls()
+        for name, key in keys.items():
+            ring.add(name, key)
+        return ring
+
+
+class RingAuthenticator(ThreadAuthenticator):
+    """Admits CURVE clients whose key is in the ring; their User-Id is the ring's name."""
+
+    def __init__(self, context: zmq.Context, ring: KeyRing) -> None:
+        super().__init__(context)
+        self.ring = ring
+        self.refused = 0  # handshakes with a key the ring does not hold
+
+    def start(self) -> None:
+        super().start()
+        self.configure_curve_callback(DOMAIN, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """The credentials provider: is this Z85 public key one of the run's?"""
+        ok = domain == DOMAIN and self.ring.name_of(key) is not None
+        if not ok:
+            self.refused += 1
+        return ok
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        name = self.ring.name_of(zmq.utils.z85.encode(client_public_key))
+        return name if name is not None else ""
+
+
+def serve_curve(sock: zmq.Socket, keys: KeyPair) -> None:
+    """Make a receiving socket a CURVE server of the run's domain."""
+    sock.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+
+
+def dial_curve(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
+    """Make a sending socket a CURVE client of a peer whose public key is server_public."""
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_serverkey = server_public
+
+
+__all__ = ["DOMAIN", "KeyPair", "KeyRing", "RingAuthenticator", "dial_curve", "serve_curve"]
