@@ -51,7 +51,10 @@ def tiny_data():
     return load_data(build_config("tiny", **SMALL))
 
 
-def test_killed_worker_and_garbage_peer_cost_no_sample():
+@pytest.mark.parametrize("auth", [True, False], ids=["curve", "open"])
+def test_killed_worker_and_garbage_peer_cost_no_sample(auth):
+    """With CurveZMQ (the default for spawned workers) the garbage peer never gets past
+    the handshake; without it the garbage is read, counted and survived."""
     cfg = build_config("tiny", steps=14, kill_every=5, merge_every=4, **SMALL)
     data = load_data(cfg)
     attacked: list[str] = []
@@ -63,7 +66,7 @@ def test_killed_worker_and_garbage_peer_cost_no_sample():
                     _garbage(slot.address)
                     attacked.append(slot.name)
 
-    orch = Orchestrator(cfg, data, on_step=on_step)
+    orch = Orchestrator(cfg, data, on_step=on_step, auth=auth)
     res = orch.run()
     assert isinstance(res, RunResult)
     assert res.steps == 14
@@ -80,7 +83,10 @@ def test_killed_worker_and_garbage_peer_cost_no_sample():
     assert len(attacked) == 4
     survivors = [w for w in res.workers if w.name in attacked and w.alive]
     assert survivors
-    assert all(w.bad_inputs >= 6 for w in survivors)
+    if auth:  # refused at the handshake: nothing to read, nothing counted
+        assert all(w.bad_inputs == 0 for w in survivors)
+    else:
+        assert all(w.bad_inputs >= 6 for w in survivors)
     # an attacked worker that is gone was SIGKILLed by the fault drill, nothing else
     for w in res.workers:
         if w.name in attacked and not w.alive:
@@ -291,3 +297,51 @@ def test_trains_on_a_data_pack(tmp_path):
 
 def _cli_data(*args: str) -> subprocess.CompletedProcess:
     return run_cli("data", *args, timeout=120)
+
+
+def _forge_control(address: str, server_public: bytes | None) -> None:
+    """Control messages only the orchestrator may send, claimed as "orch": once from a
+    socket with no key, once with a CURVE key the run does not hold."""
+    from swarmpress.swarm.auth import KeyPair, dial_curve
+
+    ctx = zmq.Context()
+    for keyed in (False, True):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, b"orch")
+        sock.setsockopt(zmq.LINGER, 1000)
+        if keyed and server_public is not None:
+            dial_curve(sock, KeyPair.generate(), server_public)
+        sock.connect(address)
+        for kind, head in (
+            ("stop", {}),
+            ("crash", {"reason": "forged"}),
+            ("stepped", {"step": 9}),
+            ("step", {"step": 2, "commit": []}),
+        ):
+            sock.send_multipart(Message(kind, head).encode())  # fmt: skip
+    ctx.destroy(linger=1000)
+
+
+def test_forged_control_from_strangers_changes_nothing():
+    """Forged stop / crash / stepped / step, claimed as the orchestrator, from a socket with
+    no key and from one with a wrong key, to every worker and to the orchestrator: refused
+    at the handshake; the run finishes exactly once with every worker alive."""
+    cfg = build_config("tiny", steps=6, merge_every=3, **SMALL)
+    data = load_data(cfg)
+    sent: list[str] = []
+
+    def on_step(step: int, info: dict) -> None:
+        if step == 1:
+            for slot in list(orch.slots.values()):
+                if slot.alive and slot.address:
+                    _forge_control(slot.address, orch.ring.public(slot.name))
+                    sent.append(slot.name)
+            _forge_control(orch.address, orch.keys.public)
+
+    orch = Orchestrator(cfg, data, on_step=on_step)
+    res = orch.run()
+    assert len(sent) == 4
+    assert res.steps == 6 and res.exactly_once
+    assert all(w.alive for w in res.workers) and res.faults["killed"] == 0
+    assert orch.ep.refused >= 1  # the wrong key, at the orchestrator's own socket
+    assert all(w.bad_inputs == 0 for w in res.workers)

@@ -10,9 +10,12 @@ name is what its key proves, never what its socket claims.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -124,4 +127,32 @@ def dial_curve(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
     sock.curve_serverkey = server_public
 
 
-__all__ = ["DOMAIN", "KeyPair", "KeyRing", "RingAuthenticator", "dial_curve", "serve_curve"]
+def write_key_file(path: Path, name: str, keys: KeyPair, orch_public: bytes) -> Path:
+    """A worker's key file (JSON, mode 0600): its name, its key pair, the orchestrator's key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"name": name, "public": keys.public.decode(),
+                       "secret": keys.secret.decode(), "orch": orch_public.decode()})  # fmt: skip
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(body)
+    return path
+
+
+def read_key_file(path: str | Path) -> tuple[str, KeyPair, bytes]:
+    """(name, key pair, orchestrator public key) from a key file; AuthError naming the problem."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="ascii"))
+        name, pub, sec, orch = raw["name"], raw["public"], raw["secret"], raw["orch"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuthError(f"{path}: not a swarmpress key file ({exc})") from None
+    if not all(isinstance(v, str) and len(v) == 40 for v in (pub, sec, orch)):
+        raise AuthError(f"{path}: keys must be 40 Z85 characters")
+    if not isinstance(name, str) or not name:
+        raise AuthError(f"{path}: the key file names no worker")
+    return name, KeyPair(pub.encode(), sec.encode()), orch.encode()
+
+
+__all__ = [
+    "DOMAIN", "KeyPair", "KeyRing", "RingAuthenticator", "dial_curve", "read_key_file",
+    "serve_curve", "write_key_file",
+]  # fmt: skip

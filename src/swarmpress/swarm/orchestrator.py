@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmpress.errors import SwarmpressError
+from swarmpress.swarm.auth import KeyPair, KeyRing, write_key_file
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.framing import VERSION, Message
 from swarmpress.swarm.protocol import (
@@ -58,7 +59,7 @@ from swarmpress.swarm.protocol import (
 from swarmpress.swarm.report import FaultLog, RunResult, StepInfo, summarize
 from swarmpress.swarm.text import TokenData
 from swarmpress.swarm.tokens import pack_tokens
-from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.transport import Endpoint, PeerAuth
 from swarmpress.twin.policies import ROUTERS
 from swarmpress.twin.tracker import PROCESSING, Tracker
 
@@ -118,10 +119,19 @@ class Orchestrator:
         spawn: bool = True,
         on_step: Callable[[int, dict], None] | None = None,
         run_dir: str | Path | None = None,
+        auth: bool | None = None,
     ) -> None:
         self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
         self.slots: dict[str, Slot] = {}
-        self.ep = Endpoint("orch", host, port, tick=self._heartbeat, tick_s=cfg.heartbeat_s)
+        # CurveZMQ for the workers this orchestrator spawns (default): it makes every key
+        # and hands each worker its own in a key file; workers that dial in from elsewhere
+        # (spawn=False) join unauthenticated for now.
+        self.auth = spawn if auth is None else auth
+        self.keys = KeyPair.generate() if self.auth else None
+        self.ring = KeyRing.of({"orch": self.keys.public}) if self.keys else None
+        peer_auth = PeerAuth(self.keys, self.ring) if self.keys else None
+        self.ep = Endpoint("orch", host, port, tick=self._heartbeat, tick_s=cfg.heartbeat_s,
+                           auth=peer_auth)  # fmt: skip
         self.address = self.ep.address
         self.t0 = time.monotonic()
         self.own_dir = run_dir is None  # a temporary log folder, removed after a clean run
@@ -162,6 +172,12 @@ class Orchestrator:
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             cmd = [sys.executable, "-m", "swarmpress.swarm.worker", "--orch", self.address,
                    "--stage", str(stage), "--name", name, "--timeout", "30"]  # fmt: skip
+            if self.keys is not None:
+                kp = KeyPair.generate()
+                self.ring.add(name, kp.public)
+                key = write_key_file(self.run_dir / "keys" / f"{name}.key", name, kp,
+                                     self.keys.public)  # fmt: skip
+                cmd += ["--key", str(key)]
             with open(slot.log, "wb") as fh:
                 slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         self.slots[name] = slot
@@ -221,11 +237,19 @@ class Orchestrator:
                 raise SwarmError(f"stage {m.stage} has no live replica to copy weights from")
             self.catch_up[m.stage].append(sender)
         slot.catch_up_from = donor
-        init = Init(self.cfg.model_dump(), self.data.vocab, tuple(live.items()), self.step, donor)
+        init = Init(self.cfg.model_dump(), self.data.vocab, tuple(live.items()), self.step, donor,
+                    self._keys_of(list(live)))  # fmt: skip
         self._tell(sender, init)
         for other in self.slots.values():
             if other.alive and other.said_hello and other.name != sender:
-                self._tell(other.name, Directory(add=((sender, slot.address),)))
+                self._tell(other.name, Directory(add=((sender, slot.address),),
+                                                 keys=self._keys_of([sender])))  # fmt: skip
+
+    def _keys_of(self, names: list[str]) -> tuple[tuple[str, str], ...]:
+        """The public keys of these peers (empty in an unauthenticated run)."""
+        if self.ring is None:
+            return ()
+        return tuple((n, k.decode()) for n in names if (k := self.ring.public(n)) is not None)
 
     def _tell(self, name: str, message: Any) -> None:
         """A control message to one worker (unshaped: control is not link traffic)."""

@@ -166,6 +166,11 @@ def _address(v: Any) -> str | None:
         return None
 
 
+def _public_key(v: Any) -> str | None:
+    """A CurveZMQ public key as Z85 text (40 characters)."""
+    return v if isinstance(v, str) and len(v) == 40 and v.isascii() else None
+
+
 def _addresses(v: Any) -> tuple[tuple[str, str], ...] | None:
     if not isinstance(v, dict):
         return None
@@ -281,6 +286,7 @@ class Init(_Kind):
     directory: tuple[tuple[str, str], ...]
     step: int
     catch_up_from: str | None = None
+    keys: tuple[tuple[str, str], ...] = ()  # name -> CurveZMQ public key (authenticated runs)
 
     @classmethod
     def parse(cls, head, parts=()):
@@ -289,16 +295,20 @@ class Init(_Kind):
         return cls(
             r.obj("config"), r.integer("vocab", minimum=1), r.addresses("directory"),
             r.integer("step", minimum=0), r.optional_text("catch_up_from"),
+            tuple(r.table("keys", _public_key, "Z85 public keys").items()),
         )  # fmt: skip
 
     def head(self):
-        return {
+        h = {
             "config": dict(self.config),
             "vocab": self.vocab,
             "directory": dict(self.directory),
             "step": self.step,
             "catch_up_from": self.catch_up_from,
         }
+        if self.keys:
+            h["keys"] = dict(self.keys)
+        return h
 
 
 @dataclass(frozen=True)
@@ -558,12 +568,14 @@ class Directory(_Kind):
     KIND = "dir"
     add: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
+    keys: tuple[tuple[str, str], ...] = ()  # public keys of the peers added (authenticated runs)
 
     @classmethod
     def parse(cls, head, parts=()):
         r = _Reader(cls.KIND, head)
         _no_parts(cls.KIND, parts)
-        return cls(r.addresses("add", ()), r.names("remove", ()))
+        keys = tuple(r.table("keys", _public_key, "Z85 public keys").items())
+        return cls(r.addresses("add", ()), r.names("remove", ()), keys)
 
     def head(self):
         h: dict[str, Any] = {}
@@ -571,6 +583,8 @@ class Directory(_Kind):
             h["add"] = dict(self.add)
         if self.remove:
             h["remove"] = list(self.remove)
+        if self.keys:
+            h["keys"] = dict(self.keys)
         return h
 
 

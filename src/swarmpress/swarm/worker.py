@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 
 from swarmpress.codecs import Role
+from swarmpress.errors import AuthError
+from swarmpress.swarm.auth import KeyRing, read_key_file
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.diloco import OuterOptimizer, flat, unflat
 from swarmpress.swarm.framing import Message, WireError, check_address
@@ -64,7 +66,7 @@ from swarmpress.swarm.protocol import (
 from swarmpress.swarm.role_codecs import WEIGHTS_ROLE, WIRE_DTYPES, RoleCodecs, make_codec
 from swarmpress.swarm.tensors import decode_tensor
 from swarmpress.swarm.tokens import unpack_tokens
-from swarmpress.swarm.transport import Endpoint
+from swarmpress.swarm.transport import Endpoint, PeerAuth
 
 # The name each tensor role's traffic is reported under.
 WIRE_ROLE = {
@@ -135,12 +137,14 @@ class MergeWait:
     t0: float
 
 
-def connect(name: str, orch: str, host: str = "127.0.0.1") -> tuple[Endpoint, Pulse]:
+def connect(
+    name: str, orch: str, host: str = "127.0.0.1", auth: PeerAuth | None = None
+) -> tuple[Endpoint, Pulse]:
     """The worker's endpoint (listening, heartbeating) and its pulse; OSError, or
     ValueError for an orchestrator address that is not tcp://HOST:PORT."""
     check_address(orch)
     pulse = Pulse()
-    pulse.ep = Endpoint(name, host, tick=pulse.beat)
+    pulse.ep = Endpoint(name, host, tick=pulse.beat, auth=auth)
     pulse.ep.connect("orch", orch)
     return pulse.ep, pulse
 
@@ -217,8 +221,19 @@ class StageWorker:
         self.stopping = False
         self.caught_up = not init.catch_up_from
         ep.set_link(parse_link(self.cfg.link), seed=zlib.crc32(self.name.encode()))
+        self._admit_keys(init.keys)
         for name, addr in init.directory:
             ep.connect(name, addr)
+
+    def _admit_keys(self, keys: tuple[tuple[str, str], ...]) -> None:
+        """Peers' public keys from the orchestrator (it is the only one who may say them)."""
+        if self.ep.auth is None:
+            return
+        for name, key in keys:
+            try:
+                self.ep.auth.ring.add(name, key.encode())
+            except AuthError:
+                self.stats.bad_inputs += 1
 
     def send_orch(self, message) -> None:
         self.ep.send("orch", message.envelope(), shaped=False)
@@ -339,7 +354,8 @@ class StageWorker:
                 for key in keys:
                     self.cache.pop(key, None)
                     self.pending.pop(key, None)
-            case Directory(add=add, remove=remove):
+            case Directory(add=add, remove=remove, keys=keys):
+                self._admit_keys(keys)
                 for name, addr in add:
                     self.ep.connect(name, addr)
                 for name in remove:
@@ -620,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", type=int, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--host", default="127.0.0.1", help="address this worker listens on")
+    ap.add_argument("--key", help="this worker's key file (CurveZMQ; from the orchestrator)")
     ap.add_argument(
         "--timeout", type=float, default=60.0,
         help="seconds to wait for the orchestrator (at start, and between its heartbeats)",
@@ -628,8 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     sys.setswitchinterval(0.0005)  # hand the GIL to the I/O thread quickly (message latency)
     try:
-        ep, pulse = connect(a.name, a.orch, a.host)
-    except (OSError, ValueError) as exc:
+        auth = None
+        if a.key:
+            name, keys, orch_public = read_key_file(a.key)
+            if name != a.name:
+                raise ValueError(f"{a.key} is the key file of {name!r}, not {a.name!r}")
+            auth = PeerAuth(keys, KeyRing.of({"orch": orch_public, name: keys.public}))
+        ep, pulse = connect(a.name, a.orch, a.host, auth)
+    except (OSError, ValueError, AuthError) as exc:
         print(f"{a.name}: {exc}", file=sys.stderr)
         return 2
     try:
