@@ -30,11 +30,14 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], out: str, k
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
-    try:
-        result = fn(rank, world, **kw)
-        Path(f"{out}.{rank}").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
+    result = fn(rank, world, **kw)
+    Path(f"{out}.{rank}").write_text(json.dumps(result))
+    # Every rank is done before any tears down, and the process ends without running
+    # C++ destructors: gloo's threads sometimes abort the interpreter's teardown
+    # ("terminate called without an active exception") after all the work is done.
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
 
 
 def run(fn: Callable[..., Any], world: int, tmp: Path, **kw: Any) -> list[Any]:
