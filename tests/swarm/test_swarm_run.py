@@ -345,3 +345,38 @@ def test_forged_control_from_strangers_changes_nothing():
     assert all(w.alive for w in res.workers) and res.faults["killed"] == 0
     assert orch.ep.refused >= 1  # the wrong key, at the orchestrator's own socket
     assert all(w.bad_inputs == 0 for w in res.workers)
+
+
+def test_dial_in_workers_present_their_keys_and_strangers_stay_out(tmp_path):
+    """`swarm keys`, `swarm train --listen --remote-workers --keys DIR` and
+    `swarm worker --key FILE`: the keyed workers run; one without a key never joins."""
+    from swarmpress.swarm.auth import make_run_keys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = build_config("tiny", steps=3, replicas=1, codec_activation="none",
+                       codec_gradient="none", **SMALL)  # fmt: skip
+    keys = make_run_keys(tmp_path / "keys", cfg.stages, 1)
+    assert oct(keys["s0r0"].stat().st_mode & 0o777) == "0o600"
+    orch_addr = f"tcp://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "swarmpress.cli", "swarm", "worker", "--orch", orch_addr]
+    workers = [
+        subprocess.Popen([*cmd, "--key", str(keys[f"s{s}r0"])], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+        for s in range(cfg.stages)
+    ]  # fmt: skip
+    stranger = subprocess.Popen([*cmd, "--stage", "0", "--name", "intruder", "--timeout", "8"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        res = train(cfg, listen=f"127.0.0.1:{port}", remote_workers=True, keys=keys["orch"].parent)
+    finally:
+        for w in [*workers, stranger]:
+            try:
+                w.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.communicate()
+    assert res["steps"] == 3 and res["faults"]["exactly_once"]
+    assert sorted(w["name"] for w in res["workers"]) == [f"s{s}r0" for s in range(cfg.stages)]
+    assert stranger.returncode == 2  # its hello was never answered

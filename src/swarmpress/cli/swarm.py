@@ -152,6 +152,14 @@ def train_cmd(
             "swarm worker --orch tcp://HOST:PORT --stage N` on other machines.",
         ),
     ] = False,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            help="The folder `swarmpress swarm keys` made: dial-in workers must then present "
+            "their key file (CurveZMQ); without it they join unauthenticated.",
+        ),
+    ] = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -172,7 +180,7 @@ def train_cmd(
     with progress(total=cfg.steps) as steps:
         bar = _on_step(steps)
         res = train(cfg, on_step=lambda s, i: bar(label, s, i), listen=listen,
-                    remote_workers=remote_workers)  # fmt: skip
+                    remote_workers=remote_workers, keys=keys)  # fmt: skip
     res["label"] = label
     _finish([res], as_json, single=True, out=out)
 
@@ -291,12 +299,36 @@ def presets_cmd(as_json: JsonOpt = False) -> None:
                                       right=rows))  # fmt: skip
 
 
+@swarm_app.command("keys")
+def keys_cmd(
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the run's keys.")],
+    stages: Annotated[int, typer.Option("--stages", min=1, max=64)] = 2,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, max=64)] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the CurveZMQ keys of a run whose workers dial in: give `swarm train --keys DIR`
+    the folder and each worker its own key file (`swarm worker --key DIR/s0r0.key`)."""
+    from swarmpress.swarm.auth import make_run_keys
+
+    files = make_run_keys(out, stages, replicas)
+    rows = {name: str(path) for name, path in files.items()}
+    emit(rows, as_json, lambda: table(("peer", "key file"), list(rows.items()),
+                                      title=f"run keys in {out} (keep them private)"))  # fmt: skip
+
+
 @swarm_app.command("worker")
 def worker_cmd(
     orch: Annotated[str, typer.Option("--orch", help="The orchestrator: tcp://HOST:PORT.")],
-    stage: Annotated[int, typer.Option("--stage", help="The stage this worker serves.")],
+    stage: Annotated[
+        int | None,
+        typer.Option("--stage", help="The stage this worker serves (default: the key file's)."),
+    ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Unique worker name (default: host-pid).")
+        str | None,
+        typer.Option("--name", help="Unique worker name (default: the key file's, else host-pid)."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="This worker's key file from `swarm keys`.")
     ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address this worker listens on (reachable by peers).")
@@ -316,8 +348,13 @@ def worker_cmd(
 
     from swarmpress.swarm.worker import main as worker_main
 
-    args = ["--orch", orch, "--stage", str(stage), "--host", host, "--timeout", str(timeout),
-            "--name", name or f"{socket.gethostname()}-{os.getpid()}"]  # fmt: skip
+    args = ["--orch", orch, "--host", host, "--timeout", str(timeout)]
+    if key is not None:
+        args += ["--key", str(key)]
+    if name is not None or key is None:
+        args += ["--name", name or f"{socket.gethostname()}-{os.getpid()}"]
+    if stage is not None:
+        args += ["--stage", str(stage)]
     code = worker_main(args)
     if code:
         raise typer.Exit(code)

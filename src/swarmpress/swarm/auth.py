@@ -127,32 +127,74 @@ def dial_curve(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
     sock.curve_serverkey = server_public
 
 
-def write_key_file(path: Path, name: str, keys: KeyPair, orch_public: bytes) -> Path:
-    """A worker's key file (JSON, mode 0600): its name, its key pair, the orchestrator's key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({"name": name, "public": keys.public.decode(),
-                       "secret": keys.secret.decode(), "orch": orch_public.decode()})  # fmt: skip
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(body)
-    return path
-
-
-def read_key_file(path: str | Path) -> tuple[str, KeyPair, bytes]:
-    """(name, key pair, orchestrator public key) from a key file; AuthError naming the problem."""
+def read_key_file(path: str | Path) -> tuple[str, KeyPair, bytes, int | None]:
+    """(name, key pair, orchestrator public key, stage or None) from a key file; AuthError
+    naming the problem."""
     try:
         raw = json.loads(Path(path).read_text(encoding="ascii"))
         name, pub, sec, orch = raw["name"], raw["public"], raw["secret"], raw["orch"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        stage = raw.get("stage")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AuthError(f"{path}: not a swarmpress key file ({exc})") from None
     if not all(isinstance(v, str) and len(v) == 40 for v in (pub, sec, orch)):
         raise AuthError(f"{path}: keys must be 40 Z85 characters")
     if not isinstance(name, str) or not name:
         raise AuthError(f"{path}: the key file names no worker")
-    return name, KeyPair(pub.encode(), sec.encode()), orch.encode()
+    if stage is not None and (isinstance(stage, bool) or not isinstance(stage, int)):
+        raise AuthError(f"{path}: stage must be an integer")
+    return name, KeyPair(pub.encode(), sec.encode()), orch.encode(), stage
+
+
+def write_key_file(path: Path, name: str, keys: KeyPair, orch_public: bytes,
+                   stage: int | None = None) -> Path:  # fmt: skip
+    """A peer's key file (JSON, mode 0600): its name (and stage), its key pair, the
+    orchestrator's public key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"name": name, "public": keys.public.decode(), "secret": keys.secret.decode(),
+            "orch": orch_public.decode()}  # fmt: skip
+    if stage is not None:
+        body["stage"] = stage
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(json.dumps(body))
+    return path
+
+
+def make_run_keys(out: str | Path, stages: int, replicas: int) -> dict[str, Path]:
+    """Keys for a run whose workers dial in: orch.key (the orchestrator's), one key file per
+    worker `s{stage}r{replica}` (give each worker its own), and ring.json (every public
+    key, what the orchestrator admits). Returns name -> key file."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise AuthError(f"{out} is not empty; make a run's keys in a new folder")
+    orch = KeyPair.generate()
+    files = {"orch": write_key_file(out / "orch.key", "orch", orch, orch.public)}
+    ring = {"orch": orch.public.decode()}
+    for s in range(stages):
+        for r in range(replicas):
+            name, kp = f"s{s}r{r}", KeyPair.generate()
+            files[name] = write_key_file(out / f"{name}.key", name, kp, orch.public, stage=s)
+            ring[name] = kp.public.decode()
+    (out / "ring.json").write_text(json.dumps(ring, indent=1), encoding="ascii")
+    return files
+
+
+def load_run_keys(folder: str | Path) -> tuple[KeyPair, KeyRing]:
+    """The orchestrator's key pair and the run's ring from make_run_keys' folder."""
+    folder = Path(folder)
+    name, keys, _, _ = read_key_file(folder / "orch.key")
+    if name != "orch":
+        raise AuthError(f"{folder / 'orch.key'} is not the orchestrator's key file")
+    try:
+        ring = json.loads((folder / "ring.json").read_text(encoding="ascii"))
+    except (OSError, ValueError) as exc:
+        raise AuthError(f"{folder}: no readable ring.json ({exc})") from None
+    if not isinstance(ring, dict) or ring.get("orch") != keys.public.decode():
+        raise AuthError(f"{folder}: ring.json does not belong to orch.key")
+    return keys, KeyRing.of({str(k): str(v).encode() for k, v in ring.items()})
 
 
 __all__ = [
-    "DOMAIN", "KeyPair", "KeyRing", "RingAuthenticator", "dial_curve", "read_key_file",
-    "serve_curve", "write_key_file",
+    "DOMAIN", "KeyPair", "KeyRing", "RingAuthenticator", "dial_curve", "load_run_keys",
+    "make_run_keys", "read_key_file", "serve_curve", "write_key_file",
 ]  # fmt: skip

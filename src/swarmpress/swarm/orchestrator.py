@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmpress.errors import SwarmpressError
-from swarmpress.swarm.auth import KeyPair, KeyRing, write_key_file
+from swarmpress.swarm.auth import KeyPair, KeyRing, load_run_keys, write_key_file
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.framing import VERSION, Message
 from swarmpress.swarm.protocol import (
@@ -120,15 +120,21 @@ class Orchestrator:
         on_step: Callable[[int, dict], None] | None = None,
         run_dir: str | Path | None = None,
         auth: bool | None = None,
+        keys_dir: str | Path | None = None,
     ) -> None:
         self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
         self.slots: dict[str, Slot] = {}
-        # CurveZMQ for the workers this orchestrator spawns (default): it makes every key
-        # and hands each worker its own in a key file; workers that dial in from elsewhere
-        # (spawn=False) join unauthenticated for now.
-        self.auth = spawn if auth is None else auth
-        self.keys = KeyPair.generate() if self.auth else None
-        self.ring = KeyRing.of({"orch": self.keys.public}) if self.keys else None
+        # CurveZMQ: for workers it spawns (the default) the orchestrator makes every key and
+        # hands each worker its own key file; for workers that dial in, the run's keys come
+        # from `swarm keys` (keys_dir); dial-in runs without keys_dir are unauthenticated.
+        self.auth = (spawn or keys_dir is not None) if auth is None else auth
+        self.keys: KeyPair | None = None
+        self.ring: KeyRing | None = None
+        if keys_dir is not None:
+            self.keys, self.ring = load_run_keys(keys_dir)
+        elif self.auth:
+            self.keys = KeyPair.generate()
+            self.ring = KeyRing.of({"orch": self.keys.public})
         peer_auth = PeerAuth(self.keys, self.ring) if self.keys else None
         self.ep = Endpoint("orch", host, port, tick=self._heartbeat, tick_s=cfg.heartbeat_s,
                            auth=peer_auth)  # fmt: skip

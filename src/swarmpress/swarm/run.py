@@ -38,11 +38,13 @@ def train(
     listen: str | None = None,
     remote_workers: bool = False,
     run_dir: str | Path | None = None,
+    keys: str | Path | None = None,
 ) -> dict:
     """One training run; report.RunResult.to_json() of its result.
 
     listen: "HOST:PORT" for the orchestrator (default: loopback, a free port);
-    remote_workers: spawn nothing and wait for `swarmpress swarm worker` processes.
+    remote_workers: spawn nothing and wait for `swarmpress swarm worker` processes;
+    keys: the folder `swarmpress swarm keys` made (CurveZMQ for dial-in workers).
     """
     data = data or load_data(cfg)
     host, port = "127.0.0.1", 0
@@ -53,7 +55,7 @@ def train(
         port = int(p)
     orch = Orchestrator(
         cfg, data, host=host, port=port, spawn=not remote_workers, on_step=on_step,
-        run_dir=run_dir,
+        run_dir=run_dir, keys_dir=keys,
     )  # fmt: skip
     return orch.run().to_json()
 

@@ -633,8 +633,8 @@ class StageWorker:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="swarmpress-swarm-worker", description=StageWorker.__doc__)
     ap.add_argument("--orch", required=True, help="orchestrator address, tcp://HOST:PORT")
-    ap.add_argument("--stage", type=int, required=True)
-    ap.add_argument("--name", required=True)
+    ap.add_argument("--stage", type=int, help="the stage to serve (default: the key file's)")
+    ap.add_argument("--name", help="this worker's name (default: the key file's)")
     ap.add_argument("--host", default="127.0.0.1", help="address this worker listens on")
     ap.add_argument("--key", help="this worker's key file (CurveZMQ; from the orchestrator)")
     ap.add_argument(
@@ -647,13 +647,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         auth = None
         if a.key:
-            name, keys, orch_public = read_key_file(a.key)
-            if name != a.name:
+            name, keys, orch_public, stage = read_key_file(a.key)
+            if a.name not in (None, name):
                 raise ValueError(f"{a.key} is the key file of {name!r}, not {a.name!r}")
+            a.name = name
+            a.stage = stage if a.stage is None else a.stage
             auth = PeerAuth(keys, KeyRing.of({"orch": orch_public, name: keys.public}))
+        if a.name is None or a.stage is None:
+            raise ValueError("give --name and --stage, or a --key file that holds them")
         ep, pulse = connect(a.name, a.orch, a.host, auth)
     except (OSError, ValueError, AuthError) as exc:
-        print(f"{a.name}: {exc}", file=sys.stderr)
+        print(f"{a.name or 'worker'}: {exc}", file=sys.stderr)
         return 2
     try:
         w = StageWorker(ep, pulse, a.stage, join(ep, a.orch, a.stage, a.timeout), a.timeout)
