@@ -57,7 +57,7 @@ class KeyRing:
         except ValueError:
             raise AuthError(f"peer {name!r}: the public key is not Z85 text") from None
         with self._lock:
-            owner = self.name_of(public, locked=True)
+            owner = self._owner(public)
             if owner is not None and owner != name:
                 raise AuthError(f"peer {name!r}: that key already belongs to {owner!r}")
             self.keys[name] = public
@@ -70,15 +70,13 @@ class KeyRing:
         with self._lock:
             return self.keys.get(name)
 
-    def name_of(self, public: bytes, locked: bool = False) -> str | None:
+    def name_of(self, public: bytes) -> str | None:
         """The name a public key belongs to, or None."""
-        if not locked:
-            with self._lock:
-                return self.name_of(public, locked=True)
-        for name, key in self.keys.items():
-            if key == public:
-                return name
-        return None
+        with self._lock:
+            return self._owner(public)
+
+    def _owner(self, public: bytes) -> str | None:  # the caller holds the lock
+        return next((name for name, key in self.keys.items() if key == public), None)
 
     @classmethod
     def of(cls, keys: Mapping[str, bytes]) -> KeyRing:

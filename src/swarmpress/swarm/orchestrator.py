@@ -127,12 +127,11 @@ class Orchestrator:
         # CurveZMQ: for workers it spawns (the default) the orchestrator makes every key and
         # hands each worker its own key file; for workers that dial in, the run's keys come
         # from `swarm keys` (keys_dir); dial-in runs without keys_dir are unauthenticated.
-        self.auth = (spawn or keys_dir is not None) if auth is None else auth
-        self.keys: KeyPair | None = None
+        self.keys: KeyPair | None = None  # None: an unauthenticated run
         self.ring: KeyRing | None = None
         if keys_dir is not None:
             self.keys, self.ring = load_run_keys(keys_dir)
-        elif self.auth:
+        elif spawn if auth is None else auth:
             self.keys = KeyPair.generate()
             self.ring = KeyRing.of({"orch": self.keys.public})
         peer_auth = PeerAuth(self.keys, self.ring) if self.keys else None

@@ -8,7 +8,7 @@ wherever one sender talks to one receiver in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from swarmpress.codecs import BaseCodec, Codec, CodecError, ErrorFeedback, build_codec, decode
@@ -45,7 +45,6 @@ class Direction:
     frames: int = 0
     raw_bytes: int = 0
     wire_bytes: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, codec: CodecLike, error_feedback: bool = False) -> Direction:

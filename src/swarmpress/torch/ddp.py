@@ -139,8 +139,7 @@ def ddp_hook(state: DDPState, bucket: dist.GradBucket) -> torch.futures.Future[t
     tensor = bucket.buffer()
     group = state.process_group
     world = dist.get_world_size(group)
-    wire = torch.device("cuda", torch.cuda.current_device()) if tensor.is_cuda else None
-    wire = wire or torch.device("cpu")
+    wire = tensor.device  # gloo gathers host tensors, nccl the bucket's own GPU's
     blob = _encode(state, bucket, tensor)
     sizes = [torch.zeros(1, dtype=torch.int64, device=wire) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([len(blob)], dtype=torch.int64, device=wire), group=group)

@@ -149,6 +149,21 @@ class BaseCodec(ABC):
         return {"id": self.codec_id, **self.config}
 
     @classmethod
+    def from_frame_params(
+        cls, params: dict[str, Any], local: dict[str, Any] | None = None
+    ) -> BaseCodec:
+        """The codec a frame's parameters describe: the sender's local parameters (threads)
+        dropped, this process's (`local`) used instead; CodecError naming the codec."""
+        merged = {k: v for k, v in params.items() if k not in cls.local_params}
+        merged.update(local or {})
+        try:
+            return cls.from_config(merged)
+        except CodecError as exc:
+            raise CodecError(
+                f"frame carries invalid parameters for {cls.codec_id!r}: {exc}"
+            ) from None
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> BaseCodec:
         """Rebuild a codec from get_config() output."""
         config = dict(config)
@@ -313,14 +328,8 @@ class Codec(BaseCodec):
         instance's (a frame decodes the same whichever instance reads it)."""
         if same_params(params, self.frame_params()):
             return self
-        merged = {k: v for k, v in params.items() if k not in self.local_params}
-        merged.update({k: self.config[k] for k in self.local_params if k in self.config})
-        try:
-            return type(self).from_config(merged)  # type: ignore[return-value]
-        except CodecError as exc:
-            raise CodecError(
-                f"frame carries invalid parameters for {self.codec_id!r}: {exc}"
-            ) from None
+        local = {k: self.config[k] for k in self.local_params if k in self.config}
+        return self.from_frame_params(params, local)  # type: ignore[return-value]
 
     def _decode_checked(self, fr: _frame.Frame, device: Any) -> Any:
         if fr.container == Container.TORCH and device is not None and str(device) != "cpu":

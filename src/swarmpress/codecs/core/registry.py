@@ -69,9 +69,4 @@ def decode(blob: bytes | bytearray | memoryview, device: Any = None) -> Any:
             f"frame from stream codec {fr.codec_id!r}: it decodes only in order, with the "
             f"stream's decoder (get_codec({fr.codec_id!r}, ...).decoder().decode(frame))"
         )
-    params = {k: v for k, v in fr.params.items() if k not in cls.local_params}
-    try:
-        codec = cls.from_config(params)
-    except CodecError as exc:
-        raise CodecError(f"frame carries invalid parameters for {fr.codec_id!r}: {exc}") from None
-    return codec.decode_frame(fr, device)
+    return cls.from_frame_params(fr.params).decode_frame(fr, device)
