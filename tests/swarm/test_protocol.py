@@ -70,6 +70,14 @@ GOLDEN = [
     (p.Unreadable("bad magic"), '{"reason":"bad magic","kind":"_bad"}'),
     (p.Ping(3, b"x" * 8), '{"i":3,"kind":"ping"}'),
     (p.Pong(3), '{"i":3,"kind":"pong"}'),
+    (p.Rejoin(2), '{"epoch":2,"address":null,"kind":"rejoin"}'),
+    (p.Rejoin(3, "tcp://h:9"), '{"epoch":3,"address":"tcp://h:9","kind":"rejoin"}'),
+    (p.Standing(7, True, ((5, 2), (6, 2)), STATS),
+     '{"step":7,"caught_up":true,"applied":[[5,2],[6,2]],"stats":' + STATS_JSON
+     + ',"kind":"standing"}'),
+    (p.Stepped(3, 4, 0, dataclasses.replace(STATS, dropped_work=5)),
+     '{"step":3,"applied":4,"missing":0,"stats":' + STATS_JSON[:-1] + ',"dropped_work":5}'
+     ',"kind":"stepped"}'),
 ]  # fmt: skip
 
 
@@ -124,6 +132,14 @@ def test_protocol_error_is_a_wire_error_and_a_swarmpress_error():
         ("loss", {"key": [0, 0, 0], "loss": float("nan")}, [], "loss", "finite"),
         ("failed", {"key": {"a": 1}}, [], "key", "key or null"),
         ("stepped", {}, [], "step", "missing"),
+        ("rejoin", {"epoch": 0}, [], "epoch", ">= 1"),
+        ("rejoin", {"epoch": 2, "address": "h:1"}, [], "address", "tcp://HOST:PORT"),
+        ("standing", {"step": 1, "caught_up": 1, "applied": [], "stats": {}}, [], "caught_up",
+         "true or false"),
+        ("standing", {"step": 1, "caught_up": True, "applied": [[1, -2]], "stats": {}}, [],
+         "applied", "[step, samples]"),
+        ("standing", {"step": 1, "caught_up": True, "applied": [[1, 2, 3]], "stats": {}}, [],
+         "applied", "[step, samples]"),
         ("stepped", {"step": "3", "stats": {}}, [], "step", "integer"),
         ("stepped", {"step": 3}, [], "stats", "missing"),
         ("stepped", {"step": 3, "stats": {"bytes": {"a": -1}}}, [], "stats.bytes", "counts"),
@@ -194,4 +210,6 @@ def test_any_head_reads_or_raises_protocol_error_only(kind, head, nparts):
 
 def test_only_the_orchestrator_steers():
     kinds = {cls.KIND for cls in p.FROM_ORCHESTRATOR}
-    assert kinds == {"init", "reject", "step", "drop", "dir", "resync", "resume", "stop"}
+    assert kinds == {
+        "init", "reject", "step", "drop", "dir", "resync", "resume", "stop", "rejoin",
+    }  # fmt: skip

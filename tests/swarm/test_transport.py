@@ -262,6 +262,37 @@ def test_a_flooding_peer_is_bounded_per_peer_and_in_total(endpoints, raw_dealer)
     assert ep.held_bytes() == 0  # consumed messages leave the account
 
 
+def test_a_flood_of_tiny_messages_is_bounded_in_count(endpoints, raw_dealer):
+    """Bytes alone do not bound memory: each message costs its objects. A flood of empty
+    messages stops at the per-peer message bound."""
+    from swarmpress.swarm.transport import InboxLimits
+
+    ep = endpoints("victim", limits=InboxLimits(per_peer_messages=100, total_messages=150))
+    evil = raw_dealer(ep.address, b"evil")
+    tiny = Message("hb").encode()
+    for _ in range(400):
+        evil.send_multipart(tiny)
+    deadline = time.monotonic() + 10 * TIMEOUT
+    while sum(ep.dropped_in.values()) < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ep.held_messages() == 100 and ep.dropped_in["evil"] == 300
+    assert ep.held_bytes() >= 100 * 1024  # each counted with its overhead
+    while ep.recv(timeout=0.2) is not None:
+        pass
+    assert ep.held_messages() == 0 and ep.held_bytes() == 0
+
+
+def test_peer_names_are_checked():
+    from swarmpress.swarm.framing import check_name
+
+    for bad in ("", "a#b", "x" * 201, "\x00w", "tab\tname", 7):
+        with pytest.raises(ValueError, match="peer name"):
+            check_name(bad)
+    assert check_name("s0r0") == "s0r0"
+    with pytest.raises(ValueError, match="peer name"):
+        Endpoint("w#1")
+
+
 def test_inbox_limits_are_checked():
     from swarmpress.swarm.transport import InboxLimits
 

@@ -16,13 +16,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
-    create_engine,
-    event,
     inspect,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from swarmpress.sql import make_engine
 
 
 def now() -> float:
@@ -124,26 +124,6 @@ class Leader(Base):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
     score: Mapped[float] = mapped_column(Float)
     at: Mapped[float] = mapped_column(Float, default=now)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for url; SQLite gets WAL, a busy timeout and enforced foreign keys."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

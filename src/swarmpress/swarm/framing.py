@@ -73,6 +73,20 @@ def parse(frames: list[bytes]) -> Message:
 _ADDRESS = re.compile(r"^tcp://[A-Za-z0-9_.:\[\]-]+:\d{1,5}$")
 
 
+MAX_NAME = 200  # characters of a peer's name (its routing id adds a token; ZeroMQ: 255 bytes)
+
+
+def check_name(name: object) -> str:
+    """`name` if it can name a peer (1..MAX_NAME printable characters, no `#`, which
+    starts a connection's token), else ValueError naming it."""
+    ok = isinstance(name, str) and 0 < len(name.encode()) <= MAX_NAME
+    if not ok or not name.isprintable() or "#" in name:
+        raise ValueError(
+            f"peer name {name!r} must be 1 to {MAX_NAME} printable characters without '#'"
+        )
+    return name
+
+
 def check_address(address: object) -> str:
     """`address` if it is tcp://HOST:PORT, else ValueError naming it."""
     if not isinstance(address, str) or not _ADDRESS.match(address):

@@ -8,14 +8,25 @@ committed when the first stage reports its backward pass done. When all M are co
 the orchestrator tells every worker which attempts to apply, so a sample replayed after a
 fault is applied once per stage, and starts the next step at once (workers hold work of a
 later step until they have taken their own optimizer step).
+
+It keeps no state only in memory: at every step it writes its state to a store (SQLite in
+the run folder, or PostgreSQL by URL; swarm/state.py, swarm/failover.py) before any worker
+hears the step, under a lease it renews. Killed, it is replaced by `Orchestrator.resume`
+(a restart, or a standby waiting for the lease to lapse): the successor binds the same
+address, the workers' sockets reconnect on their own, it asks each where it stands, sends
+the last decided step again (workers ignore a step they applied) and routes the step under
+way again under new attempt numbers, so no sample is lost or applied twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from swarmpress.errors import SwarmpressError
-from swarmpress.swarm.auth import KeyPair, KeyRing, load_run_keys, write_key_file
+from swarmpress.swarm import failover
+from swarmpress.swarm.auth import KeyPair, KeyRing, load_run_keys, read_key_file, write_key_file
 from swarmpress.swarm.config import SwarmConfig
-from swarmpress.swarm.framing import VERSION, Message
+from swarmpress.swarm.framing import VERSION, Message, check_name
 from swarmpress.swarm.protocol import (
     Bye,
     Crash,
@@ -47,8 +59,10 @@ from swarmpress.swarm.protocol import (
     ProtocolError,
     Ready,
     Reject,
+    Rejoin,
     Resume,
     Resync,
+    Standing,
     Step,
     Stepped,
     Stop,
@@ -57,6 +71,7 @@ from swarmpress.swarm.protocol import (
     read,
 )
 from swarmpress.swarm.report import FaultLog, RunResult, StepInfo, summarize
+from swarmpress.swarm.state import Fenced, Held, Lease, StateError, StateStore
 from swarmpress.swarm.text import TokenData
 from swarmpress.swarm.tokens import pack_tokens
 from swarmpress.swarm.transport import Endpoint, PeerAuth
@@ -87,6 +102,8 @@ class Slot:
     stats: WorkerStats = field(default_factory=WorkerStats)
     catch_up_from: str | None = None
     stepped: int = -1  # the last step it reported applied
+    pid: int | None = None  # its process (what a successor orchestrator can kill)
+    standing: bool = False  # answered a successor orchestrator's rejoin
 
     @property
     def active(self) -> bool:  # what twin policies read
@@ -121,7 +138,23 @@ class Orchestrator:
         run_dir: str | Path | None = None,
         auth: bool | None = None,
         keys_dir: str | Path | None = None,
+        state_url: str | None = None,
+        lease_s: float = 5.0,
+        insecure: bool = False,
+        _lease: Lease | None = None,
     ) -> None:
+        """state_url: where the state goes at every step (default: SQLite in the run
+        folder); lease_s: how long a successor waits after the last renewal before it
+        takes over; insecure: let workers dial in without keys on an address other hosts
+        can reach (anyone there can then steer the run). A successor is made with
+        Orchestrator.resume, not here."""
+        if not spawn and keys_dir is None and not insecure and not _loopback(host):
+            raise SwarmError(
+                f"workers would dial in to {host} without keys: anyone who reaches it could "
+                "steer or stop the run; make keys with `swarmpress swarm keys` and pass "
+                "them (--keys), or accept the risk with --insecure",
+                exit_code=2,
+            )
         self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
         self.slots: dict[str, Slot] = {}
         # CurveZMQ: for workers it spawns (the default) the orchestrator makes every key and
@@ -129,19 +162,27 @@ class Orchestrator:
         # from `swarm keys` (keys_dir); dial-in runs without keys_dir are unauthenticated.
         self.keys: KeyPair | None = None  # None: an unauthenticated run
         self.ring: KeyRing | None = None
+        self.own_dir = run_dir is None  # a temporary log folder, removed after a clean run
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.keys_dir = None if keys_dir is None else str(Path(keys_dir).resolve())
+        self.insecure = insecure
         if keys_dir is not None:
             self.keys, self.ring = load_run_keys(keys_dir)
-        elif spawn if auth is None else auth:
+        elif _lease is not None and (self.run_dir / "keys" / "orch.key").exists():
+            _, self.keys, _, _ = read_key_file(self.run_dir / "keys" / "orch.key")
+            self.ring = KeyRing.of({"orch": self.keys.public})
+        elif _lease is None and (spawn if auth is None else auth):
             self.keys = KeyPair.generate()
             self.ring = KeyRing.of({"orch": self.keys.public})
+            # what a successor orchestrator proves itself to the workers with
+            write_key_file(self.run_dir / "keys" / "orch.key", "orch", self.keys,
+                           self.keys.public)  # fmt: skip
         peer_auth = PeerAuth(self.keys, self.ring) if self.keys else None
         self.ep = Endpoint("orch", host, port, tick=self._heartbeat, tick_s=cfg.heartbeat_s,
                            auth=peer_auth)  # fmt: skip
         self.address = self.ep.address
         self.t0 = time.monotonic()
-        self.own_dir = run_dir is None  # a temporary log folder, removed after a clean run
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-"))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.router = ROUTERS[cfg.router]()
         link = cfg.link_spec
         self.router.reset(cfg.seed, lambda a, b: link.latency_s, 5)
@@ -152,7 +193,7 @@ class Orchestrator:
         self.eval_losses: dict[int, float] = {}
         self.catch_up: dict[int, list[str]] = defaultdict(list)  # donor stage -> newcomers
         self.faults = FaultLog()
-        self.applied: dict[tuple[int, int], int] = defaultdict(int)  # (step, stage) -> samples
+        self.applied_by: dict[tuple[int, str], int] = {}  # (step, worker) -> samples applied
         self.steps: list[StepInfo] = []
         self.gen = 0
         self.kills = 0
@@ -163,6 +204,39 @@ class Orchestrator:
         self.service: dict[tuple[int, int], list[float]] = defaultdict(list)  # (stage, dir)
         self.merged_at: set[int] = set()  # steps that ended in a merge
         self.rejected: list[str] = []  # why messages from peers were dropped (the first 20)
+        # -- durable state (swarm/state.py) and what a successor needs from it
+        self.next_step = 0  # the first step not yet decided
+        self.decision: dict[str, Any] | None = None  # the last step decided, as sent
+        self.finished = False
+        self.train_before = 0.0  # training seconds of earlier orchestrators of this run
+        self.t_train: float | None = None
+        self.takeovers: list[dict[str, Any]] = []  # each successor: epoch, when, how long
+        self.save_seconds: list[float] = []  # time spent writing the state, per step
+        self.fenced = False
+        self.lease_s = lease_s
+        self.lease: Lease | None = _lease
+        self.epoch = _lease.epoch if _lease is not None else 1
+        self.run_id = _lease.run_id if _lease is not None else failover.new_run_id()
+        self.state_url = state_url or f"sqlite:///{self.run_dir.resolve() / 'state.db'}"
+        self.store: StateStore | None = None
+        self.renewed = time.monotonic()
+        self.moved_from: str | None = None  # a successor listening elsewhere: where it was
+
+    @property
+    def applied(self) -> dict[tuple[int, int], int]:
+        """Samples applied per (step, stage), summed over the stage's replicas."""
+        out: dict[tuple[int, int], int] = defaultdict(int)
+        for (step, name), n in self.applied_by.items():
+            slot = self.slots.get(name)
+            if slot is not None:
+                out[(step, slot.stage)] += n
+        return out
+
+    @property
+    def attempt_base(self) -> int:
+        """This orchestrator's first attempt number: a successor's never meet its
+        predecessor's, so work the predecessor routed is never committed."""
+        return (self.epoch - 1) * failover.ATTEMPT_SPAN
 
     # ------------------------------------------------------------------ workers
     def _heartbeat(self) -> list[tuple[str, Message]]:
@@ -185,6 +259,7 @@ class Orchestrator:
                 cmd += ["--key", str(key)]
             with open(slot.log, "wb") as fh:
                 slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            slot.pid = slot.proc.pid
         self.slots[name] = slot
         return slot
 
@@ -220,6 +295,13 @@ class Orchestrator:
                     )
 
     def _hello(self, sender: str, m: Hello) -> None:
+        try:
+            check_name(sender)
+            if sender == "orch":
+                raise ValueError("'orch' names the orchestrator")
+        except ValueError as exc:  # nothing to answer: no worker can be called that
+            self._reject_msg(f"hello refused: {exc}"[:300])
+            return
         if not 0 <= m.stage < self.cfg.stages:
             self._reject(sender, m, f"stage {m.stage!r} is not in 0..{self.cfg.stages - 1}")
             return
@@ -233,6 +315,8 @@ class Orchestrator:
         if slot.said_hello:
             return
         slot.said_hello, slot.address, slot.last_hb = True, m.address, time.monotonic()
+        if slot.pid is None:
+            slot.pid = m.pid
         self.ep.connect(sender, slot.address)
         live = {s.name: s.address for s in self.slots.values() if s.alive and s.address}
         donor = None
@@ -257,8 +341,18 @@ class Orchestrator:
         return tuple((n, k.decode()) for n in names if (k := self.ring.public(n)) is not None)
 
     def _tell(self, name: str, message: Any) -> None:
-        """A control message to one worker (unshaped: control is not link traffic)."""
+        """A control message to one worker (unshaped: control is not link traffic). Never
+        on a lease that may have lapsed (a process paused for longer, a successor may hold
+        the run): renewed first, which raises Fenced if it was taken."""
+        self._keep_lease(self.lease_s / 2)
         self.ep.send(name, message.envelope(), shaped=False)
+
+    def _keep_lease(self, every: float) -> None:
+        """Renew the lease if the last renewal is older than `every`; Fenced if a successor
+        took the run over meanwhile."""
+        if self.store is not None and time.monotonic() - self.renewed > every:
+            self.store.renew(self.run_id, self.epoch, self.lease_s)
+            self.renewed = time.monotonic()
 
     def _reject(self, sender: str, m: Hello, reason: str) -> None:
         self._reject_msg(f"refused {sender!r}: {reason}")
@@ -275,6 +369,7 @@ class Orchestrator:
     def pump(self, timeout: float, check: bool = True) -> None:
         """Handle everything that arrived (waiting up to timeout for the first), then check
         the workers' health."""
+        self._keep_lease(self.lease_s / 4)
         got = self.ep.recv(timeout=timeout)
         while got is not None:
             self._handle(*got)
@@ -322,8 +417,10 @@ class Orchestrator:
                     self._abandon_key(key, replay=True)
             case Stepped(step=step, applied=applied, stats=stats):
                 slot.stats = stats
-                self.applied[(step, slot.stage)] += applied
+                self.applied_by[(step, slot.name)] = applied
                 slot.stepped = max(slot.stepped, step)
+            case Standing():
+                self._standing(slot, m)
             case Bye(stats=stats):
                 slot.stats = stats
             case Crash(reason=reason):
@@ -452,6 +549,8 @@ class Orchestrator:
         self.faults.reason(f"{slot.name}: {why}")
         if slot.proc is not None and slot.proc.poll() is None:
             slot.proc.kill()
+        elif slot.proc is None and self.spawn and slot.pid is not None:
+            _kill_worker(slot.pid, slot.name)  # a predecessor's worker
         self.ep.forget(slot.name)
         for other in self.slots.values():
             if other.alive and other.said_hello:
@@ -504,7 +603,7 @@ class Orchestrator:
         self.attempts.clear()
         self.committed.clear()
         for i in range(self.cfg.microbatches):
-            self._route(i, 0, step)
+            self._route(i, self.attempt_base, step)
         if self.cfg.kill_every and step > 0 and step % self.cfg.kill_every == 0:
             self.kill_due = True
         while len(self.committed) < self.cfg.microbatches:
@@ -514,7 +613,6 @@ class Orchestrator:
                 self._inject_fault(step)
                 self.kill_due = False
         merge = (step + 1) % self.cfg.merge_every == 0 or step == self.cfg.steps - 1
-        self._send_step(step, merge)
         if merge:
             self.merged_at.add(step)
         losses = [a.loss for a in self.committed.values() if a.loss is not None]
@@ -522,11 +620,15 @@ class Orchestrator:
             step=step,
             seconds=time.monotonic() - t_start,
             loss=sum(losses) / len(losses) if losses else None,
-            replays=sum(a.key[2] for a in self.committed.values()),
+            replays=sum(a.key[2] - self.attempt_base for a in self.committed.values()),
             merge=merge,
             live_workers=len(self._live()),
         )
         self.steps.append(info)
+        self._send_step(step, merge)  # saved first: a successor knows what workers heard
+        if self.takeovers and self.takeovers[-1].get("first_step_s") is None:
+            t = self.takeovers[-1]  # the failover's end: the successor's first step
+            t["first_step_s"] = round(time.time() - t["taken_at"], 3)
         if self.on_step is not None:
             self.on_step(step, info.to_json())
         return info
@@ -539,6 +641,7 @@ class Orchestrator:
         return all(s.stepped >= step - 1 for s in self.slots.values() if s.active)
 
     def _send_step(self, step: int, merge: bool) -> None:
+        messages: dict[str, Step] = {}
         per_worker: dict[str, list[Key]] = defaultdict(list)
         for att in self.committed.values():
             for name in att.path:
@@ -553,7 +656,151 @@ class Orchestrator:
             peers = tuple(s.name for s in replicas) if merge else None
             for slot in replicas:
                 commit = tuple(per_worker.get(slot.name, ()))
-                self._tell(slot.name, Step(step, commit, tuple(donors.get(slot.name, ())), peers))
+                messages[slot.name] = Step(step, commit, tuple(donors.get(slot.name, ())), peers)
+        self.next_step = step + 1
+        self.decision = {"step": step, "messages": {n: m.head() for n, m in messages.items()}}
+        self.save()
+        for name, message in messages.items():
+            self._tell(name, message)
+
+    # ------------------------------------------------------------------ durable state
+    def train_seconds(self) -> float:
+        """Training time of this run so far, across orchestrators."""
+        if self.t_train is None:
+            return self.train_before
+        return self.train_before + time.monotonic() - self.t_train
+
+    def save(self) -> None:
+        """Write the state (and renew the lease); Fenced if a successor took over."""
+        if self.store is None:
+            return
+        t0 = time.monotonic()
+        self.store.save(self.run_id, self.epoch, failover.snapshot(self), self.lease_s)
+        self.renewed = time.monotonic()
+        self.save_seconds.append(self.renewed - t0)
+
+    def _open_state(self) -> None:
+        """The run's state row, made once its workers are ready (a run that never trained
+        has nothing to resume), and run.json saying where it is."""
+        self.store = StateStore(self.state_url)
+        owner = failover.owner_name()
+        self.store.create(self.run_id, owner, failover.snapshot(self), self.lease_s)
+        self.renewed = time.monotonic()
+        failover.write_run_file(self.run_dir, self.run_id, self.state_url, self.address)
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        data: TokenData,
+        on_step: Callable[[int, dict], None] | None = None,
+        standby: bool = False,
+        lease_s: float = 5.0,
+        poll_s: float = 0.5,
+        on_wait: Callable[[str], None] | None = None,
+        see_pids: bool = True,
+        listen: str | None = None,
+    ) -> Orchestrator:
+        """The successor of a run's orchestrator: takes the run over once its lease lapsed
+        (at once if the holder was a process of this host that is gone, unless see_pids
+        is off); standby: wait for that as long as it takes, else Held after one lease.
+        listen: HOST:PORT to listen on (default: the predecessor's address; if that is
+        taken, any port of its host in a CurveZMQ run, whose workers are told where)."""
+        run_dir = Path(run_dir)
+        info = failover.read_run_file(run_dir)
+        store = StateStore(info["state"])
+        owner = failover.owner_name()
+        t_asked = time.monotonic()
+        deadline = t_asked + 2 * lease_s + 1
+        while True:
+            seen = store.load(info["run_id"])
+            if seen.state.get("finished"):
+                raise StateError(f"run {info['run_id']} in {run_dir} has finished")
+            if see_pids and failover.owner_gone(seen.owner):
+                store.release(seen.run_id, seen.epoch)  # its holder is dead: no wait
+            try:
+                lease = store.take_over(info["run_id"], owner, lease_s)
+                break
+            except Held as exc:
+                if not standby and time.monotonic() > deadline:
+                    raise
+                if on_wait is not None:
+                    on_wait(str(exc))
+                time.sleep(poll_s)
+        t_taken = time.monotonic()
+        cfg = SwarmConfig(**lease.state["config"])
+        before = lease.state["address"]
+        host, _, port = (listen or before.removeprefix("tcp://")).rpartition(":")
+        make = functools.partial(cls, cfg, data, host=host, spawn=lease.state["spawn"],
+                                 on_step=on_step, run_dir=run_dir, lease_s=lease_s,
+                                 keys_dir=lease.state.get("keys_dir"), _lease=lease,
+                                 insecure=lease.state.get("insecure", False))  # fmt: skip
+        try:
+            orch = make(port=int(port))
+        except OSError:
+            authenticated = lease.state.get("keys_dir") or (run_dir / "keys" / "orch.key").exists()
+            if listen is not None or not authenticated:
+                raise StateError(
+                    f"cannot listen on {host}:{port}, where the run's workers reach their "
+                    "orchestrator (is the old one still alive? an open run's successor must "
+                    "listen there)"
+                ) from None
+            orch = make(port=0)  # the workers hear the new address from a proven key
+        orch.moved_from = before if orch.address != before else None
+        orch.own_dir = False
+        failover.restore(orch, lease.state, Slot)
+        orch.store = store
+        orch.takeovers.append({
+            "epoch": lease.epoch, "owner": owner, "taken_at": time.time(),
+            "waited_s": round(t_taken - t_asked, 3), "first_step_s": None,
+        })  # fmt: skip
+        orch.save()
+        return orch
+
+    def _rejoin(self) -> None:
+        """After a take-over: reach every worker the state names, learn where it stands,
+        send the last decided step again; newcomers still catching up are replaced."""
+        now = time.monotonic()
+        self.training = True  # a death from here on is a fault of a running run
+        joining = []
+        for slot in list(self.slots.values()):
+            if slot.alive and slot.ready and slot.address:
+                slot.last_hb = now
+                self.ep.connect(slot.name, slot.address)
+                self._tell(slot.name, self._rejoin_msg())
+            elif slot.alive:
+                joining.append(slot)
+        for slot in joining:
+            self._dead(slot, "it was still joining when its orchestrator was lost")
+        asked = now
+        while any(s.alive and s.ready and not s.standing for s in self.slots.values()):
+            if time.monotonic() - now > self.cfg.start_timeout_s:
+                raise SwarmError("workers did not answer the new orchestrator")
+            self.pump(0.05)
+            if time.monotonic() - asked > 1.0:  # the first may have met a socket still joining
+                asked = time.monotonic()
+                for slot in self.slots.values():
+                    if slot.alive and slot.ready and not slot.standing:
+                        self._tell(slot.name, self._rejoin_msg())
+        if self.decision is not None:
+            for name, head in self.decision["messages"].items():
+                slot = self.slots.get(name)
+                if slot is not None and slot.alive and slot.ready:
+                    m = Step.parse(head)
+                    self._tell(name, Step(m.step, m.commit, (), m.merge_peers))
+
+    def _rejoin_msg(self) -> Rejoin:
+        return Rejoin(self.epoch, self.address if self.moved_from else None)
+
+    def _standing(self, slot: Slot, m: Standing) -> None:
+        """A worker's answer to rejoin: what it applied (reports its predecessor may have
+        missed) and its counters."""
+        slot.standing = True
+        slot.stats = m.stats
+        slot.stepped = max(slot.stepped, m.step - 1)
+        for step, n in m.applied:
+            if step < self.next_step:
+                self.applied_by[(step, slot.name)] = n
 
     def evaluate(self, timeout: float = 120.0) -> float | None:
         """Mean loss of held-out micro-batches through the pipeline after the last step."""
@@ -573,6 +820,10 @@ class Orchestrator:
         return sum(self.eval_losses.values()) / n
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every worker (not when a successor took the run over: they are its now)."""
+        if self.fenced:
+            self.ep.close()
+            return
         for slot in self.slots.values():
             if slot.alive and slot.said_hello:
                 self._tell(slot.name, Stop())
@@ -585,33 +836,90 @@ class Orchestrator:
             except subprocess.TimeoutExpired:
                 slot.proc.kill()
                 slot.proc.wait()
-        with contextlib.suppress(SwarmError):  # final reports of workers that failed stopping
+        inherited = [s for s in self.slots.values() if s.proc is None and s.pid and s.alive]
+        while inherited and time.monotonic() < end:  # a predecessor's: they say bye
+            with contextlib.suppress(SwarmError, StateError):
+                self.pump(0.05, check=False)
+            inherited = [s for s in inherited if not _gone(s.pid)]
+        if self.spawn:
+            for slot in inherited:
+                _kill_worker(slot.pid, slot.name)
+        with contextlib.suppress(SwarmError, StateError):  # final reports of slow stoppers
             self.pump(0.1, check=False)
         self.ep.close()
 
     def run(self) -> RunResult:
+        """Train to the last step and evaluate (a successor: from where the run was)."""
         try:
-            self.start_workers()
+            if self.store is None:
+                self.start_workers()
+                self._open_state()
+            else:
+                self._rejoin()
             self.training = True
-            t_train = time.monotonic()
-            for step in range(self.cfg.steps):
+            self.t_train = time.monotonic()
+            for step in range(self.next_step, self.cfg.steps):
                 self.run_step(step)
-            train_seconds = time.monotonic() - t_train
             self.attempts.clear()  # all committed: a death from here on replays nothing
             final = self.evaluate()
-        except SwarmError as exc:
+            train_seconds = self.train_seconds()
+            self.finished = True
+            self.save()
+            self.store.release(self.run_id, self.epoch)
+        except Fenced as exc:
+            self.fenced = True
+            msg = f"{exc}; this orchestrator stops (the workers are its successor's)"
+            raise SwarmError(msg) from None
+        except (SwarmError, StateError) as exc:
             if self.own_dir:
-                self.own_dir = False  # keep the workers' logs for the post-mortem
+                self.own_dir = False  # keep the workers' logs (and the state) for later
                 raise SwarmError(f"{exc} (worker logs in {self.run_dir})") from None
             raise
         finally:
             self.shutdown()
+            if self.store is not None:
+                self.store.close()
         if self.own_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.result(final, train_seconds)
 
     def result(self, final_loss: float | None, train_seconds: float) -> RunResult:
-        return summarize(self, final_loss, train_seconds)
+        res = summarize(self, final_loss, train_seconds)
+        saves = sorted(self.save_seconds)
+        res.faults["takeovers"] = list(self.takeovers)
+        res.faults["state_save_s"] = saves[len(saves) // 2] if saves else None
+        res.faults["dropped_work"] = sum(s.stats.dropped_work for s in self.slots.values())
+        return res
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process (not this one's child) has exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return failover.owner_gone(f"{socket.gethostname()}:{pid}")
+
+
+def _kill_worker(pid: int, name: str) -> None:
+    """SIGKILL a worker a predecessor spawned, if that pid is still that worker."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"swarmpress.swarm.worker" in cmd and name.encode() in cmd:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 __all__ = ["VERSION", "Orchestrator", "SwarmError"]

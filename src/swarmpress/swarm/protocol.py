@@ -10,8 +10,9 @@ the head in the order this protocol has always used, so the bytes on the wire do
 Who sends what:
 
     worker -> orchestrator   hello, hb, ready, ev, loss, done, failed, stepped, merged,
-                             bye, crash
+                             bye, crash, standing (the answer to rejoin)
     orchestrator -> worker   init, reject, hb, dir, step, drop, resync, resume, stop,
+                             rejoin (a restarted or standby orchestrator took over),
                              fwd (the first stage's token block)
     worker -> worker         fwd, bwd, delta, state
     transport (local only)   _bad: a message that did not parse at all
@@ -152,6 +153,13 @@ def _key(v: Any) -> Key | None:
     return None
 
 
+def _count_pair(v: Any) -> tuple[int, int] | None:
+    """[step, count], both integers >= 0."""
+    if isinstance(v, list) and len(v) == 2 and all(type(x) is int and x >= 0 for x in v):
+        return (v[0], v[1])
+    return None
+
+
 def _each(v: Any, check: Callable[[Any], Any]) -> tuple | None:
     if not isinstance(v, list):
         return None
@@ -205,9 +213,10 @@ class WorkerStats:
     samples_applied: int = 0
     chosen: Mapping[str, str] = field(default_factory=dict)  # role -> codec spec in use
     bad_inputs: int = 0
+    dropped_work: int = 0  # work refused because the worker held its bound already
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "bytes": dict(self.bytes),
             "raw": dict(self.raw),
             "messages": dict(self.messages),
@@ -216,6 +225,9 @@ class WorkerStats:
             "chosen": dict(self.chosen),
             "bad_inputs": self.bad_inputs,
         }
+        if self.dropped_work:  # newer than the rest: absent while 0, as earlier versions wrote
+            out["dropped_work"] = self.dropped_work
+        return out
 
     @classmethod
     def parse(cls, kind: str, value: Any) -> WorkerStats:
@@ -230,6 +242,7 @@ class WorkerStats:
             samples_applied=r.integer("samples_applied", 0, minimum=0),
             chosen=r.table("chosen", _text, "codec specs"),
             bad_inputs=r.integer("bad_inputs", 0, minimum=0),
+            dropped_work=r.integer("dropped_work", 0, minimum=0),
         )
 
 
@@ -618,6 +631,57 @@ class Resume(_Kind):
 
 
 @dataclass(frozen=True)
+class Rejoin(_Kind):
+    """A new orchestrator (a restart or a standby, under `epoch`) runs this run now: say
+    where you stand (and send to `address` from now on: a standby may listen elsewhere)."""
+
+    KIND = "rejoin"
+    epoch: int
+    address: str | None = None  # where it listens, if not where its predecessor did
+
+    @classmethod
+    def parse(cls, head, parts=()):
+        _no_parts(cls.KIND, parts)
+        r = _Reader(cls.KIND, head)
+        address = r.get("address", lambda v: (v,) if v is None else _one(_address(v)),
+                        "tcp://HOST:PORT or null", (None,))[0]  # fmt: skip
+        return cls(r.integer("epoch", minimum=1), address)
+
+    def head(self):
+        return {"epoch": self.epoch, "address": self.address}
+
+
+@dataclass(frozen=True)
+class Standing(_Kind):
+    """A worker's answer to rejoin: its step, whether it holds a live replica's state, the
+    samples it applied in its last steps ([step, samples] pairs) and its counters."""
+
+    KIND = "standing"
+    step: int
+    caught_up: bool
+    applied: tuple[tuple[int, int], ...]
+    stats: WorkerStats
+
+    @classmethod
+    def parse(cls, head, parts=()):
+        r = _Reader(cls.KIND, head)
+        _no_parts(cls.KIND, parts)
+        return cls(
+            r.integer("step", minimum=0), r.flag("caught_up"),
+            r.get("applied", lambda v: _each(v, _count_pair), "a list of [step, samples]"),
+            WorkerStats.parse(cls.KIND, r.obj("stats")),
+        )  # fmt: skip
+
+    def head(self):
+        return {
+            "step": self.step,
+            "caught_up": self.caught_up,
+            "applied": [list(p) for p in self.applied],
+            "stats": self.stats.to_json(),
+        }
+
+
+@dataclass(frozen=True)
 class Stop(_Kind):
     KIND = "stop"
 
@@ -781,11 +845,11 @@ KINDS: dict[str, type[_Kind]] = {
     for cls in (
         Hello, Init, Reject, Heartbeat, Ready, PassEvent, Loss, Done, Failed, Stepped,
         Merged, Bye, Crash, Step, Drop, Directory, Resync, Resume, Stop, Forward, Backward,
-        Delta, State, Unreadable, Ping, Pong,
+        Delta, State, Unreadable, Ping, Pong, Rejoin, Standing,
     )
 }  # fmt: skip
 # What only the orchestrator may send a worker (anyone else's is dropped).
-FROM_ORCHESTRATOR = (Init, Reject, Step, Drop, Directory, Resync, Resume, Stop)
+FROM_ORCHESTRATOR = (Init, Reject, Step, Drop, Directory, Resync, Resume, Stop, Rejoin)
 
 
 def read(msg: Message) -> Any:
@@ -822,8 +886,10 @@ __all__ = [
     "ProtocolError",
     "Ready",
     "Reject",
+    "Rejoin",
     "Resume",
     "Resync",
+    "Standing",
     "State",
     "Step",
     "Stepped",

@@ -20,9 +20,11 @@ its key proves (the ZAP User-Id), and a message whose socket claims another name
 dropped and counted (`forged`); ROUTER_HANDOVER is off, so no connection takes over
 another's. Without it (loopback runs, tests) names are what sockets claim.
 
-The inbox is bounded, per peer and in total, in bytes (InboxLimits): a message that would
-pass either bound is dropped on arrival and counted (dropped_in, per sender), so a peer
-that floods an endpoint costs it at most the bound, never the memory of every message.
+The inbox is bounded, per peer and in total, in bytes and in messages (InboxLimits): a
+message that would pass a bound is dropped on arrival and counted (dropped_in, per sender),
+so a peer that floods an endpoint costs it at most the bound, never the memory of every
+message. Every connection's routing id is the peer's name and a random token, so no
+connection can take another's name (a name is proven by CURVE where the run has keys).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import heapq
 import itertools
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 import zmq
 
 from swarmpress.swarm.auth import KeyPair, KeyRing, RingAuthenticator, dial_curve, serve_curve
-from swarmpress.swarm.framing import Message, WireError, check_address, parse
+from swarmpress.swarm.framing import Message, WireError, check_address, check_name, parse
 from swarmpress.swarm.links import LinkSpec, Shaper
 
 log = logging.getLogger("swarmpress.swarm")
@@ -56,6 +59,8 @@ class SendReceipt:
 
 
 MAX_MESSAGE = 1 << 30  # bytes: a message larger than this is refused by the socket
+INSTANCE_MARK = "#"  # a connection's routing id: the peer's name, `#`, a random token
+MESSAGE_COST = 1024  # bytes each held message is counted beyond its frames (its objects)
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,20 @@ class PeerAuth:
 
 @dataclass(frozen=True)
 class InboxLimits:
-    """Bytes of received, not yet consumed messages an endpoint holds: per sender, in total."""
+    """Received, not yet consumed messages an endpoint holds, per sender and in total: in
+    bytes (each message counted MESSAGE_COST beyond its frames) and in messages (a flood of
+    tiny ones costs their objects, not their bytes)."""
 
     per_peer: int = MAX_MESSAGE  # one largest message (a newcomer's full state) fits
     total: int = 2 * MAX_MESSAGE
+    per_peer_messages: int = 4096
+    total_messages: int = 32768
 
     def __post_init__(self) -> None:
         if not 0 < self.per_peer <= self.total:
             raise ValueError("inbox limits: need 0 < per_peer <= total")
+        if not 0 < self.per_peer_messages <= self.total_messages:
+            raise ValueError("inbox limits: need 0 < per_peer_messages <= total_messages")
 
 
 class Endpoint:
@@ -93,7 +104,7 @@ class Endpoint:
         limits: InboxLimits | None = None,
         auth: PeerAuth | None = None,
     ) -> None:
-        self.name = name
+        self.name = check_name(name)
         self.limits = limits or InboxLimits()
         self.auth = auth
         self.forged = 0  # messages whose socket claimed a name its key does not prove
@@ -115,12 +126,16 @@ class Endpoint:
             else:
                 port = self.router.bind_to_random_port(f"tcp://{host}")
         except zmq.ZMQError as exc:
+            if self._authenticator is not None:
+                self._authenticator.stop()
             self.ctx.destroy(linger=0)
             raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
         self.address = f"tcp://{host}:{port}"
         self.inbox: queue.Queue[tuple[str, Message, int]] = queue.Queue()
         self._held: dict[str, int] = {}  # bytes in the inbox per sender
         self._held_total = 0
+        self._held_n: dict[str, int] = {}  # messages in the inbox per sender
+        self._held_total_n = 0
         self.dropped_in: dict[str, int] = {}  # messages dropped on arrival per sender
         self.dropped_in_bytes = 0
         self.shaper = Shaper(link or LinkSpec(), seed)
@@ -181,29 +196,41 @@ class Endpoint:
             return None
         with self._lock:
             left = self._held.get(sender, 0) - size
-            if left > 0:
-                self._held[sender] = left
+            count = self._held_n.get(sender, 0) - 1
+            if count > 0:
+                self._held[sender], self._held_n[sender] = left, count
             else:
                 self._held.pop(sender, None)
+                self._held_n.pop(sender, None)
             self._held_total -= size
+            self._held_total_n -= 1
         return sender, msg
 
     def held_bytes(self) -> int:
-        """Bytes of received messages waiting in the inbox."""
+        """Bytes of received messages waiting in the inbox (with MESSAGE_COST each)."""
         with self._lock:
             return self._held_total
 
-    def _admit(self, sender: str, size: int) -> bool:
-        """Count size against the sender's and the total bound; False (and counted) if it
-        would pass either."""
+    def held_messages(self) -> int:
+        """Received messages waiting in the inbox."""
         with self._lock:
-            mine = self._held.get(sender, 0)
-            if mine + size > self.limits.per_peer or self._held_total + size > self.limits.total:
+            return self._held_total_n
+
+    def _admit(self, sender: str, size: int) -> bool:
+        """Count a message of `size` bytes against the sender's and the total bounds; False
+        (and counted) if it would pass any."""
+        lim = self.limits
+        with self._lock:
+            mine, n = self._held.get(sender, 0), self._held_n.get(sender, 0)
+            over_bytes = mine + size > lim.per_peer or self._held_total + size > lim.total
+            over_count = n >= lim.per_peer_messages or self._held_total_n >= lim.total_messages
+            if over_bytes or over_count:
                 self.dropped_in[sender] = self.dropped_in.get(sender, 0) + 1
                 self.dropped_in_bytes += size
                 return False
-            self._held[sender] = mine + size
+            self._held[sender], self._held_n[sender] = mine + size, n + 1
             self._held_total += size
+            self._held_total_n += 1
             return True
 
     def pending_sends(self) -> int:
@@ -251,7 +278,12 @@ class Endpoint:
         sock = self._dealers.get(dst)
         if sock is None and addr is not None:
             sock = self.ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            # name#random: a connection's routing id is its own, so no socket can squat
+            # another's name (nor a successor an open connection of its predecessor's);
+            # receivers read the name, which CURVE proves in an authenticated run
+            sock.setsockopt(
+                zmq.IDENTITY, f"{self.name}{INSTANCE_MARK}{secrets.token_hex(8)}".encode()
+            )
             if self.auth is not None:
                 server = self.auth.ring.public(dst)
                 if server is None:  # a peer the run has no key for: nothing to talk to
@@ -278,22 +310,23 @@ class Endpoint:
             except zmq.Again:
                 return
             frames = [p.bytes for p in parts]
-            sender = frames[0].decode("utf-8", "replace")
+            sender = frames[0].decode("utf-8", "replace").partition(INSTANCE_MARK)[0]
             if self.auth is not None:
                 proven = parts[-1].get("User-Id")
                 if proven != sender:  # a key of the run claiming another peer's name
                     self.forged += 1
                     log.warning("%s: %r claimed to be %r; dropped", self.name, proven, sender)
                     continue
-            size = sum(len(f) for f in frames)
+            size = sum(len(f) for f in frames) + MESSAGE_COST
             try:
                 msg = parse(frames[1:])
             except WireError as exc:  # parse turns every malformation into WireError
                 self.bad_messages += 1
                 log.warning("%s: dropped a message from %s: %s", self.name, sender, exc)
-                reason = str(exc)
-                if self._admit(sender, len(reason)):
-                    self.inbox.put((sender, Message("_bad", {"reason": reason}), len(reason)))
+                reason = str(exc)[:500]
+                cost = len(reason) + MESSAGE_COST
+                if self._admit(sender, cost):
+                    self.inbox.put((sender, Message("_bad", {"reason": reason}), cost))
                 continue
             if self._admit(sender, size):
                 self.inbox.put((sender, msg, size))

@@ -29,7 +29,7 @@ from swarmpress.errors import AuthError
 from swarmpress.swarm.auth import KeyRing, read_key_file
 from swarmpress.swarm.config import SwarmConfig
 from swarmpress.swarm.diloco import OuterOptimizer, flat, unflat
-from swarmpress.swarm.framing import Message, WireError, check_address
+from swarmpress.swarm.framing import Message, WireError, check_address, check_name
 from swarmpress.swarm.links import parse_link
 from swarmpress.swarm.model import Stage, lm_loss, split
 from swarmpress.swarm.protocol import (
@@ -53,8 +53,10 @@ from swarmpress.swarm.protocol import (
     ProtocolError,
     Ready,
     Reject,
+    Rejoin,
     Resume,
     Resync,
+    Standing,
     State,
     Step,
     Stepped,
@@ -79,6 +81,7 @@ WIRE_ROLE = {
 Work = tuple[str, Forward | Backward]  # (sender, message)
 # The roles of _state_tensors(): weights, anchor, outer momentum, Adam's two moments.
 _STATE_ROLES = (WEIGHTS_ROLE, WEIGHTS_ROLE) + (Role.OPTIMIZER_STATE,) * 3
+APPLIED_KEPT = 64  # steps whose applied-sample counts a worker keeps (told to a new orchestrator)
 
 
 def lr_at(cfg: SwarmConfig, step: int) -> float:
@@ -100,6 +103,7 @@ class Stats:
     time: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     samples_applied: int = 0
     bad_inputs: int = 0
+    dropped_work: int = 0  # work refused because this worker already held its bound
     chosen: dict[str, str] = field(default_factory=dict)  # role -> codec spec (after `auto`)
 
     def snapshot(self) -> WorkerStats:
@@ -111,6 +115,7 @@ class Stats:
             samples_applied=self.samples_applied,
             chosen=dict(self.chosen),
             bad_inputs=self.bad_inputs,
+            dropped_work=self.dropped_work,
         )
 
 
@@ -217,13 +222,19 @@ class StageWorker:
         self.deltas: defaultdict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         self.merge_wait: MergeWait | None = None
         self.future_steps: dict[int, Step] = {}  # step messages that came early
+        self.applied_log: dict[int, int] = {}  # step -> samples applied (the last APPLIED_KEPT)
+        # What it holds at most: a step's samples a few times over (replays) for this step
+        # and the next; anything past the bound is refused and counted (dropped_work).
+        self.max_work = 4 * self.cfg.microbatches + 8
         self.state_to: list[str] = []  # newcomers to send state to after this step
         self.stopping = False
         self.caught_up = not init.catch_up_from
         ep.set_link(parse_link(self.cfg.link), seed=zlib.crc32(self.name.encode()))
         self._admit_keys(init.keys)
+        self.peers: set[str] = set()  # the peers the orchestrator named (work comes from them)
         for name, addr in init.directory:
             ep.connect(name, addr)
+            self.peers.add(name)
 
     def _admit_keys(self, keys: tuple[tuple[str, str], ...]) -> None:
         """Peers' public keys from the orchestrator (it is the only one who may say them)."""
@@ -321,6 +332,11 @@ class StageWorker:
             self.pulse.last_progress = time.monotonic()  # idle until now: the stall clock starts
         self.pulse.queued = queued
 
+    def _standing(self) -> Standing:
+        """Where this worker stands, for an orchestrator that took the run over."""
+        applied = tuple(sorted(self.applied_log.items()))
+        return Standing(self.step, self.caught_up, applied, self.stats.snapshot())
+
     def _well_formed(self, m: Forward | Backward) -> bool:
         """Work as this run writes it (the protocol checked the types): a path naming one
         worker per stage, no far-future work to hoard, a sample of this step's count."""
@@ -344,12 +360,25 @@ class StageWorker:
             return
         match m:
             case Forward() | Backward():
-                if not self._well_formed(m):
+                if not self._well_formed(m) or (sender != "orch" and sender not in self.peers):
                     self.stats.bad_inputs += 1
                     return
-                (self.fwd if isinstance(m, Forward) else self.bwd).append((sender, m))
+                queue = self.fwd if isinstance(m, Forward) else self.bwd
+                if sum(s == sender for s, _ in queue) >= self.max_work:
+                    self.stats.dropped_work += 1  # more than a step's work from one sender
+                    return
+                queue.append((sender, m))
             case Step():
+                if m.step > self.step + 2:  # no orchestrator runs that far ahead
+                    self.stats.bad_inputs += 1
+                    return
                 self._apply_step(m)
+            case Rejoin(address=address):
+                # A successor listening elsewhere: only where its key proves it (CurveZMQ);
+                # in an open run anyone could say this, so it must listen where it was.
+                if address is not None and self.ep.auth is not None:
+                    self.ep.connect("orch", address)
+                self.send_orch(self._standing())
             case Drop(keys=keys):
                 for key in keys:
                     self.cache.pop(key, None)
@@ -358,14 +387,17 @@ class StageWorker:
                 self._admit_keys(keys)
                 for name, addr in add:
                     self.ep.connect(name, addr)
+                    self.peers.add(name)
                 for name in remove:
                     self.ep.forget(name)
+                    self.peers.discard(name)
                     if self.merge_wait is not None:
                         self.merge_wait.peers.discard(name)
             case Delta():
                 self._receive_delta(sender, m)
             case State():
-                if self.caught_up:  # only while it waits for one (at start or after resync)
+                # only from a peer, and only while it waits for one (at start, after resync)
+                if self.caught_up or sender not in self.peers:
                     self.stats.bad_inputs += 1
                     return
                 self._load_state(sender, m)
@@ -416,6 +448,9 @@ class StageWorker:
         if (m.activation is None) != (s == 0):
             parts = 1 if m.activation is None else 2
             raise WireError(f"forward message for {list(key)} has {parts} parts")
+        if not m.eval and len(self.cache) + len(self.pending) >= 2 * self.max_work:
+            self.stats.dropped_work += 1
+            raise WireError(f"forward for {list(key)}: this worker holds its bound of work")
         started = time.monotonic()
         tokens = unpack_tokens(m.tokens, self.vocab)
         if tokens.shape != (self.cfg.microbatch, self.cfg.seq_len):
@@ -507,6 +542,9 @@ class StageWorker:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
         self.stats.samples_applied += len(have)
+        self.applied_log[step] = len(have)
+        if len(self.applied_log) > APPLIED_KEPT:
+            del self.applied_log[min(self.applied_log)]
         self.pending = {k: v for k, v in self.pending.items() if k[0] > step}
         self.cache = {k: v for k, v in self.cache.items() if k[0] > step}
         self.send_orch(Stepped(step, len(have), missing, self.stats.snapshot()))
@@ -544,6 +582,13 @@ class StageWorker:
     def _receive_delta(self, sender: str, m: Delta) -> None:
         if not self.step - 1 <= m.round <= self.step + 1:
             self.stats.bad_inputs += 1
+            return
+        held = self.deltas.get(m.round, {})
+        if sender not in self.peers:
+            self.stats.bad_inputs += 1
+            return
+        if sender not in held and len(held) >= 2 * self.cfg.replicas + 2:
+            self.stats.dropped_work += 1  # more senders than a stage has replicas
             return
         try:
             self.deltas[m.round][sender] = self._decode(m.blob, (self.outer.numel,))
@@ -655,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
             auth = PeerAuth(keys, KeyRing.of({"orch": orch_public, name: keys.public}))
         if a.name is None or a.stage is None:
             raise ValueError("give --name and --stage, or a --key file that holds them")
+        check_name(a.name)
+        if a.name == "orch":
+            raise ValueError("'orch' is the orchestrator's name (and key), not a worker's")
         ep, pulse = connect(a.name, a.orch, a.host, auth)
     except (OSError, ValueError, AuthError) as exc:
         print(f"{a.name or 'worker'}: {exc}", file=sys.stderr)
