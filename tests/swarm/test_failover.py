@@ -102,6 +102,19 @@ def test_a_live_holder_is_not_taken_for_gone():
     assert owner_gone(f"{os.uname().nodename}:{dead.pid}:x")
 
 
+def test_a_run_stopped_with_its_workers_is_not_resumed(tmp_path):
+    """Ctrl-C or a failure stops the workers, and the weights only they held go with them:
+    the state says so and a successor refuses at once, naming why."""
+    from swarmpress.swarm.config import build_config
+
+    orch = Orchestrator(build_config("tiny"), None, spawn=False, run_dir=tmp_path)
+    orch._open_state()
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o600
+    orch.shutdown()
+    with pytest.raises(StateError, match="was stopped"):
+        Orchestrator.resume(tmp_path, None)
+
+
 # ----------------------------------------------------------------------------- real runs
 def _primary(run_dir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(

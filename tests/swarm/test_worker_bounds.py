@@ -60,3 +60,15 @@ def test_far_future_steps_are_not_hoarded(worker):
     assert worker.future_steps == {} and worker.stats.bad_inputs == 1
     worker._dispatch("orch", Step(2, (), (), None).envelope())
     assert list(worker.future_steps) == [2]
+
+
+def test_a_step_sent_again_mid_merge_is_ignored(worker):
+    """A successor orchestrator sends the last decided step again; a replica still merging
+    that step must not apply it twice nor start a second merge."""
+    step = Step(0, (), (), ("s1r0", "s1r1"))
+    worker._dispatch("orch", step.envelope())
+    assert worker.merge_wait is not None and worker.stats.messages["weight-delta"] == 1
+    wait = worker.merge_wait
+    worker._dispatch("orch", step.envelope())
+    assert worker.merge_wait is wait and worker.stats.messages["weight-delta"] == 1
+    assert worker.applied_log == {0: 0}

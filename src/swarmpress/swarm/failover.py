@@ -106,6 +106,7 @@ def snapshot(orch: Any) -> dict[str, Any]:
         "next_step": orch.next_step,
         "decision": orch.decision,
         "finished": orch.finished,
+        "stopped": orch.stopped,
         "slots": [_slot(s) for s in orch.slots.values()],
         "ring": _ring(orch),
         "gen": orch.gen,

@@ -208,6 +208,7 @@ class Orchestrator:
         self.next_step = 0  # the first step not yet decided
         self.decision: dict[str, Any] | None = None  # the last step decided, as sent
         self.finished = False
+        self.stopped = False  # stopped with its workers (Ctrl-C, a failure): not resumable
         self.train_before = 0.0  # training seconds of earlier orchestrators of this run
         self.t_train: float | None = None
         self.takeovers: list[dict[str, Any]] = []  # each successor: epoch, when, how long
@@ -716,6 +717,11 @@ class Orchestrator:
             seen = store.load(info["run_id"])
             if seen.state.get("finished"):
                 raise StateError(f"run {info['run_id']} in {run_dir} has finished")
+            if seen.state.get("stopped"):
+                raise StateError(
+                    f"run {info['run_id']} in {run_dir} was stopped (interrupted, or it "
+                    "failed) and its workers with it: their weights are gone, nothing to resume"
+                )
             if see_pids and failover.owner_gone(seen.owner):
                 store.release(seen.run_id, seen.epoch)  # its holder is dead: no wait
             try:
@@ -824,6 +830,12 @@ class Orchestrator:
         if self.fenced:
             self.ep.close()
             return
+        if self.store is not None and not self.finished:
+            # the workers (and the weights only they hold) go: nothing left to resume
+            self.stopped = True
+            with contextlib.suppress(StateError):
+                self.save()
+                self.store.release(self.run_id, self.epoch)
         for slot in self.slots.values():
             if slot.alive and slot.said_hello:
                 self._tell(slot.name, Stop())

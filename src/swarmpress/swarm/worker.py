@@ -523,8 +523,10 @@ class StageWorker:
         if step > self.step:  # still busy with an earlier step (a merge): apply it after
             self.future_steps[step] = m
             return
-        if step < self.step:
-            return  # a duplicate or a step this replica joined after
+        if step < self.step or step in self.applied_log:
+            # a step this replica joined after, or one it applied already (a successor
+            # orchestrator sends the last decided step again; it may come mid-merge)
+            return
         self.step_started = time.monotonic()
         keys = sorted(m.commit)
         have = [k for k in keys if k in self.pending]
