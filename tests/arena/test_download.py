@@ -106,3 +106,25 @@ def test_a_failed_download_or_write_leaves_nothing_half_written(entry, out_dir, 
     r = cli("download", str(sid), "--out", str(out_dir / "new.py"), key=key)
     assert r.returncode == 2 and not (out_dir / "new.py").exists()
     assert sorted(p.name for p in out_dir.iterdir()) == ["mine.py"]  # no temporary left
+
+
+def test_an_out_ending_in_a_separator_is_a_folder_that_must_exist(entry, out_dir):
+    """pathlib drops the trailing `/`: `--out newdir/` must never become a file `newdir`."""
+    key, sid = entry
+    for missing in ("newdir/", "deeper/newdir/"):
+        r = cli("download", str(sid), "--out", f"{out_dir}/{missing}", key=key)
+        assert r.returncode == 2, r.stderr
+        assert "no such directory" in r.stderr and "Traceback" not in r.stderr
+    (out_dir / "file.py").write_bytes(OLD)
+    r = cli("download", str(sid), "--out", f"{out_dir / 'file.py'}/", key=key)
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["file.py"]  # nothing made
+    (out_dir / "dir").mkdir()
+    r = cli("download", str(sid), "--out", f"{out_dir / 'dir'}/", "--json", key=key)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path"] == str(out_dir / "dir" / "zstd.py")
+    assert (out_dir / "dir" / "zstd.py").read_bytes() == solution("zstd")
+    r = cli("download", str(sid), "--out", f"{out_dir / 'dir'}/", key=key)  # no --force
+    assert r.returncode == 2 and "zstd.py exists; pass --force" in r.stderr
+    r = cli("download", str(sid), "--out", str(out_dir / "dir"), key=key)  # no slash: a file
+    assert r.returncode == 2 and "is a directory, not a regular file" in r.stderr

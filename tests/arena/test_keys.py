@@ -166,6 +166,15 @@ def test_serve_on_a_busy_port_makes_no_admin_key(arena_home):
         arena.Session.kw["bind"].dispose()
 
 
+@pytest.mark.parametrize("port", ["70000", "65536", "-1"])
+def test_serve_on_a_port_out_of_range_exits_2_and_makes_nothing(tmp_path, port):
+    home = tmp_path / "home"
+    r = cli("serve", "--home", str(home), "--port", port, "--workers", "0")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "--port" in r.stderr and "internal error" not in r.stderr
+    assert "sp_" not in r.stdout + r.stderr and not home.exists()
+
+
 def test_keys_of_a_database_from_before_revocation_stay_valid_and_can_be_revoked(arena):
     from sqlalchemy import text
 

@@ -2,8 +2,10 @@
 format (validated against the published JSON Schemas), pack, and the swarm reading a pack."""
 
 import csv
+import errno
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -140,6 +142,35 @@ def test_export_parquet_and_jsonl_round_trip(filled, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_export_never_touches_a_file_or_link_beside_its_output(filled, tmp_path, monkeypatch):
+    """The temporary file is a new one of a unique name: a user's `OUT.partial` is kept, a
+    link there is not followed, and a failed write leaves no file behind."""
+    mine = tmp_path / "f.jsonl.partial"
+    mine.write_text("mine")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    (tmp_path / "g.jsonl.partial").symlink_to(victim)
+    for name in ("f.jsonl", "g.jsonl"):
+        r = run("data", "export", "--out", str(tmp_path / name), "--store", filled)
+        assert r.exit_code == 0, r.output
+        assert not (tmp_path / name).is_symlink() and (tmp_path / name).read_text().count("\n") > 50
+    assert mine.read_text() == "mine" and victim.read_text() == "victim"
+    assert (tmp_path / "g.jsonl.partial").is_symlink()
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    r = run("data", "export", "--out", str(tmp_path / "dangling.jsonl"), "--store", filled)
+    assert r.exit_code == 2 and "exists" in r.output and not (tmp_path / "nowhere.jsonl").exists()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    r = run("data", "export", "--out", str(tmp_path / "h.parquet"), "--store", filled)
+    assert r.exit_code == 2 and "No space left on device" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dangling.jsonl", "f.jsonl", "f.jsonl.partial", "g.jsonl", "g.jsonl.partial",
+        "victim.txt"]  # fmt: skip
+
+
 def test_commands_catalog_lists_every_command():
     r = run("commands", "--json")
     assert r.exit_code == 0
@@ -188,6 +219,18 @@ def test_data_bad_input_exits_2(filled, tmp_path, args, needle):
     r = run("data", *args, "--store", filled)
     assert r.exit_code == 2, r.output
     assert needle in r.output
+
+
+@pytest.mark.parametrize("flag", ["--from", "--to"])
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("command", [["search", "all"], ["export", "--out", "OUT/x.jsonl"],
+                                     ["pack", "--out", "OUT/pack"]])  # fmt: skip
+def test_times_past_the_ends_of_the_calendar_exit_2(filled, tmp_path, command, when, flag):
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    r = run("data", *args, flag, when, "--store", filled)
+    assert r.exit_code == 2, r.output
+    assert f"{flag}: {when!r} is outside years 1-9999" in r.output.replace("\n", "")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_store_that_is_not_a_database_exits_2(tmp_path):

@@ -36,6 +36,21 @@ def test_bad_times_name_the_field(value):
         parse_time(value, "when")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00+01:00",  # before the year 1 in UTC
+        "9999-12-31T23:59:59-01:00",  # after the year 9999 in UTC
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    ],
+)
+def test_times_past_the_ends_of_the_calendar_name_the_field(value):
+    with pytest.raises(RecordError, match=r"^when: .* is outside years 1-9999"):
+        parse_time(value, "when")
+    with pytest.raises(RecordError, match=r"^datetime: .* is outside years 1-9999"):
+        make_record("u1", value, "local", {"text": "x"})
+
+
 def test_make_record_fills_size_bucket_and_label():
     r = make_record("u1", "2026-03-01T12:30:00Z", "reddit", {"text": "héllo", "author": "A"},
                     "  R/Python ")  # fmt: skip

@@ -1,13 +1,23 @@
 """CurveZMQ on the swarm transport: only the run's keys get in, and a name is what a key
 proves. Real endpoints on loopback; absence is checked after a later message arrives."""
 
+import json
+import os
 import time
 
 import pytest
 import zmq
 
 from swarmpress.errors import AuthError
-from swarmpress.swarm.auth import KeyPair, KeyRing, dial_curve
+from swarmpress.swarm.auth import (
+    KeyPair,
+    KeyRing,
+    dial_curve,
+    load_run_keys,
+    make_run_keys,
+    read_key_file,
+    write_key_file,
+)
 from swarmpress.swarm.framing import Message
 from swarmpress.swarm.transport import Endpoint, PeerAuth
 
@@ -99,6 +109,27 @@ def test_a_member_claiming_another_name_is_dropped_and_counted(endpoints, run_ke
     honest.close(linger=0)
 
 
+def test_a_member_squatting_another_name_does_not_lock_it_out(endpoints, run_keys):
+    """A member connects first under another member's name (and under that name's own
+    routing-id form) and stays connected: its messages are dropped and counted, and the
+    real owner of the name still gets through, since every connection has its own id."""
+    keys, _ = run_keys
+    orch = endpoints("orch")
+    squat = _raw(orch.address, b"w0", keys["w1"], keys["orch"].public)
+    squat2 = _raw(orch.address, b"w0#0123456789abcdef", keys["w1"], keys["orch"].public)
+    squat.send_multipart(Message("stepped", {"step": 3}).encode())
+    squat2.send_multipart(Message("stepped", {"step": 4}).encode())
+    _wait(lambda: orch.forged == 2, "the squatters' messages were not counted")
+    w0 = endpoints("w0")
+    w0.connect("orch", orch.address)
+    for i in range(3):
+        w0.send("orch", Message("ready", {"step": i}))
+        got = orch.recv(timeout=TIMEOUT)
+        assert got is not None and (got[0], got[1].kind) == ("w0", "ready")
+    squat.close(linger=0)
+    squat2.close(linger=0)
+
+
 def test_a_peer_without_a_key_in_the_ring_is_not_dialled(endpoints):
     orch = endpoints("orch")
     orch.connect("nobody", "tcp://127.0.0.1:9")
@@ -115,3 +146,119 @@ def test_key_rings_refuse_bad_keys():
     with pytest.raises(AuthError, match="40 Z85"):
         ring.add("c", b"short")
     assert "secret" not in repr(k) and k.secret.decode() not in repr(k)
+
+
+# -- key files: refused with AuthError naming the file and the problem (the CLI exits 2)
+
+
+def _key_file(path, **change):
+    """A valid worker key file at path (mode 0600), with `change` applied to its fields."""
+    kp, orch = KeyPair.generate(), KeyPair.generate()
+    body = {"name": "s0r0", "public": kp.public.decode(), "secret": kp.secret.decode(),
+            "orch": orch.public.decode(), "stage": 0, **change}  # fmt: skip
+    path.write_text(json.dumps(body))
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.mark.parametrize("field", ["secret", "public", "orch"])
+@pytest.mark.parametrize("bad", ["~" * 40, "#" * 40, " " * 40, "é" * 40])
+def test_key_material_that_is_not_a_curve_key_is_refused(tmp_path, field, bad):
+    path = _key_file(tmp_path / "s0r0.key", **{field: bad})
+    with pytest.raises(AuthError) as err:
+        read_key_file(path)
+    assert str(path) in str(err.value) and f"{field}: " in str(err.value)
+
+
+def test_a_public_key_that_does_not_match_the_secret_is_refused(tmp_path):
+    path = _key_file(tmp_path / "s0r0.key", public=KeyPair.generate().public.decode())
+    with pytest.raises(AuthError, match="not the public key of the file's secret"):
+        read_key_file(path)
+
+
+def test_an_orchestrator_key_that_is_not_z85_is_refused_before_any_socket(tmp_path):
+    make_run_keys(tmp_path / "k", 1, 1)
+    orch = tmp_path / "k" / "orch.key"
+    body = json.loads(orch.read_text())
+    body["secret"] = "~" * 40
+    orch.write_text(json.dumps(body))  # an existing 0600 file keeps its mode
+    with pytest.raises(AuthError, match=r"orch\.key: secret: not a CURVE key"):
+        load_run_keys(tmp_path / "k")
+    with pytest.raises(AuthError, match="not Z85"):
+        KeyRing().add("x", b"~" * 40)  # a KeyError inside z85.decode, not a crash
+
+
+# -- key files are private: 0600 files in a 0700 folder, never written through a link
+
+
+def _mode(path):
+    return os.lstat(path).st_mode & 0o777
+
+
+def test_run_keys_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        files = make_run_keys(tmp_path / "k", 1, 2)
+        os.mkdir(tmp_path / "open", 0o777)  # an existing empty folder of this user's
+        make_run_keys(tmp_path / "open", 1, 1)
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "k") == _mode(tmp_path / "open") == 0o700
+    assert {_mode(p) for p in (tmp_path / "k").iterdir()} == {0o600}
+    assert {_mode(p) for p in (tmp_path / "open").iterdir()} == {0o600}
+    assert sorted(files) == ["orch", "s0r0", "s0r1"]
+    assert load_run_keys(tmp_path / "k")[1].public("s0r1") is not None
+
+
+def test_a_key_file_replaces_an_open_file_and_never_follows_a_link(tmp_path):
+    kp, orch = KeyPair.generate(), KeyPair.generate()
+    old = tmp_path / "old.key"
+    old.write_text("old")
+    os.chmod(old, 0o644)
+    write_key_file(old, "s0r0", kp, orch.public)
+    assert _mode(old) == 0o600 and read_key_file(old)[0] == "s0r0"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "link.key"
+    link.symlink_to(victim)
+    with pytest.raises(AuthError, match=r"link\.key is a symbolic link"):
+        write_key_file(link, "s0r0", kp, orch.public)
+    assert victim.read_text() == "precious" and link.is_symlink()
+    (tmp_path / "dir.key").mkdir()
+    with pytest.raises(AuthError, match="not a regular file"):
+        write_key_file(tmp_path / "dir.key", "s0r0", kp, orch.public)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dir.key", "link.key", "old.key", "victim.txt"]  # fmt: skip  # no temporary left
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "to-empty").symlink_to(tmp_path / "empty")
+    with pytest.raises(AuthError, match="symbolic link"):
+        make_run_keys(tmp_path / "to-empty", 1, 1)
+    assert not any((tmp_path / "empty").iterdir())
+
+
+def test_a_key_file_others_can_read_or_that_is_not_a_file_is_refused(tmp_path):
+    path = _key_file(tmp_path / "s0r0.key")
+    assert read_key_file(path)[0] == "s0r0"
+    for mode in (0o640, 0o604, 0o620, 0o644):
+        os.chmod(path, mode)
+        with pytest.raises(AuthError, match=f"by other users \\(mode 0{mode:o}\\).*chmod 600"):
+            read_key_file(path)
+    (tmp_path / "dir.key").mkdir()
+    os.mkfifo(tmp_path / "fifo.key")  # would block a plain open
+    for odd in ("dir.key", "fifo.key", "/dev/zero"):
+        with pytest.raises(AuthError, match="is not a regular file"):
+            read_key_file(tmp_path / odd)
+    # ring.json holds public keys: readable is fine, writable by others is not
+    make_run_keys(tmp_path / "k", 1, 1)
+    os.chmod(tmp_path / "k" / "ring.json", 0o644)
+    load_run_keys(tmp_path / "k")
+    os.chmod(tmp_path / "k" / "ring.json", 0o666)
+    with pytest.raises(AuthError, match=r"ring\.json: the ring is writable by other users"):
+        load_run_keys(tmp_path / "k")
+
+
+def test_a_ring_larger_than_a_key_file_loads(tmp_path):
+    make_run_keys(tmp_path / "k", 40, 40)  # `swarm keys` allows up to 64 x 64
+    assert (tmp_path / "k" / "ring.json").stat().st_size > 64 * 1024  # past a key file's cap
+    keys, ring = load_run_keys(tmp_path / "k")
+    assert len(ring.keys) == 40 * 40 + 1 and ring.public("orch") == keys.public

@@ -6,6 +6,7 @@ leaderboard, download, lineage, keys), plus export-solution. Client commands tak
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -115,7 +116,9 @@ def _worker_command(home: Path, db: str | None, slot: int) -> list[str]:
 @arena_app.command("serve")
 def serve_cmd(
     home: HomeOpt,
-    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", help="HTTP port (0: any free one).", min=0, max=65535)
+    ] = 8765,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     db: DbOpt = None,
     workers: Annotated[
@@ -135,8 +138,10 @@ def serve_cmd(
 
     try:
         sock = listen(host, port)
-    except OSError as exc:
-        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
+        raise fail(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
+                   ) from None  # fmt: skip
+    port = sock.getsockname()[1]  # the one taken when --port is 0
     with sock:
         if not (home / "arena.toml").exists():
             with console.status("creating the arena (building the pool from the embedded "
@@ -250,7 +255,12 @@ def leaderboard_cmd(
 def download_cmd(
     sid: SidArg,
     out: Annotated[
-        Path | None, typer.Option("--out", help="File to write (default: its name).")
+        str | None,
+        typer.Option(
+            "--out",
+            help="File to write (default: its name). A folder ending in / (it must exist) "
+            "gets the file under its name.",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the file if it exists (a regular file only).")
@@ -261,17 +271,37 @@ def download_cmd(
     """Download a revealed submission's code (or your own at any time).
 
     An existing file is replaced only with --force, and never when it is not a regular file
-    (a directory, link, FIFO or device): exit 2. The file appears only once complete."""
+    (a directory, link, FIFO or device): exit 2. `--out DIR/` (ending in a separator)
+    writes into the folder DIR under the submission's name; a DIR that does not exist is
+    refused (exit 2), never made, and never taken for a file name. The file appears only
+    once complete."""
     from swarmpress.arena.client import check_target, save_file
 
-    if out is not None:  # refuse before asking the server
-        check_target(out, force)
+    folder, path = _download_target(out)
+    if path is not None:  # refuse before asking the server
+        check_target(path, force)
     name, code = _client(remote).download(sid)
     base = Path(name).name
-    target = out or Path(base if base not in ("", ".", "..") else f"{sid}.py")
+    target = path or folder / (base if base not in ("", ".", "..") else f"{sid}.py")
     save_file(target, code, force)
     emit({"id": sid, "path": str(target), "bytes": len(code)}, as_json,
          lambda: f"wrote {target} ({len(code)} bytes)", indent=None)  # fmt: skip
+
+
+def _download_target(out: str | None) -> tuple[Path, Path | None]:
+    """(folder, file) of download's --out: the file when --out names one (None: the
+    submission's name in folder). pathlib drops a trailing separator, so it is read here:
+    `DIR/` means the folder DIR, which must exist (exit 2 otherwise)."""
+    if out is None:
+        return Path("."), None
+    if out.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        folder = Path(out)
+        if not folder.is_dir():
+            what = "not a directory" if os.path.lexists(folder) else "no such directory"
+            raise fail(f"{out}: {what} (a --out ending in {out[-1]} names a folder that "
+                       "exists)")  # fmt: skip
+        return folder, None
+    return Path("."), Path(out)
 
 
 def _lineage_tree(lin: dict) -> Tree:

@@ -49,7 +49,10 @@ def _to_utc(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not a time")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)  # a naive time is taken as UTC, as the sources write it
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00
+        raise ValueError(f"{value!r} is outside years 1-9999 in UTC") from None
 
 
 def parse_time(value: Any, field: str = "datetime") -> datetime:
