@@ -1,8 +1,10 @@
-"""The twin's goals, measured: speed (in-process and over HTTP), the large swarm's wall time
-and memory, the best policy against random and capacity-aware routing, and the codec
-crossover bandwidth against the bench's break-even figure.
+"""The twin's goals, measured: speed (in-process, and with an external router over HTTP
+with where that run's time goes), the large swarm's wall time and memory, the best policy
+against random and capacity-aware routing, and the codec crossover bandwidth against the
+bench's break-even figure.
 
 Run: python benchmarks/twin_bench.py [--json docs/results/twin/twin.json] [--quick]
+     [--speed-only]
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import socket
@@ -44,45 +47,131 @@ def speed(seeds: int) -> dict:
     return out
 
 
-def http_speed() -> dict:
+def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _per_call(fn, bodies: list[bytes], repeat: int = 3) -> float:
+    """Seconds per call of fn over the sampled request bodies (best of `repeat`)."""
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for b in bodies:
+            fn(b)
+        best = min(best, (time.perf_counter() - t) / len(bodies))
+    return best
+
+
+def http_speed(seeds: int) -> dict:
+    """An external router over HTTP on loopback (the baseline server, in its own process)
+    against the in-process random router on the same seeds, with where the time goes:
+
+    engine: the simulation outside the router calls; request: building the /route body
+    and reading the answer (RemotePolicy.route less the transport); server: the router's
+    own handling (decode, route, encode), timed by replaying sampled request bodies to the
+    server's handler in this process; http: the rest of the transport's time (the socket
+    client, loopback copies, the server's HTTP parsing and thread wake-ups)."""
+    import msgspec
+
+    from swarmpress.twin.baseline_server import create_handler
+
+    port = _port()
     proc = subprocess.Popen([sys.executable, "-m", "swarmpress.twin.baseline_server", "--port",
                              str(port)])  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        if not wait_healthy(url):
+        if not wait_healthy(url, timeout=60):
             raise RuntimeError("the baseline router did not start")
         sc = load_scenario("apex-default")
-        remote = RemotePolicy(url)
-        calls = {"n": 0, "bytes": 0, "s": 0.0}
-        post = remote._post
+        t = {"route": 0.0, "transport": 0.0, "balance": 0.0, "wall": 0.0, "simulated": 0.0}
+        n = {"route": 0, "balance": 0, "bytes": 0, "connects": 0}
+        samples: list[bytes] = []
+        runs = []
+        for seed in range(seeds):
+            remote = RemotePolicy(url)
+            transport, route, assign = remote.transport, remote.route, remote.assign
+            request = transport.request
 
-        def counted(path, body):
-            t = time.perf_counter()
-            try:
-                return post(path, body)
-            finally:
-                calls["n"] += 1
-                calls["bytes"] += len(body)
-                calls["s"] += time.perf_counter() - t
+            def timed_request(method, path, body, timeout, request=request):
+                t0 = time.perf_counter()
+                try:
+                    return request(method, path, body, timeout)
+                finally:
+                    if path == "/route":
+                        t["transport"] += time.perf_counter() - t0
+                        n["bytes"] += len(body)
+                        if n["route"] % 25 == 0:
+                            samples.append(body)
 
-        remote._post = counted
-        res = Simulation(sc, 0, remote, remote).run()
-        return {
-            "ok": res.ok,
-            "simulated_s": res.simulated_seconds,
-            "wall_s": res.wall_seconds,
-            "x_real_time": res.speedup,
-            "calls": calls["n"],
-            "mean_request_kb": calls["bytes"] / max(calls["n"], 1) / 1e3,
-            "mean_call_ms": 1e3 * calls["s"] / max(calls["n"], 1),
-            "engine_share_of_wall": 1 - calls["s"] / res.wall_seconds,
-        }
+            def timed_route(*a, route=route):
+                t0 = time.perf_counter()
+                try:
+                    return route(*a)
+                finally:
+                    t["route"] += time.perf_counter() - t0
+                    n["route"] += 1
+
+            def timed_assign(*a, assign=assign):
+                t0 = time.perf_counter()
+                try:
+                    return assign(*a)
+                finally:
+                    t["balance"] += time.perf_counter() - t0
+                    n["balance"] += 1
+
+            transport.request = timed_request
+            remote.route, remote.assign = timed_route, timed_assign
+            res = Simulation(sc, seed, remote, remote).run()
+            n["connects"] += transport.connects
+            transport.close()
+            local = sim("apex-default", seed, "random")
+            runs.append({"seed": seed, "ok": res.ok, "reason": res.reason,
+                         "simulated_s": res.simulated_seconds, "wall_s": res.wall_seconds,
+                         "x_real_time": res.speedup,
+                         "in_process_random_x": local.speedup})  # fmt: skip
+            t["wall"] += res.wall_seconds
+            t["simulated"] += res.simulated_seconds
     finally:
         proc.kill()
         proc.wait()
+    calls = n["route"]
+    handle = create_handler(0)
+    server_s = _per_call(lambda b: handle("POST", "/route", b), samples) * calls
+    split = {
+        "engine": t["wall"] - t["route"] - t["balance"],
+        "request_building": t["route"] - t["transport"],
+        "http": t["transport"] - server_s,
+        "server": server_s,
+        "balance_calls": t["balance"],
+    }
+    full = {"json.loads": _per_call(json.loads, samples),
+            "msgspec.json.decode": _per_call(msgspec.json.decode, samples)}  # fmt: skip
+    return {
+        "router": "swarmpress.twin.baseline_server (random routing), own process, loopback",
+        "ok": all(r["ok"] for r in runs),
+        "simulated_s": t["simulated"],
+        "wall_s": t["wall"],
+        "x_real_time": t["simulated"] / t["wall"],
+        "in_process_random_x_same_seeds": statistics.median(r["in_process_random_x"] for r in runs),
+        "route_calls": calls,
+        "balance_calls": n["balance"],
+        "connections": n["connects"],
+        "mean_request_kb": n["bytes"] / max(calls, 1) / 1e3,
+        "mean_call_ms": 1e3 * t["route"] / max(calls, 1),
+        "where_the_time_goes_s": split,
+        "where_the_time_goes_ms_per_route_call": {
+            k: 1e3 * v / max(calls, 1) for k, v in split.items()
+        },
+        # A router that decodes the whole request (this one decodes only what it reads):
+        # its decode alone, per call, and the speed the same run would have had with it.
+        "full_decode_ms_per_call": {k: 1e3 * v for k, v in full.items()},
+        "x_real_time_if_full_decode": {
+            k: t["simulated"] / (t["wall"] + v * calls - server_s) for k, v in full.items()
+        },
+        "runs": runs,
+    }
 
 
 def large() -> dict:
@@ -111,7 +200,7 @@ def policies(seeds: int) -> dict:
     return out
 
 
-def crossover(codec_name: str = "lossy:mode=fast") -> dict:
+def crossover(codec_name: str = "lossy") -> dict:
     """Sweep the link speed of the link-bound swarm; find where the codec stops paying."""
     codec = get_profile(codec_name)
     predicted = codec.activation.break_even_bps() * 8 / 1e6  # Mbit/s
@@ -140,17 +229,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--quick", action="store_true", help="fewer seeds, no large swarm")
+    p.add_argument("--speed-only", action="store_true", help="only the two speed parts")
     args = p.parse_args()
     seeds = 2 if args.quick else 5
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "speed_in_process": speed(seeds),
-        "speed_http": http_speed(),
-        "policies": policies(seeds),
-        "crossover": crossover(),
+        "speed_http": http_speed(seeds),
     }
-    if not args.quick:
+    if not args.speed_only:
+        out["policies"] = policies(seeds)
+        out["crossover"] = crossover()
+    if not (args.quick or args.speed_only):
         out["large"] = large()
     print(json.dumps(out, indent=2))
     if args.json:

@@ -148,6 +148,6 @@ def test_the_core_imports_only_core_dependencies(core):
 
 
 def test_the_walk_sees_what_the_layers_really_import():
-    assert {"pydantic", "httpx", "fastapi"} <= set(needed("twin"))
+    assert {"pydantic", "msgspec", "uvicorn"} <= set(needed("twin"))
     assert {"sqlalchemy", "pyarrow", "tokenizers"} <= set(needed("data"))
     assert {"pyzmq", "torch"} <= set(needed("swarm"))
