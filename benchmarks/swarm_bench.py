@@ -1,4 +1,6 @@
-"""The swarm's goals, measured: quality (loss with lossy codecs against uncompressed, and
+"""The swarm's goals, measured: speed where users train (the `uplink` preset on a consumer
+uplink, 20 Mbit/s and 50 ms, bfloat16 on the wire: uncompressed against its codec, loss
+against wall-clock time), quality (loss with lossy codecs against uncompressed, and
 where it breaks), speed (time per step with and without compression on emulated links),
 twin fidelity (calibrated twin against measured time per step) and faults (a replica killed
 every 50 steps).
@@ -7,7 +9,7 @@ Every run is a real multi-process swarm on this machine: stage workers as proces
 ZeroMQ on loopback, codecs on every tensor, links emulated in the transport. Baselines are
 measured in the same invocation, one run after another with nothing else running.
 
-    python benchmarks/swarm_bench.py --out docs/results/swarm [--parts quality,speed,...]
+    python benchmarks/swarm_bench.py --out docs/results/swarm [--parts uplink,quality,...]
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from pathlib import Path
 
 from swarmpress.bench.machine import machine_info
 from swarmpress.swarm.calibrate import calibrate, message_overhead
-from swarmpress.swarm.config import build_config
+from swarmpress.swarm.config import CONSUMER_UPLINK, PRESETS, build_config
 from swarmpress.swarm.run import load_data, train, with_codec
 
-PARTS = ("quality", "speed", "fidelity", "faults")
+PARTS = ("uplink", "quality", "speed", "fidelity", "faults")
 # lossy at a range of similarity targets: where training starts to drift
 SWEEP = [0.99, 0.95, 0.9, 0.8, 0.5, 0.2, 0.1]
 
@@ -55,6 +57,64 @@ def run(cfg, data, label: str) -> dict:
     log(f"{label}: loss {r['final_loss']:.4f}, {r['seconds_per_step']:.3f} s/step, "
         f"wall {time.monotonic() - t0:.0f} s")  # fmt: skip
     return r
+
+
+# The uplink part's goals (issue 16): compressed at least 2.5x faster per step than
+# uncompressed, final eval loss within 1 %.
+UPLINK_SPEEDUP_GOAL = 2.5
+UPLINK_LOSS_GOAL = 0.01
+
+
+def uplink(steps: int, overhead: float | None = None) -> dict:
+    """The `uplink` preset uncompressed (`none`) and with its own codec on activations and
+    gradients: the same seed, data and routing (one replica per stage: every micro-batch
+    takes the same path), bfloat16 on the wire, the consumer uplink on every worker. Speed
+    is the ratio of median seconds per step (step 0 left out); loss the final eval loss.
+    With `overhead` (the loopback per-message cost) the calibrated twin also says what the
+    same two runs would give with compute k times faster (a GPU)."""
+    cfg = build_config("uplink", steps=steps)
+    codec = cfg.codec_activation
+    data = load_data(cfg)
+    runs = [run(with_codec(cfg, "none"), data, "none"), run(cfg, data, codec)]
+    none, comp = runs
+    wire = [r["bytes_on_wire"] for r in runs]
+    raw = [r["raw_bytes"] for r in runs]
+    speedup = none["median_seconds_per_step"] / comp["median_seconds_per_step"]
+    loss_diff = comp["final_loss"] / none["final_loss"] - 1
+    out = {
+        "steps": steps,
+        "preset": dict(PRESETS["uplink"]),
+        "link": CONSUMER_UPLINK,
+        "codec": codec,
+        "rows": [
+            {
+                "label": r["label"],
+                "median_s_per_step": r["median_seconds_per_step"],
+                "mean_s_per_step": r["seconds_per_step"],
+                "train_seconds": r["train_seconds"],
+                "final_loss": r["final_loss"],
+                "train_loss": r["train_loss"],
+                "wire_mb": w["total"] / 1e6,
+                "act_grad_mb": (w["activation"] + w["gradient"]) / 1e6,
+                "act_grad_wire_ratio": (w["activation"] + w["gradient"])
+                / max(1, rw["activation"] + rw["gradient"]),
+                "service_s": [[s["forward"], s["backward"]] for s in r["service_s"]],
+            }
+            for r, w, rw in zip(runs, wire, raw, strict=True)
+        ],
+        "speedup": speedup,
+        "loss_diff": loss_diff,
+        "speedup_goal": UPLINK_SPEEDUP_GOAL,
+        "loss_goal": UPLINK_LOSS_GOAL,
+        "met": speedup >= UPLINK_SPEEDUP_GOAL and abs(loss_diff) <= UPLINK_LOSS_GOAL,
+        "machine": machine_info(),
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": [slim(r) for r in runs],
+    }
+    if overhead is not None:
+        out["message_overhead_s"] = overhead
+        out["what_if"] = faster_compute(none, comp, overhead)
+    return out
 
 
 def quality(steps: int) -> dict:
@@ -128,11 +188,18 @@ GPU_FACTORS = [1, 10, 100]
 def what_if(speed_runs: list[dict], overhead: float) -> list[dict]:
     """The twin, calibrated on the 100 Mbit/s runs, with compute k times faster (a GPU) and
     the codec's extra seconds per pass kept as measured here (lossy minus none)."""
+    by_label = {r["label"]: r for r in speed_runs}
+    return faster_compute(by_label["none @ 100mbit:50ms"], by_label["lossy @ 100mbit:50ms"],
+                          overhead)  # fmt: skip
+
+
+def faster_compute(none: dict, lossy: dict, overhead: float) -> list[dict]:
+    """The twin calibrated on an uncompressed and a compressed run of one configuration,
+    with compute k times faster (a GPU) and the codec's extra seconds per pass kept as
+    measured here (compressed minus uncompressed)."""
     from swarmpress.swarm.calibrate import predict, scenario_from_run
     from swarmpress.twin.scenario import parse_scenario
 
-    by_label = {r["label"]: r for r in speed_runs}
-    none, lossy = by_label["none @ 100mbit:50ms"], by_label["lossy @ 100mbit:50ms"]
     sn, sl = scenario_from_run(none, overhead), scenario_from_run(lossy, overhead)
     rows = []
     for k in GPU_FACTORS:
@@ -200,13 +267,26 @@ def faults(steps: int, every: int) -> dict:
     }
 
 
-def plots(res: dict, out: Path) -> None:
+def plots(res: dict, out: Path, parts: list[str]) -> None:
+    """The figures of the parts run now (a --merge keeps the others' files as they are)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "quality" in res:
+    if "uplink" in parts and "uplink" in res:
+        from swarmpress.swarm.report import loss_vs_time
+
+        u = res["uplink"]
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        labels = ["uncompressed (none)", f"compressed ({u['codec']})"]
+        loss_vs_time(ax, u["runs"], labels)
+        ax.set_title(f"uplink preset, {u['link']} per worker, bfloat16 on the wire: "
+                     f"{u['speedup']:.2f}x per step", fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        fig.savefig(out / "uplink_loss_vs_time.png", dpi=120)
+        plt.close(fig)
+    if "quality" in parts and "quality" in res:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for r in res["quality"]["runs"]:
             curve = r["loss_curve"]
@@ -219,7 +299,7 @@ def plots(res: dict, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "loss_by_codec.png", dpi=120)
         plt.close(fig)
-    if "fidelity" in res:
+    if "fidelity" in parts and "fidelity" in res:
         rows = res["fidelity"]["rows"]
         fig, ax = plt.subplots(figsize=(5.5, 5))
         m = [r["measured"] for r in rows]
@@ -248,6 +328,73 @@ def pct(x: float) -> str:
     return f"{100 * x:+.2f} %"
 
 
+def uplink_report(u: dict) -> list[str]:
+    p, m = u["runs"][0]["shape"], u["machine"]
+    lines = [
+        f"## Speed where users train: the uplink preset ({u['steps']} steps, {u['date']})",
+        "",
+        "![loss against wall-clock time](uplink_loss_vs_time.png)",
+        "",
+        f"`uplink` preset: every worker behind a consumer uplink ({u['link']}: 20 Mbit/s, "
+        f"50 ms one way), {p['wire_dtype']} on the wire, {p['stages']} stages x "
+        f"{p['replicas']} replica, dim {p['dim']}, {p['layers']} layers, "
+        f"{p['microbatches']} micro-batches of {p['microbatch']} x {p['seq_len']} tokens per "
+        "step. Baseline: the same "
+        "preset with `none` on activations and gradients (raw bfloat16 in a checked frame), "
+        "same seed, data and routing, run just before, in the same invocation. "
+        f"Machine: {m.get('cpu')}, {m.get('cores_usable')} cores (shared VM), CPU only, "
+        f"load {m.get('load_average')} at the end.",
+        "",
+    ]
+    rows = [
+        [r["label"], f"{r['median_s_per_step']:.3f}", f"{r['mean_s_per_step']:.3f}",
+         f"{r['train_seconds']:.0f}", f"{r['final_loss']:.4f}", f"{r['act_grad_mb']:.1f}",
+         f"{r['act_grad_wire_ratio']:.3f}", f"{r['wire_mb']:.1f}"]
+        for r in u["rows"]
+    ]  # fmt: skip
+    heads = ["codec", "median s/step", "mean s/step", "training s", "eval loss",
+             "act+grad MB", "act+grad wire/raw", "all MB"]  # fmt: skip
+    lines += table(heads, rows)
+    verdict = "met" if u["met"] else "not met"
+    lines += [
+        f"Compressed is **{u['speedup']:.2f}x** faster per step (median); final eval loss "
+        f"{pct(u['loss_diff'])} against uncompressed. Goal: >= {u['speedup_goal']}x with the "
+        f"loss within {100 * u['loss_goal']:.0f} %: {verdict}.",
+        "",
+    ]
+    if u.get("what_if"):
+        k1 = next((r for r in u["what_if"] if r["compute_speedup"] == 1), None)
+        mn, mc = u["rows"][0]["mean_s_per_step"], u["rows"][1]["mean_s_per_step"]
+        against = "" if k1 is None else (
+            f" At k = 1 the twin says {k1['none_s_per_step']:.3f} / "
+            f"{k1['lossy_s_per_step']:.3f} s/step (uncompressed / compressed) against the "
+            f"measured (mean) {mn:.3f} / {mc:.3f}, "
+            f"{pct(k1['none_s_per_step'] / mn - 1)} / {pct(k1['lossy_s_per_step'] / mc - 1)}: "
+            "its speed-ups are the twin's, not measurements."
+        )  # fmt: skip
+        lines += [
+            "What-if (the twin calibrated on these two runs): compute k times faster, the "
+            "codec's extra seconds per pass kept as measured on this CPU." + against,
+            "",
+        ]
+        rows = [
+            [f"{r['compute_speedup']}x", f"{r['none_s_per_step']:.3f}",
+             f"{r['lossy_s_per_step']:.3f}", f"{r['speedup']:.2f}x"]
+            for r in u["what_if"]
+        ]  # fmt: skip
+        lines += table(["compute k", "none s/step", "compressed s/step", "speed-up"], rows)
+    return lines
+
+
+def ran(part: dict) -> list[str]:
+    """When and on what a part ran, where it says (parts merged from other invocations)."""
+    m = part.get("machine")
+    if not m:
+        return []
+    return [f"Run {part.get('date')}: {m.get('cpu')}, {m.get('cores_usable')} cores, load "
+            f"{m.get('load_average')} at the end.", ""]  # fmt: skip
+
+
 def report(res: dict) -> str:
     m = res["machine"]
     lines = [
@@ -255,17 +402,20 @@ def report(res: dict) -> str:
         "",
         "Commands: " + ", ".join(f"`{c}`" for c in res.get("commands") or [res["command"]]) + "  ",
         f"Machine: {m.get('cpu')}, {m.get('cores_usable')} cores, load "
-        f"{m.get('load_average')}; {res['date']}.",
+        f"{m.get('load_average')}; {res['date']} (a part run at another time says so).",
         "",
         "Every run: real stage-worker processes, ZeroMQ on loopback, links emulated in the "
-        "transport (uplink serialized at the bandwidth, then the latency), tiny preset "
-        "(2 stages x 2 replicas, dim 128, 4 layers, seq 128, 4 micro-batches of 4 per step, "
-        "float32 on the wire) on pydoc_data.topics tokenized with MiniLM's WordPiece.",
+        "transport (uplink serialized at the bandwidth, then the latency), on "
+        "pydoc_data.topics tokenized with MiniLM's WordPiece; the tiny preset (2 stages x 2 "
+        "replicas, dim 128, 4 layers, seq 128, 4 micro-batches of 4 per step, float32 on "
+        "the wire) except in the uplink part.",
         "",
     ]
+    if "uplink" in res:
+        lines += uplink_report(res["uplink"])
     if "quality" in res:
         q = res["quality"]
-        lines += [f"## Quality ({q['steps']} steps, same seed and data)", ""]
+        lines += [f"## Quality ({q['steps']} steps, same seed and data)", "", *ran(q)]
         rows = [
             [r["label"], f"{r['final_loss']:.4f}", pct(r["vs_none"]),
              f"{r['wire_ratio_activation']:.3f}", f"{r['wire_ratio_gradient']:.3f}"]
@@ -279,7 +429,7 @@ def report(res: dict) -> str:
         ]
     if "speed" in res:
         s = res["speed"]
-        lines += [f"## Speed ({s['steps']} steps, mean s/step without step 0)", ""]
+        lines += [f"## Speed ({s['steps']} steps, mean s/step without step 0)", "", *ran(s)]
         rows = [
             [r["link"], f"{r['none_s_per_step']:.3f}", f"{r['lossy_s_per_step']:.3f}",
              f"{r['speedup']:.2f}x", f"{r['auto_s_per_step']:.3f}", f"{r['auto_speedup']:.2f}x",
@@ -294,6 +444,7 @@ def report(res: dict) -> str:
         lines += [
             "## Twin fidelity",
             "",
+            *ran(f),
             f"Per-message transport cost measured on loopback: "
             f"{1e3 * f['message_overhead_s']:.2f} ms.",
             "",
@@ -326,6 +477,7 @@ def report(res: dict) -> str:
         lines += [
             f"## Faults ({f['steps']} steps, a replica SIGKILLed every {f['kill_every']} steps)",
             "",
+            *ran(f),
             f"- killed {ff['killed']}, micro-batches replayed {ff['replayed']}, replacements "
             f"{ff['replacements']} ({f['replacements_ready']} caught up and served)",
             f"- samples applied per stage: {f['samples_applied_per_stage']} (expected "
@@ -352,9 +504,13 @@ def main() -> int:
         res = json.loads((a.out / "swarm.json").read_text())
         res.setdefault("commands", [res.pop("command", "")])
     cmd = "python " + " ".join(sys.argv)
-    res.update({"command": cmd, "date": time.strftime("%Y-%m-%d"), "machine": machine_info()})
+    res["command"] = cmd
+    if not a.merge or "machine" not in res:  # a merge keeps what the file's parts ran on
+        res.update({"date": time.strftime("%Y-%m-%d"), "machine": machine_info()})
     if a.merge:
         res["commands"] = [*res.get("commands", []), cmd]
+    if "uplink" in parts:
+        res["uplink"] = uplink(4 if q else 30, message_overhead())
     if "quality" in parts:
         res["quality"] = quality(8 if q else 60)
     speed_runs: list[dict] = []
@@ -367,10 +523,13 @@ def main() -> int:
         res["fidelity"] = fidelity(speed_runs, 5 if q else 25)
     if "faults" in parts:
         res["faults"] = faults(12 if q else 150, 4 if q else 50)
+    for part in parts:  # each part says when and on what it ran (a merge mixes runs)
+        res[part].setdefault("machine", machine_info())
+        res[part].setdefault("date", time.strftime("%Y-%m-%d"))
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "swarm.json").write_text(json.dumps(res, indent=2))
     (a.out / "report.md").write_text(report(res))
-    plots(res, a.out)
+    plots(res, a.out, parts)
     print(report(res))
     return 0
 

@@ -2,8 +2,16 @@
 
 import pytest
 
-from swarmpress.swarm.config import PRESETS, ConfigError, SwarmConfig, build_config
+from swarmpress.swarm.config import (
+    CONSUMER_UPLINK,
+    PRESETS,
+    UPLINK_CODEC,
+    ConfigError,
+    SwarmConfig,
+    build_config,
+)
 from swarmpress.swarm.links import LinkSpec
+from swarmpress.swarm.role_codecs import WIRE_DTYPES, codec_spec
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -21,6 +29,20 @@ def test_small_preset_differs_from_tiny_and_no_preset_is_the_defaults():
     assert build_config("small").seq_len == 256
     assert build_config("tiny") == SwarmConfig()
     assert build_config(None) == SwarmConfig()
+
+
+def test_uplink_preset_is_a_consumer_uplink_with_bf16_and_a_lossy_codec():
+    cfg = build_config("uplink")
+    assert CONSUMER_UPLINK == "20mbit:50ms"
+    assert cfg.link_spec == LinkSpec(20e6, 0.05)
+    assert cfg.wire_dtype == "bfloat16" and cfg.wire_dtype in WIRE_DTYPES
+    assert cfg.codec_activation == cfg.codec_gradient == UPLINK_CODEC
+    assert codec_spec(UPLINK_CODEC).startswith("lossy")  # compressed, not `none`
+    # one replica per stage: the same path for every micro-batch, whatever the codec
+    assert cfg.replicas == 1 and cfg.stages == cfg.layers == 3
+    # flags still override it, and the field defaults stay as they were (link none)
+    assert build_config("uplink", codec_activation="none").codec_activation == "none"
+    assert SwarmConfig().link == "none" and SwarmConfig().wire_dtype == "float32"
 
 
 def test_link_spec_is_parsed_from_the_link_field():

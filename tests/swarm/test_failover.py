@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from swarmpress.swarm.config import SwarmConfig
-from swarmpress.swarm.failover import owner_gone, read_run_file
-from swarmpress.swarm.orchestrator import Orchestrator
+from swarmpress.swarm.failover import here, owner_gone, read_run_file
+from swarmpress.swarm.orchestrator import Orchestrator, StoreLost
 from swarmpress.swarm.run import load_data
 from swarmpress.swarm.state import Fenced, Held, StateError, StateStore, redact
 
@@ -95,11 +95,15 @@ def test_store_errors_name_the_problem(tmp_path):
 
 
 def test_a_live_holder_is_not_taken_for_gone():
-    assert not owner_gone(f"{os.uname().nodename}:{os.getpid()}:x")
+    assert not owner_gone(f"{here()}:{os.getpid()}:x")
     assert not owner_gone("another-host:1:x")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert owner_gone(f"{os.uname().nodename}:{dead.pid}:x")
+    assert owner_gone(f"{here()}:{dead.pid}:x")
+    # the same host name in another PID namespace (a container): a pid says nothing there
+    host, boot, _ = here().split("/")
+    assert not owner_gone(f"{host}/{boot}/1:{dead.pid}:x")
+    assert not owner_gone(f"{host}:{dead.pid}:x")
 
 
 def test_a_run_stopped_with_its_workers_is_not_resumed(tmp_path):
@@ -249,3 +253,113 @@ def test_standby_takes_over_after_the_lease_and_fences_the_old_one(tmp_path):
     assert res["faults"]["exactly_once"], json.dumps(res["faults"], indent=1)
     assert res["steps"] == 10
     assert _workers_gone(tmp_path)
+
+
+# ----------------------------------------------------------------------------- hostile cases
+def _held_run(tmp_path, lease_s=5.0) -> Orchestrator:
+    from swarmpress.swarm.config import build_config
+
+    orch = Orchestrator(build_config("tiny"), None, spawn=False, run_dir=tmp_path,
+                        lease_s=lease_s)  # fmt: skip
+    orch._open_state()
+    return orch
+
+
+def test_a_store_away_for_less_than_the_lease_costs_a_pause(tmp_path):
+    orch = _held_run(tmp_path, lease_s=2.0)
+    real, calls = orch.store.save, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) <= 3:
+            raise StateError("state store: connection refused")
+        return real(*a, **k)
+
+    orch.store.save = flaky
+    orch.save()  # three failures, then written
+    assert len(calls) == 4
+    orch.store.save = lambda *a, **k: (_ for _ in ()).throw(StateError("gone"))
+    with pytest.raises(StoreLost, match="--resume"):
+        orch.save()
+    orch.ep.close()
+
+
+def test_a_replaced_orchestrator_never_stops_its_successors_workers(tmp_path):
+    orch = _held_run(tmp_path)
+    other = StateStore(orch.state_url)
+    other.release(orch.run_id, orch.epoch)
+    other.take_over(orch.run_id, "successor", lease_s=5)
+    orch.renewed = time.monotonic()  # its lease looks fresh to it: only the store knows
+    orch.shutdown()
+    assert orch.fenced
+    assert not other.load(orch.run_id).state["stopped"]  # nothing written over the successor
+
+
+def test_standing_is_taken_only_when_asked_and_never_rewrites_counts(tmp_path):
+    from swarmpress.swarm.orchestrator import Slot
+    from swarmpress.swarm.protocol import Standing, WorkerStats
+
+    orch = _held_run(tmp_path)
+    slot = Slot("s0r0", 0, 0, said_hello=True, ready=True)
+    orch.slots["s0r0"], orch.next_step = slot, 5
+    orch.applied_by[(3, "s0r0")] = 0
+    forged = Standing(10**9, True, ((3, 4), (4, 4)), WorkerStats())
+    orch._handle("s0r0", forged.envelope())
+    assert orch.applied_by == {(3, "s0r0"): 0} and slot.stepped == -1
+    assert any("not asked for" in r for r in orch.rejected)
+    orch.rejoining = True
+    orch._handle("s0r0", forged.envelope())
+    assert orch.applied_by == {(3, "s0r0"): 0, (4, "s0r0"): 4}  # a gap filled, 3 kept
+    assert slot.stepped == 4  # not a billion steps ahead
+    orch.ep.close()
+
+
+def test_run_file_is_private_and_never_written_through_a_link(tmp_path):
+    from swarmpress.errors import AuthError
+    from swarmpress.swarm.failover import write_run_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "run.json").symlink_to(victim)
+    with pytest.raises(AuthError, match="symbolic link"):
+        write_run_file(tmp_path, "r", "sqlite:///x", "tcp://127.0.0.1:1")
+    assert victim.read_text() == "precious"
+    (tmp_path / "run.json").unlink()
+    (tmp_path / "run.json").write_text("{}")
+    os.chmod(tmp_path / "run.json", 0o644)
+    write_run_file(tmp_path, "r", "postgresql://u:pw@h/db", "tcp://127.0.0.1:1")
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_tampered_state_is_refused_and_innocents_are_not_killed(tmp_path):
+    from swarmpress.swarm.failover import restore, snapshot
+    from swarmpress.swarm.orchestrator import Slot
+
+    orch = _held_run(tmp_path)
+    orch.slots["s0r0"] = Slot("s0r0", 0, 0, address="tcp://127.0.0.1:9", pid=1)
+    good = snapshot(orch)
+    for field, value in [("pid", "12"), ("pid", 1 << 70), ("address", "nowhere"),
+                         ("stage", 1.5)]:  # fmt: skip
+        bad = json.loads(json.dumps(good))
+        bad["slots"][0][field] = value
+        fresh = _held_run(tmp_path / field / str(len(str(value))))
+        with pytest.raises(StateError, match="does not fit"):
+            restore(fresh, bad, Slot)
+        fresh.ep.close()
+    # a process that looks like a worker of the same name but belongs to no run of ours
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "swarmpress.swarm.worker",
+         "--name", "s0r0", "--orch", "tcp://127.0.0.1:1"],
+    )  # fmt: skip
+    try:
+        orch.spawn = True
+        orch.slots["s0r0"].pid = decoy.pid
+        orch._dead(orch.slots["s0r0"], "test")
+    except Exception:
+        pass  # the stage has no replica left: what matters is the decoy
+    finally:
+        time.sleep(0.2)
+        assert decoy.poll() is None, "an innocent process was killed"
+        decoy.kill()
+        decoy.wait()
+    orch.ep.close()

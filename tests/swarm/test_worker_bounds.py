@@ -39,6 +39,18 @@ def test_work_from_a_peer_is_bounded_and_the_rest_counted(worker):
     assert len(worker.fwd) == worker.max_work + 1
 
 
+def test_work_is_bounded_in_bytes_too(worker):
+    """Few but huge messages: the sender's share is bounded in bytes as well."""
+    big = bytes(worker.max_work_bytes // 3)
+    for i in range(5):
+        m = Forward((0, 0, i), ("s0r0", "s1r0"), False, b"t", big)
+        worker._dispatch("s0r0", m.envelope())
+    assert len(worker.fwd) == 2 and worker.stats.dropped_work == 3
+    # work beyond the next step is not held at all
+    worker._dispatch("s0r0", _fwd(3, 0, 0).envelope())
+    assert worker.stats.bad_inputs == 1
+
+
 def test_work_from_strangers_is_refused(worker):
     for sender in ("rogue", "s9r9", ""):
         worker._dispatch(sender, _fwd(0, 0, 0).envelope())

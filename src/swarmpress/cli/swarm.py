@@ -4,7 +4,11 @@ joins a run on another machine (worker)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +16,12 @@ import typer
 
 from swarmpress.cli.common import EXIT_FAILED, console, err_console, fail, guard
 from swarmpress.cli.options import JsonOpt, flags, grouped, opt
-from swarmpress.cli.output import emit, progress, table
+from swarmpress.cli.output import Steps, emit, progress, table
+
+# What `swarm train`, `compare` and `calibrate` run on when neither the preset, the TOML
+# file nor --link names a link: a consumer uplink (config.CONSUMER_UPLINK, kept in step).
+DEFAULT_LINK = "20mbit:50ms"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 swarm_app = typer.Typer(
     help="Pipeline-parallel training across processes over compressed, emulated links.",
@@ -25,27 +34,101 @@ ConfigArg = Annotated[
                    "\\[swarm] table or top-level keys). Flags override it.", show_default=False),
 ]  # fmt: skip
 PresetOpt = opt(str, "--preset", "Embedded starting point: tiny (2 stages x 2 replicas, trains "
-                "in about a minute on 2 cores) or small.")  # fmt: skip
+                "in about a minute on 2 cores), small, or uplink (a consumer uplink, 20 Mbit/s "
+                "and 50 ms, bfloat16 on the wire, 3 stages, a lossy codec that pays there; "
+                "`swarm presets` shows every field).")  # fmt: skip
 
 
 def _config(config: Path | None, preset: str, run: dict[str, Any], **codecs: str | None):
-    """The run's SwarmConfig: the preset, then the TOML file, then the flags given."""
+    """The run's SwarmConfig: the preset, then the TOML file, then the flags given; a run
+    whose link none of them names runs on DEFAULT_LINK, a consumer uplink."""
     from swarmpress.swarm.config import build_config
 
+    given = {k: v for k, v in codecs.items() if v}
     with guard("bad swarm config"):
-        return build_config(preset, config, **run, **{k: v for k, v in codecs.items() if v})
+        cfg = build_config(preset, config, **run, **given)
+        if "link" not in cfg.model_fields_set:
+            cfg = build_config(preset, config, **run, **given, link=DEFAULT_LINK)
+    return cfg
 
 
-def _on_step(steps):
-    """on_step(key, step, info) on the progress helper's line for key: the latest loss."""
+class Live:
+    """A run's progress on stderr from its first second: start-up phases (tokenizing the
+    text, workers spawned, said hello, ready), then every step (loss, s/step, workers).
+    On a terminal one live line per key (the progress helper); anywhere else (a pipe, a
+    log, CI) plain lines with the seconds since the command started, at most one a second
+    per key for steps, every phase change at once. stdout stays clean for --json."""
 
-    def on_step(key: str, step: int, info: dict) -> None:
+    def __init__(self, steps: Steps | None, total: int | None = None) -> None:
+        self.steps, self.total = steps, total
+        self.t0 = time.monotonic()
+        self.lock = threading.RLock()  # phases come from other threads too
+        self.last_line: dict[str, float] = {}
+        self.stepped: set[str] = set()
+
+    def show(self, text: str, key: str = "", completed: int | None = None,
+             every: float = 0.0) -> None:  # fmt: skip
+        with self.lock:
+            if self.steps is not None:
+                fields: dict[str, Any] = {} if self.total is None else {"total": self.total}
+                if completed is not None:
+                    fields["completed"] = completed
+                self.steps.update(text, key=key, **fields)
+                return
+            now = time.monotonic()
+            if every and now - self.last_line.get(key, -1e9) < every:
+                return
+            self.last_line[key] = now
+            lead = f"[{now - self.t0:6.1f} s] " + (f"{key}: " if key else "")
+            err_console.print(lead + text, markup=False, highlight=False, soft_wrap=True)
+
+    def phase(self, phase: str, info: dict, key: str = "") -> None:
+        if phase == "training" and key in self.stepped:
+            return  # the steps say more
+        self.show(phase_text(phase, info), key)
+
+    def step(self, step: int, info: dict, key: str = "") -> None:
+        self.stepped.add(key)
         loss = info.get("loss")
-        desc = f"loss {loss:.3f}" if loss is not None else ""
-        desc += f"  {info['seconds']:.2f} s/step  {info['live_workers']} workers"
-        steps.update(desc, key=key, completed=step + 1)
+        text = f"step {step + 1}/{self.total}"
+        text += f"  loss {loss:.3f}" if loss is not None else ""
+        text += f"  {info['seconds']:.2f} s/step  {info['live_workers']} workers"
+        last = self.total is not None and step + 1 >= self.total
+        self.show(text, key, completed=step + 1, every=0 if step == 0 or last else 1.0)
 
-    return on_step
+
+def phase_text(phase: str, info: dict) -> str:
+    """One line for a run's phase (swarm.run: data, starting, training, evaluating,
+    interrupted)."""
+    if phase == "config":
+        return "reading the configuration"
+    if phase == "data":
+        return f"tokenizing the training text ({info['text']}, tokenizer {info['tokenizer']})"
+    if phase == "starting":
+        if not info.get("spawned"):
+            return "starting the orchestrator"
+        return (f"starting workers: {info['spawned']}/{info['want']} up, {info['hello']} said "
+                f"hello, {info['ready']}/{info['want']} ready")  # fmt: skip
+    if phase == "training":
+        return "training: all workers ready, first step under way"
+    if phase == "evaluating":
+        return "evaluating the held-out loss, then stopping the workers"
+    if phase == "interrupted":
+        if info.get("again"):
+            return "still stopping the workers (at most about 15 s), then the partial result"
+        return (f"interrupted after {info['steps_done']}/{info['steps']} steps: stopping the "
+                "workers, then writing the partial result")  # fmt: skip
+    return phase
+
+
+@contextlib.contextmanager
+def live_progress() -> Iterator[Live]:
+    """Live on the progress helper when stderr is a terminal, plain lines otherwise."""
+    if err_console.is_terminal:
+        with progress() as steps:
+            yield Live(steps)
+    else:
+        yield Live(None)
 
 
 def _mb(n: float) -> str:
@@ -61,13 +144,17 @@ def _row(r: dict) -> list[str]:
         r.get("label", r["codec"]["activation"]),
         "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}",
         str(r["steps"]),
-        f"{r['seconds_per_step']:.3f}",
+        "-" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.3f}",
         _mb(b["activation"]),
         _mb(b["gradient"]),
         _mb(b["weight-delta"]),
         f"{ratio:.3f}",
-        f"{f['killed']}/{f['replayed']}/{'yes' if f['exactly_once'] else 'NO'}",
+        f"{f['killed']}/{f['replayed']}/{_once(f['exactly_once'])}",
     ]
+
+
+def _once(ok: bool | None) -> str:
+    return "-" if ok is None else "yes" if ok else "NO"
 
 
 COLUMNS = ("codec", "eval loss", "steps", "s/step", "act MB", "grad MB", "delta MB",
@@ -75,6 +162,8 @@ COLUMNS = ("codec", "eval loss", "steps", "s/step", "act MB", "grad MB", "delta 
 
 
 def _finish(results: list[dict], as_json: bool, single: bool, out: Path | None) -> None:
+    """Write --out, print the table (or JSON); exit 130 after Ctrl-C (the result is then
+    partial: `interrupted` says how far it got), 1 if samples were lost."""
     shown = results[0] if single else results
     if out is not None:
         from swarmpress.swarm.report import plot
@@ -89,7 +178,13 @@ def _finish(results: list[dict], as_json: bool, single: bool, out: Path | None) 
                                        right=COLUMNS[1:]))  # fmt: skip
     if out is not None and not as_json:
         console.print(f"result.json, loss.png and time.png in {out}")
-    bad = [r.get("label", "run") for r in results if not r["faults"]["exactly_once"]]
+    cut = next((r["interrupted"] for r in results if "interrupted" in r), None)
+    if cut is not None:
+        where = f"; partial result in {out / 'result.json'}" if out is not None else ""
+        err_console.print(f"interrupted during {cut['phase']} after {cut['steps_done']} of "
+                          f"{cut['steps']} steps{where}", highlight=False)  # fmt: skip
+        raise typer.Exit(EXIT_INTERRUPTED)
+    bad = [r.get("label", "run") for r in results if r["faults"]["exactly_once"] is False]
     if bad:
         err_console.print(f"[bold red]samples lost or counted twice[/] in: {', '.join(bad)}")
         raise typer.Exit(EXIT_FAILED)
@@ -102,7 +197,9 @@ OutOpt = opt(Path | None, "--out", "Write result.json, loss.png and time.png her
 RUN_FLAGS = flags(
     steps=(int, "--steps", "Optimizer steps."),
     link=(str, "--link", "Emulated link between workers: BANDWIDTH[:LATENCY[:JITTER]], "
-          "e.g. 100mbit:50ms or 10gbit:1ms:0.2ms; `none` for no shaping."),
+          "e.g. 100mbit:50ms or 10gbit:1ms:0.2ms; `none` for no shaping. Default: the "
+          f"preset's or config file's link, else a consumer uplink, {DEFAULT_LINK} (20 Mbit/s "
+          "each way per worker, 50 ms one way)."),
     stages=(int, "--stages", "Pipeline stages."),
     replicas=(int, "--replicas", "Workers per stage."),
     microbatch=(int, "--microbatch", "Sequences per micro-batch."),
@@ -165,22 +262,33 @@ def train_cmd(
 ) -> None:
     """Train across stage workers: loss, time per step, bytes on the wire per role.
 
-    Bytes on the wire are set against the raw bytes the same tensors hold (wire/raw)."""
-    from swarmpress.swarm.run import train
+    Bytes on the wire are set against the raw bytes the same tensors hold (wire/raw). The
+    link is a consumer uplink (20mbit:50ms: 20 Mbit/s, 50 ms one way) unless the preset,
+    the config file or --link says otherwise. Progress goes to stderr from the start;
+    Ctrl-C stops the workers and writes the partial result (steps done, loss curve, bytes)
+    to --out and stdout, exit 130."""
+    from swarmpress.swarm.run import Interrupted, train
 
-    c = codecs or {}
-    cfg = _config(config, preset, run or {},
-                  codec_activation=c.get("activation_codec") or c.get("codec"),
-                  codec_gradient=c.get("gradient_codec") or c.get("codec"),
-                  codec_delta=c.get("delta_codec"))  # fmt: skip
     if remote_workers and not listen:
         raise fail("--remote-workers needs --listen HOST:PORT so workers can reach the run")
-    label = cfg.codec_activation if cfg.codec_activation == cfg.codec_gradient else (
-        f"{cfg.codec_activation}/{cfg.codec_gradient}")  # fmt: skip
-    with progress(total=cfg.steps) as steps:
-        bar = _on_step(steps)
-        res = train(cfg, on_step=lambda s, i: bar(label, s, i), listen=listen,
-                    remote_workers=remote_workers, keys=keys)  # fmt: skip
+    c = codecs or {}
+    try:
+        with live_progress() as live:
+            live.phase("config", {})
+            cfg = _config(config, preset, run or {},
+                          codec_activation=c.get("activation_codec") or c.get("codec"),
+                          codec_gradient=c.get("gradient_codec") or c.get("codec"),
+                          codec_delta=c.get("delta_codec"))  # fmt: skip
+            live.total = cfg.steps
+            label = _label(cfg)
+            res = train(cfg, on_step=live.step, listen=listen, remote_workers=remote_workers,
+                        keys=keys, on_phase=live.phase)  # fmt: skip
+    except Interrupted as exc:
+        if exc.result is None:
+            raise _interrupted_early() from None
+        res = exc.result
+    except KeyboardInterrupt:
+        raise _interrupted_early() from None
     res["label"] = label
     _finish([res], as_json, single=True, out=out)
 
@@ -204,16 +312,38 @@ def compare_cmd(
 ) -> None:
     """The same run (seed, data, routing) once per codec: one table, one loss plot.
 
-    --json prints one result object per codec."""
+    --json prints one result object per codec. The link is a consumer uplink unless the
+    preset, the config file or --link says otherwise. Ctrl-C writes the runs done and the
+    partial one, exit 130."""
     from swarmpress.codecs import split_codec_list
-    from swarmpress.swarm.run import compare
+    from swarmpress.swarm.run import Interrupted, compare
 
     with guard("--codecs"):
         names = split_codec_list(codecs)
-    cfg = _config(config, preset, run or {})
-    with progress(total=cfg.steps) as steps:
-        results = compare(cfg, names, on_step=_on_step(steps))
+    try:
+        with live_progress() as live:
+            live.phase("config", {}, key=names[0] if names else "")
+            cfg = _config(config, preset, run or {})
+            live.total = cfg.steps
+            results = compare(cfg, names, on_step=lambda c, s, i: live.step(s, i, key=c),
+                              on_phase=lambda c, p, i: live.phase(p, i, key=c))  # fmt: skip
+    except Interrupted as exc:
+        if not exc.results:
+            raise _interrupted_early() from None
+        results = exc.results
+    except KeyboardInterrupt:
+        raise _interrupted_early() from None
     _finish(results, as_json, single=False, out=out)
+
+
+def _interrupted_early() -> typer.Exit:
+    err_console.print("interrupted before the workers started: no result", highlight=False)
+    return typer.Exit(EXIT_INTERRUPTED)
+
+
+def _label(cfg: Any) -> str:
+    a, g = cfg.codec_activation, cfg.codec_gradient
+    return a if a == g else f"{a}/{g}"
 
 
 def _read_result(source: Path) -> dict:
@@ -272,10 +402,12 @@ def calibrate_cmd(
     if source is not None:
         result = _read_result(source)
     else:
-        cfg = _config(config, preset, run or {}, codec_activation=codec, codec_gradient=codec)
-        with progress(total=cfg.steps) as steps:
-            bar = _on_step(steps)
-            result = train(cfg, on_step=lambda s, i: bar("measure", s, i))
+        with live_progress() as live:
+            live.phase("config", {})
+            cfg = _config(config, preset, run or {}, codec_activation=codec,
+                          codec_gradient=codec)  # fmt: skip
+            live.total = cfg.steps
+            result = train(cfg, on_step=live.step, on_phase=live.phase)
     with console.status("calibrating the twin", spinner="dots"):
         cal = calibrate(result)
         if scenario_out is not None:
@@ -290,10 +422,11 @@ def calibrate_cmd(
 
 @swarm_app.command("presets")
 def presets_cmd(as_json: JsonOpt = False) -> None:
-    """The embedded presets and every configurable field with its value."""
-    from swarmpress.swarm.config import PRESETS, build_config
+    """The embedded presets and every configurable field with its value, as `swarm train`
+    runs them (a preset that names no link runs on the consumer uplink)."""
+    from swarmpress.swarm.config import PRESETS
 
-    rows = {name: build_config(name).model_dump() for name in PRESETS}
+    rows = {name: _config(None, name, {}).model_dump() for name in PRESETS}
     cells = [(field, *(str(rows[n][field]) for n in rows)) for field in next(iter(rows.values()))]
     emit(rows, as_json, lambda: table(("field", *rows), cells, title="swarm presets",
                                       right=rows))  # fmt: skip

@@ -1,7 +1,7 @@
 """A swarm run's configuration: model, pipeline shape, codecs per role, links, faults.
 
-Presets (`tiny`, `small`) are embedded; a TOML file may set any field, and the CLI's flags
-override both. Errors name the field and the rule, in one line.
+Presets (`tiny`, `small`, `uplink`) are embedded; a TOML file may set any field, and the
+CLI's flags override both. Errors name the field and the rule, in one line.
 """
 
 from __future__ import annotations
@@ -145,11 +145,40 @@ class SwarmConfig(BaseModel):
             raise ValueError(f"model: {exc}") from None
 
 
+# A consumer uplink: 20 Mbit/s each way per worker, 50 ms one way (what `swarm train` runs
+# on when nothing names a link; links.parse_link reads it).
+CONSUMER_UPLINK = "20mbit:50ms"
+# The codec the `uplink` preset sends activations and gradients with (benchmarks/
+# swarm_bench.py, part `uplink`, measures it against `none` on the same preset).
+UPLINK_CODEC = "lossy:mode=fast:value=0.95"
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Trains in about a minute on 2 cores: 2 stages x 2 replicas.
     "tiny": {},
     # Link-bound: wider activations, longer sequences.
     "small": {"dim": 256, "ffn": 688, "seq_len": 256, "heads": 8, "layers": 4},
+    # Training where users are: every worker behind a consumer uplink, bfloat16 on the wire
+    # (as IOTA sends activations), a lossy codec (similarity 0.95 on every tensor) on
+    # activations and gradients. 3 stages x 1 replica, one block each, the tiny preset's
+    # width: the middle stage's uplink carries activations forward and gradients back, so
+    # on 2 CPU cores the uncompressed step is link-bound, and the compressed one is bound
+    # by compute (the last stage's LM head over the text's vocabulary above all). 32
+    # micro-batches a step keep the pipeline's fill (4 hops of 50 ms) a small part of it.
+    # One replica per stage: every micro-batch takes the same path, a killed worker ends
+    # the run (use replicas >= 2 for the fault drill), and there is nothing to merge: the
+    # outer step (outer_lr 1, no momentum) leaves the weights as they are.
+    "uplink": {
+        "layers": 3,
+        "stages": 3,
+        "replicas": 1,
+        "outer_lr": 1.0,
+        "outer_momentum": 0.0,
+        "microbatches": 32,
+        "wire_dtype": "bfloat16",
+        "link": CONSUMER_UPLINK,
+        "codec_activation": UPLINK_CODEC,
+        "codec_gradient": UPLINK_CODEC,
+    },
 }
 
 

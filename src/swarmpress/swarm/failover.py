@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from swarmpress.swarm.auth import write_private
+from swarmpress.swarm.framing import check_address
 from swarmpress.swarm.protocol import Step, WorkerStats
 from swarmpress.swarm.report import FaultLog, StepInfo
 from swarmpress.swarm.state import StateError
@@ -35,26 +37,42 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+def here() -> str:
+    """This process's host, boot and PID namespace: where a pid means the same process."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return f"{socket.gethostname()}/?"
+    return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
 def owner_name() -> str:
-    """Who holds a lease: host and process id (a successor on the same host can see that
-    this process is gone and take over without waiting for the lease to lapse)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds a lease: where (host, boot, PID namespace) and process id, so that a
+    successor in the same place can see that this process is gone and take over without
+    waiting for the lease to lapse."""
+    return f"{here()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def owner_gone(owner: str) -> bool:
-    """Whether the lease holder is a process on this host that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    """Whether the lease holder is a process of this host, boot and PID namespace that no
+    longer exists (anywhere else, a pid says nothing: the lease must lapse)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3:
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
+    where, pid_text, _ = parts
+    if where != here() or "?" in where or not pid_text.isdigit():
         return False
+    return int(pid_text) != os.getpid() and pid_gone(int(pid_text))
+
+
+def pid_gone(pid: int) -> bool:
+    """Whether the process `pid` of this PID namespace has exited (or is a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return False
     return _zombie(pid)
 
@@ -68,13 +86,10 @@ def _zombie(pid: int) -> bool:
 
 
 def write_run_file(run_dir: Path, run_id: str, url: str, address: str) -> Path:
-    """run.json: what `--resume DIR` needs to find the run (mode 0600: the URL may hold a
-    password)."""
-    path = run_dir / RUN_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"run_id": run_id, "state": url, "address": address, "format": FORMAT}, fh)
-    return path
+    """run.json: what `--resume DIR` needs to find the run (mode 0600 whatever was there:
+    the URL may hold a password; never written through a link)."""
+    body = {"run_id": run_id, "state": url, "address": address, "format": FORMAT}
+    return write_private(run_dir / RUN_FILE, json.dumps(body))
 
 
 def read_run_file(run_dir: Path) -> dict[str, Any]:
@@ -136,6 +151,12 @@ def _ring(orch: Any) -> dict[str, str]:
     return {n: k.decode() for n in [*orch.slots, "orch"] if (k := orch.ring.public(n))}
 
 
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise TypeError(f"{v!r} is not an integer")
+    return v
+
+
 def _router_state(router: Any) -> dict[str, Any]:
     """The policy's random state and its plain counters (round-robin turns and the like);
     the pending router's decaying load estimates are measurements of the lost process's
@@ -156,7 +177,7 @@ def restore(orch: Any, state: dict[str, Any], slot_type: type) -> None:
     the snapshot does not fit."""
     try:
         _restore(orch, state, slot_type)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise StateError(f"the run's saved state does not fit this version: {exc!r}") from None
 
 
@@ -170,8 +191,11 @@ def _restore(orch: Any, state: dict[str, Any], slot_type: type) -> None:
             Step.parse(head)  # every saved step message still reads
     orch.finished = bool(state["finished"])
     for raw in state["slots"]:
-        slot = slot_type(raw["name"], int(raw["stage"]), int(raw["id"]))
-        slot.address, slot.pid = raw["address"], raw["pid"]
+        slot = slot_type(raw["name"], _int(raw["stage"]), _int(raw["id"]))
+        slot.address = None if raw["address"] is None else check_address(raw["address"])
+        slot.pid = None if raw["pid"] is None else _int(raw["pid"])
+        if slot.pid is not None and not 0 < slot.pid < 1 << 22:
+            raise ValueError(f"slot {slot.name!r}: pid {slot.pid} out of range")
         slot.alive, slot.ready, slot.said_hello = raw["alive"], raw["ready"], raw["said_hello"]
         slot.catch_up_from, slot.stepped = raw["catch_up_from"], int(raw["stepped"])
         slot.stats = WorkerStats.parse("state", raw["stats"])
@@ -200,6 +224,7 @@ def _restore(orch: Any, state: dict[str, Any], slot_type: type) -> None:
 
 
 __all__ = [
-    "ATTEMPT_SPAN", "FORMAT", "RUN_FILE", "new_run_id", "owner_gone", "owner_name",
+    "ATTEMPT_SPAN", "FORMAT", "RUN_FILE", "here", "new_run_id", "owner_gone", "owner_name",
+    "pid_gone",
     "read_run_file", "restore", "snapshot", "write_run_file",
 ]  # fmt: skip

@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +81,10 @@ from swarmpress.twin.tracker import PROCESSING, Tracker
 
 class SwarmError(SwarmpressError, RuntimeError):
     """A run that cannot go on (a stage without replicas, workers that never came up)."""
+
+
+class StoreLost(StateError):
+    """The state store was away for longer than the lease: stop steering the run."""
 
 
 @dataclass
@@ -163,7 +167,7 @@ class Orchestrator:
         self.keys: KeyPair | None = None  # None: an unauthenticated run
         self.ring: KeyRing | None = None
         self.own_dir = run_dir is None  # a temporary log folder, removed after a clean run
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-"))
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="swarmpress-swarm-")).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.keys_dir = None if keys_dir is None else str(Path(keys_dir).resolve())
         self.insecure = insecure
@@ -222,6 +226,7 @@ class Orchestrator:
         self.store: StateStore | None = None
         self.renewed = time.monotonic()
         self.moved_from: str | None = None  # a successor listening elsewhere: where it was
+        self.rejoining = False  # asking the workers where they stand (after a take-over)
 
     @property
     def applied(self) -> dict[tuple[int, int], int]:
@@ -352,8 +357,29 @@ class Orchestrator:
         """Renew the lease if the last renewal is older than `every`; Fenced if a successor
         took the run over meanwhile."""
         if self.store is not None and time.monotonic() - self.renewed > every:
-            self.store.renew(self.run_id, self.epoch, self.lease_s)
-            self.renewed = time.monotonic()
+            self._durably(lambda: self.store.renew(self.run_id, self.epoch, self.lease_s))
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        """A write to the store, tried again while the lease still holds (a store that is
+        away for less than that costs a pause, not the run); then StoreLost: this
+        orchestrator stops steering and leaves the workers running for a successor.
+        Fenced is raised at once."""
+        while True:
+            try:
+                write()
+                self.renewed = time.monotonic()
+                return
+            except Fenced:
+                raise
+            except StateError as exc:
+                if time.monotonic() - self.renewed > 0.8 * self.lease_s:
+                    raise StoreLost(
+                        f"{exc}; the state store was away for longer than the lease "
+                        f"({self.lease_s:g} s): this orchestrator stops steering and leaves "
+                        f"the workers running; once the store is back, "
+                        f"`swarmpress swarm train --resume {self.run_dir}` carries on"
+                    ) from None
+                time.sleep(0.1)
 
     def _reject(self, sender: str, m: Hello, reason: str) -> None:
         self._reject_msg(f"refused {sender!r}: {reason}")
@@ -551,7 +577,7 @@ class Orchestrator:
         if slot.proc is not None and slot.proc.poll() is None:
             slot.proc.kill()
         elif slot.proc is None and self.spawn and slot.pid is not None:
-            _kill_worker(slot.pid, slot.name)  # a predecessor's worker
+            _kill_worker(slot.pid, slot.name, self._marks(slot))  # a predecessor's worker
         self.ep.forget(slot.name)
         for other in self.slots.values():
             if other.alive and other.said_hello:
@@ -676,8 +702,8 @@ class Orchestrator:
         if self.store is None:
             return
         t0 = time.monotonic()
-        self.store.save(self.run_id, self.epoch, failover.snapshot(self), self.lease_s)
-        self.renewed = time.monotonic()
+        state = failover.snapshot(self)
+        self._durably(lambda: self.store.save(self.run_id, self.epoch, state, self.lease_s))
         self.save_seconds.append(self.renewed - t0)
 
     def _open_state(self) -> None:
@@ -722,36 +748,31 @@ class Orchestrator:
                     f"run {info['run_id']} in {run_dir} was stopped (interrupted, or it "
                     "failed) and its workers with it: their weights are gone, nothing to resume"
                 )
-            if see_pids and failover.owner_gone(seen.owner):
-                store.release(seen.run_id, seen.epoch)  # its holder is dead: no wait
+            gone = see_pids and failover.owner_gone(seen.owner)
+            left = seen.lease_until - store.clock()
+            if left > 0 and not gone:
+                why = f"run {seen.run_id} is held by {seen.owner} for {left:.1f} s more"
+                if not standby and time.monotonic() > deadline:
+                    raise Held(why)
+                if on_wait is not None:
+                    on_wait(why)
+                time.sleep(poll_s)
+                continue
+            # listen first, take the lease then: a successor that cannot listen leaves the
+            # run to its holder (a paused one that wakes) or to the next successor
+            orch = cls._successor(seen, data, run_dir, on_step, lease_s, listen)
             try:
+                if gone:
+                    store.release(seen.run_id, seen.epoch)  # its holder is dead: no wait
                 lease = store.take_over(info["run_id"], owner, lease_s)
                 break
-            except Held as exc:
+            except Held:
+                orch.ep.close()  # another successor was quicker
                 if not standby and time.monotonic() > deadline:
                     raise
-                if on_wait is not None:
-                    on_wait(str(exc))
-                time.sleep(poll_s)
         t_taken = time.monotonic()
-        cfg = SwarmConfig(**lease.state["config"])
+        orch.epoch, orch.lease = lease.epoch, lease
         before = lease.state["address"]
-        host, _, port = (listen or before.removeprefix("tcp://")).rpartition(":")
-        make = functools.partial(cls, cfg, data, host=host, spawn=lease.state["spawn"],
-                                 on_step=on_step, run_dir=run_dir, lease_s=lease_s,
-                                 keys_dir=lease.state.get("keys_dir"), _lease=lease,
-                                 insecure=lease.state.get("insecure", False))  # fmt: skip
-        try:
-            orch = make(port=int(port))
-        except OSError:
-            authenticated = lease.state.get("keys_dir") or (run_dir / "keys" / "orch.key").exists()
-            if listen is not None or not authenticated:
-                raise StateError(
-                    f"cannot listen on {host}:{port}, where the run's workers reach their "
-                    "orchestrator (is the old one still alive? an open run's successor must "
-                    "listen there)"
-                ) from None
-            orch = make(port=0)  # the workers hear the new address from a proven key
         orch.moved_from = before if orch.address != before else None
         orch.own_dir = False
         failover.restore(orch, lease.state, Slot)
@@ -763,11 +784,37 @@ class Orchestrator:
         orch.save()
         return orch
 
+    @classmethod
+    def _successor(
+        cls, seen: Lease, data: TokenData, run_dir: Path, on_step: Any, lease_s: float,
+        listen: str | None,
+    ) -> Orchestrator:  # fmt: skip
+        """A successor listening where the workers can reach it (see resume)."""
+        cfg = SwarmConfig(**seen.state["config"])
+        before = seen.state["address"]
+        host, _, port = (listen or before.removeprefix("tcp://")).rpartition(":")
+        make = functools.partial(cls, cfg, data, host=host, spawn=seen.state["spawn"],
+                                 on_step=on_step, run_dir=run_dir, lease_s=lease_s,
+                                 keys_dir=seen.state.get("keys_dir"), _lease=seen,
+                                 insecure=seen.state.get("insecure", False))  # fmt: skip
+        try:
+            return make(port=int(port))
+        except OSError:
+            authenticated = seen.state.get("keys_dir") or (run_dir / "keys" / "orch.key").exists()
+            if listen is not None or not authenticated:
+                raise StateError(
+                    f"cannot listen on {host}:{port}, where the run's workers reach their "
+                    "orchestrator (is the old one still alive? an open run's successor must "
+                    "listen there); the run is left to its holder"
+                ) from None
+            return make(port=0)  # the workers hear the new address from a proven key
+
     def _rejoin(self) -> None:
         """After a take-over: reach every worker the state names, learn where it stands,
         send the last decided step again; newcomers still catching up are replaced."""
         now = time.monotonic()
         self.training = True  # a death from here on is a fault of a running run
+        self.rejoining = True
         joining = []
         for slot in list(self.slots.values()):
             if slot.alive and slot.ready and slot.address:
@@ -779,9 +826,13 @@ class Orchestrator:
         for slot in joining:
             self._dead(slot, "it was still joining when its orchestrator was lost")
         asked = now
+        patience = 3 * self.cfg.dead_after_s + 5  # a live worker answers within a second
         while any(s.alive and s.ready and not s.standing for s in self.slots.values()):
-            if time.monotonic() - now > self.cfg.start_timeout_s:
-                raise SwarmError("workers did not answer the new orchestrator")
+            if time.monotonic() - now > patience:
+                for slot in list(self.slots.values()):
+                    if slot.alive and slot.ready and not slot.standing:
+                        self._dead(slot, "it did not answer the new orchestrator")
+                break
             self.pump(0.05)
             if time.monotonic() - asked > 1.0:  # the first may have met a socket still joining
                 asked = time.monotonic()
@@ -794,19 +845,28 @@ class Orchestrator:
                 if slot is not None and slot.alive and slot.ready:
                     m = Step.parse(head)
                     self._tell(name, Step(m.step, m.commit, (), m.merge_peers))
+        self.rejoining = False
+
+    def _marks(self, slot: Slot) -> set[str]:
+        """What a worker process of this run spawned for `slot` has on its command line."""
+        key = self.run_dir / "keys" / f"{slot.name}.key"
+        return {str(key), self.address} | ({self.moved_from} if self.moved_from else set())
 
     def _rejoin_msg(self) -> Rejoin:
         return Rejoin(self.epoch, self.address if self.moved_from else None)
 
     def _standing(self, slot: Slot, m: Standing) -> None:
-        """A worker's answer to rejoin: what it applied (reports its predecessor may have
-        missed) and its counters."""
+        """A worker's answer to rejoin (only then, once): the applied counts its
+        predecessor missed (never replacing one it had) and its counters."""
+        if not self.rejoining or slot.standing:
+            self._reject_msg(f"standing from {slot.name!r} that was not asked for")
+            return
         slot.standing = True
         slot.stats = m.stats
-        slot.stepped = max(slot.stepped, m.step - 1)
+        slot.stepped = max(slot.stepped, min(m.step, self.next_step) - 1)
         for step, n in m.applied:
-            if step < self.next_step:
-                self.applied_by[(step, slot.name)] = n
+            if step < self.next_step and n <= self.cfg.microbatches:
+                self.applied_by.setdefault((step, slot.name), n)
 
     def evaluate(self, timeout: float = 120.0) -> float | None:
         """Mean loss of held-out micro-batches through the pipeline after the last step."""
@@ -833,9 +893,15 @@ class Orchestrator:
         if self.store is not None and not self.finished:
             # the workers (and the weights only they hold) go: nothing left to resume
             self.stopped = True
-            with contextlib.suppress(StateError):
+            try:
                 self.save()
                 self.store.release(self.run_id, self.epoch)
+            except (Fenced, StoreLost):  # a successor holds (or may hold) the run now
+                self.fenced = True
+                self.ep.close()
+                return
+            except StateError:
+                pass
         for slot in self.slots.values():
             if slot.alive and slot.said_hello:
                 self._tell(slot.name, Stop())
@@ -852,10 +918,10 @@ class Orchestrator:
         while inherited and time.monotonic() < end:  # a predecessor's: they say bye
             with contextlib.suppress(SwarmError, StateError):
                 self.pump(0.05, check=False)
-            inherited = [s for s in inherited if not _gone(s.pid)]
+            inherited = [s for s in inherited if not failover.pid_gone(s.pid)]
         if self.spawn:
             for slot in inherited:
-                _kill_worker(slot.pid, slot.name)
+                _kill_worker(slot.pid, slot.name, self._marks(slot))
         with contextlib.suppress(SwarmError, StateError):  # final reports of slow stoppers
             self.pump(0.1, check=False)
         self.ep.close()
@@ -882,6 +948,9 @@ class Orchestrator:
             self.fenced = True
             msg = f"{exc}; this orchestrator stops (the workers are its successor's)"
             raise SwarmError(msg) from None
+        except StoreLost as exc:
+            self.fenced = True  # a successor may take the run: its workers stay
+            raise SwarmError(str(exc)) from None
         except (SwarmError, StateError) as exc:
             if self.own_dir:
                 self.own_dir = False  # keep the workers' logs (and the state) for later
@@ -912,24 +981,16 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _gone(pid: int) -> bool:
-    """Whether a process (not this one's child) has exited."""
+def _kill_worker(pid: int, name: str, marks: set[str]) -> None:
+    """SIGKILL a worker a predecessor spawned, if that pid is still that worker: this
+    run's worker module, this name, and this run's orchestrator address or key file."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return failover.owner_gone(f"{socket.gethostname()}:{pid}")
-
-
-def _kill_worker(pid: int, name: str) -> None:
-    """SIGKILL a worker a predecessor spawned, if that pid is still that worker."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmd = [a.decode(errors="replace") for a in
+               Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]  # fmt: skip
     except OSError:
         return
-    if b"swarmpress.swarm.worker" in cmd and name.encode() in cmd:
+    named = any(a == "--name" and b == name for a, b in itertools.pairwise(cmd))
+    if "swarmpress.swarm.worker" in cmd and named and marks & set(cmd):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 

@@ -291,9 +291,38 @@ def _jitter(orch: Any) -> float:
     return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else 0.0
 
 
+def elapsed(r: dict) -> list[float]:
+    """Training seconds at the end of each step (the sum of the step times so far)."""
+    out, t = [], 0.0
+    for s in r["step_seconds"]:
+        t += s
+        out.append(t)
+    return out
+
+
+def loss_vs_time(ax: Any, results: list[dict], labels: list[str] | None = None) -> None:
+    """Training loss against wall-clock training seconds, one line per run, and each run's
+    held-out (eval) loss as a labelled marker where its training ended."""
+    for i, r in enumerate(results):
+        name = labels[i] if labels else _label(r)
+        pts = [(t, v) for t, v in zip(elapsed(r), r["loss_curve"], strict=False) if v is not None]
+        (line,) = ax.plot([t for t, _ in pts], [v for _, v in pts], label=f"{name}: train loss")
+        if r.get("final_loss") is not None and pts:
+            end = pts[-1][0]
+            ax.plot([end], [r["final_loss"]], "D", color=line.get_color(),
+                    label=f"{name}: eval loss {r['final_loss']:.3f} at {end:.0f} s")  # fmt: skip
+            ax.annotate(f"eval {r['final_loss']:.3f}", (end, r["final_loss"]), xytext=(4, 6),
+                        textcoords="offset points", fontsize=8, color=line.get_color())  # fmt: skip
+    ax.set_xlim(left=0)
+    ax.set_xlabel("wall-clock training time (s)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+
+
 def plot(results: list[RunResult] | list[dict], out: Path) -> list[Path]:
-    """loss.png (loss per step, one line per run) and time.png (time split per run), from
-    results or their JSON form."""
+    """loss.png (loss against wall-clock seconds with the eval loss marked, then loss per
+    step; one line per run) and time.png (time split per run), from results or their JSON
+    form."""
     results = [r.to_json() if isinstance(r, RunResult) else r for r in results]
     import matplotlib
 
@@ -301,13 +330,15 @@ def plot(results: list[RunResult] | list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax_t, ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    loss_vs_time(ax_t, results)
+    ax_t.set_title(f"loss against time, link {results[0]['link']['spec']}")
     for r in results:
         ax.plot(range(len(r["loss_curve"])), r["loss_curve"], label=_label(r))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.set_title(f"swarm training, link {r['link']['spec']}")
-    ax.legend()
+    ax.set_title("loss per step")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     loss_png = out / "loss.png"
     fig.savefig(loss_png, dpi=120)

@@ -84,6 +84,13 @@ _STATE_ROLES = (WEIGHTS_ROLE, WEIGHTS_ROLE) + (Role.OPTIMIZER_STATE,) * 3
 APPLIED_KEPT = 64  # steps whose applied-sample counts a worker keeps (told to a new orchestrator)
 
 
+def _work_bytes(m: Forward | Backward) -> int:
+    """Bytes a queued piece of work holds."""
+    if isinstance(m, Forward):
+        return len(m.tokens) + len(m.activation or b"")
+    return len(m.gradient)
+
+
 def lr_at(cfg: SwarmConfig, step: int) -> float:
     """Linear warm-up then cosine decay to a tenth."""
     if step < cfg.warmup:
@@ -226,6 +233,11 @@ class StageWorker:
         # What it holds at most: a step's samples a few times over (replays) for this step
         # and the next; anything past the bound is refused and counted (dropped_work).
         self.max_work = 4 * self.cfg.microbatches + 8
+        # ... and in bytes: a raw float32 activation per message, twice over (codec frames
+        # are smaller; `none` adds a header), plus the token block
+        tensor = self.cfg.microbatch * self.cfg.seq_len * self.mcfg.dim * 4
+        self.max_work_bytes = self.max_work * (2 * tensor + 8 * self.cfg.microbatch
+                                               * self.cfg.seq_len + 4096)  # fmt: skip
         self.state_to: list[str] = []  # newcomers to send state to after this step
         self.stopping = False
         self.caught_up = not init.catch_up_from
@@ -341,7 +353,7 @@ class StageWorker:
         """Work as this run writes it (the protocol checked the types): a path naming one
         worker per stage, no far-future work to hoard, a sample of this step's count."""
         return (
-            m.key[0] <= max(self.step + 1, self.cfg.steps)
+            m.key[0] <= self.step + 2
             and m.key[1] < self.cfg.microbatches
             and len(m.path) == self.cfg.stages
         )
@@ -364,7 +376,9 @@ class StageWorker:
                     self.stats.bad_inputs += 1
                     return
                 queue = self.fwd if isinstance(m, Forward) else self.bwd
-                if sum(s == sender for s, _ in queue) >= self.max_work:
+                mine = [w for s, w in queue if s == sender]
+                held = sum(_work_bytes(w) for w in mine) + _work_bytes(m)
+                if len(mine) >= self.max_work or held > self.max_work_bytes:
                     self.stats.dropped_work += 1  # more than a step's work from one sender
                     return
                 queue.append((sender, m))

@@ -1,0 +1,201 @@
+"""`swarm train` where users train: a consumer uplink by default, progress on stderr from
+the first second (start-up phases, then steps), and Ctrl-C that writes the partial result
+and leaves no worker behind. The runs are real: the CLI in its own process, its stage
+workers as processes, SIGINT sent by the test once a step is done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swarmpress.cli.swarm import DEFAULT_LINK, Live, _config, phase_text
+from swarmpress.swarm.config import CONSUMER_UPLINK, PRESETS
+from swarmpress.swarm.links import parse_link
+from tests.inprocess import run_cli
+
+# Small enough for 2 cores: one block per stage, short sequences (as test_swarm_run).
+SMALL = {"layers": 2, "dim": 64, "heads": 4, "ffn": 172, "seq_len": 64, "microbatch": 2}
+SHAPE = ["--stages", "2", "--replicas", "1", "--microbatches", "2"]
+
+
+def _toml(tmp_path: Path, extra: str = "") -> Path:
+    p = tmp_path / "swarm.toml"
+    p.write_text("\n".join(f"{k} = {v}" for k, v in SMALL.items()) + "\n" + extra)
+    return p
+
+
+# ----------------------------------------------------------------------------- default link
+def test_the_default_link_is_the_consumer_uplink():
+    assert DEFAULT_LINK == CONSUMER_UPLINK
+    spec = parse_link(DEFAULT_LINK)
+    assert (spec.bandwidth_bps, spec.latency_s) == (20e6, 0.05)
+
+
+def test_train_runs_on_the_consumer_uplink_unless_told_otherwise(tmp_path):
+    assert _config(None, "tiny", {}).link == DEFAULT_LINK
+    assert _config(None, "tiny", {"link": "none"}).link == "none"  # --link none stays
+    assert _config(None, "tiny", {"link": "1gbit:1ms"}).link == "1gbit:1ms"
+    # a config file that names a link keeps it; one that does not gets the default
+    assert _config(_toml(tmp_path, 'link = "100mbit:20ms"\n'), "tiny", {}).link == "100mbit:20ms"
+    assert _config(_toml(tmp_path), "tiny", {}).link == DEFAULT_LINK
+    # a preset that names a link keeps it, and the rest of the config is untouched
+    cfg = _config(None, "uplink", {"steps": 3})
+    assert cfg.link == PRESETS["uplink"]["link"] and cfg.steps == 3
+    assert _config(None, "small", {}).dim == PRESETS["small"]["dim"]
+
+
+def test_presets_show_the_link_train_runs_on():
+    p = run_cli("swarm", "presets", "--json")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert rows["tiny"]["link"] == DEFAULT_LINK
+    assert rows["uplink"]["link"] == PRESETS["uplink"]["link"]
+    assert rows["uplink"]["wire_dtype"] == "bfloat16"
+
+
+def test_help_names_the_default_link():
+    p = run_cli("swarm", "train", "--help")
+    assert p.returncode == 0
+    assert DEFAULT_LINK in p.stdout
+    assert "uplink" in p.stdout
+
+
+# ----------------------------------------------------------------------------- progress lines
+def test_every_phase_reads_as_a_line():
+    assert phase_text("config", {}) == "reading the configuration"
+    assert "pydoc" in phase_text("data", {"text": "pydoc", "tokenizer": "minilm"})
+    assert phase_text("starting", {"want": 4, "spawned": 0, "hello": 0, "ready": 0}) == (
+        "starting the orchestrator"
+    )
+    line = phase_text("starting", {"want": 4, "spawned": 4, "hello": 3, "ready": 1})
+    assert "4/4 up" in line and "3 said hello" in line and "1/4 ready" in line
+    assert "first step" in phase_text("training", {"steps": 5})
+    assert "evaluating" in phase_text("evaluating", {"steps": 5})
+    assert "2/9 steps" in phase_text("interrupted", {"steps_done": 2, "steps": 9})
+    again = {"steps_done": 2, "steps": 9, "again": True}  # a second Ctrl-C: told, let go
+    assert "still stopping the workers" in phase_text("interrupted", again)
+
+
+def test_plain_progress_lines_go_to_stderr(capsys):
+    live = Live(None, total=3)
+    live.phase("data", {"text": "pydoc", "tokenizer": "minilm"})
+    live.step(0, {"loss": 5.25, "seconds": 0.5, "live_workers": 2})
+    live.phase("training", {"steps": 3})  # said nothing new once steps are shown
+    live.step(2, {"loss": 4.5, "seconds": 0.25, "live_workers": 2})  # the last: always shown
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert "tokenizing the training text" in lines[0]
+    assert "step 1/3" in lines[1] and "loss 5.250" in lines[1] and "0.50 s/step" in lines[1]
+    assert "step 3/3" in lines[2]
+
+
+# ----------------------------------------------------------------------------- real runs
+def _cli(*args: str) -> subprocess.Popen:
+    """`swarmpress swarm ARGS` in a process of its own (stdout and stderr piped: not a
+    terminal, so progress comes as plain lines), in a session of its own so the test can
+    signal its whole process group as a terminal's Ctrl-C does."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "swarmpress.cli", "swarm", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_train_prints_progress_from_the_start_and_json_alone_on_stdout(tmp_path):
+    p = _cli("train", str(_toml(tmp_path)), "--steps", "2", *SHAPE, "--json")
+    try:
+        out, err = p.communicate(timeout=600)  # a hang fails here instead of hanging
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, err
+    r = json.loads(out)  # stdout holds the result and nothing else
+    assert r["steps"] == 2
+    assert r["link"]["spec"] == DEFAULT_LINK  # no link given: the consumer uplink
+    lines = err.strip().splitlines()
+    assert "reading the configuration" in lines[0]
+    order = ["tokenizing the training text", "starting the orchestrator", "starting workers",
+             "step 1/2", "step 2/2", "evaluating"]  # fmt: skip
+    at = [next(i for i, line in enumerate(lines) if want in line) for want in order]
+    assert at == sorted(at), lines
+    assert any("2/2 ready" in line for line in lines) or any("step 1/2" in x for x in lines)
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", [False, True], ids=["orchestrator-only", "process-group"])
+def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path, group):
+    """SIGINT once the first step is reported: to the CLI alone (the orchestrator stops its
+    workers), or to its whole process group as a terminal's Ctrl-C (the workers get it
+    too). Either way: exit 130, the steps done in --out and on stdout, no worker left."""
+    out_dir = tmp_path / "out"
+    p = _cli("train", str(_toml(tmp_path)), "--steps", "100000", "--link", "none", *SHAPE,
+             "--json", "--out", str(out_dir))  # fmt: skip
+    try:
+        seen = []
+        for line in p.stderr:
+            seen.append(line)
+            if "step 1/" in line:
+                break
+        else:
+            pytest.fail(f"no step reported: {''.join(seen)}")
+        workers = _children(p.pid)
+        assert len(workers) == 2, seen
+        if group:
+            os.killpg(p.pid, signal.SIGINT)
+        else:
+            p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=300)  # a hang fails here instead of hanging
+    finally:
+        if p.poll() is None:  # whatever went wrong: leave nothing running
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    err = "".join(seen) + err
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    r = json.loads(out)
+    cut = r["interrupted"]
+    assert cut["steps"] == 100000 and 1 <= cut["steps_done"] < 100000
+    assert r["steps"] == cut["steps_done"] == len(r["loss_curve"]) == len(r["step_seconds"])
+    assert r["final_loss"] is None  # no evaluation: the run did not finish
+    assert r["faults"]["exactly_once"] is None  # not judged on a cut-short run
+    assert set(r["bytes_on_wire"]) >= {"activation", "gradient", "total"}
+    if not group:  # the workers said goodbye with their counters
+        assert r["bytes_on_wire"]["activation"] > 0
+    saved = json.loads((out_dir / "result.json").read_text())
+    assert saved["interrupted"] == cut and saved["loss_curve"] == r["loss_curve"]
+    assert (out_dir / "loss.png").stat().st_size > 0
+    assert not [pid for pid in workers if _running(pid)]
