@@ -26,9 +26,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/swarmpress bench --report docs/results/latest --json docs/results/latest/bench.json
 
-# The embedded default swarm, uncompressed and compressed, on a slow link: the comparison.
+# Where users train: the uplink preset (20 Mbit/s, 50 ms, bf16 on the wire), uncompressed
+# against its codec, same seed and data: the comparison.
 swarm: $(STAMP)
-	$(BIN)/swarmpress swarm compare --codecs none,lossy --steps 40 --link 10mbit:50ms
+	$(BIN)/swarmpress swarm compare --preset uplink --codecs none,lossy:mode=fast:value=0.95 --steps 30
 
 # Debian packages the tests need (sandbox, browser, PostgreSQL), installed only if missing.
 system-deps:

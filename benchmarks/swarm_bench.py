@@ -2,8 +2,9 @@
 uplink, 20 Mbit/s and 50 ms, bfloat16 on the wire: uncompressed against its codec, loss
 against wall-clock time), quality (loss with lossy codecs against uncompressed, and
 where it breaks), speed (time per step with and without compression on emulated links),
-twin fidelity (calibrated twin against measured time per step) and faults (a replica killed
-every 50 steps).
+twin fidelity (calibrated twin against measured time per step), faults (a replica killed
+every 50 steps) and failover (the orchestrator SIGKILLed mid-run, then resumed by a restart
+and by a standby: the time from the kill to the successor's first step).
 
 Every run is a real multi-process swarm on this machine: stage workers as processes,
 ZeroMQ on loopback, codecs on every tensor, links emulated in the transport. Baselines are
@@ -16,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from swarm_failover import failover, failover_report  # beside this file
 
 from swarmpress.bench.machine import machine_info
 from swarmpress.swarm.calibrate import calibrate, message_overhead
 from swarmpress.swarm.config import CONSUMER_UPLINK, PRESETS, build_config
 from swarmpress.swarm.run import load_data, train, with_codec
 
-PARTS = ("uplink", "quality", "speed", "fidelity", "faults")
+PARTS = ("uplink", "failover", "quality", "speed", "fidelity", "faults")
 # lossy at a range of similarity targets: where training starts to drift
 SWEEP = [0.99, 0.95, 0.9, 0.8, 0.5, 0.2, 0.1]
 
@@ -413,6 +417,9 @@ def report(res: dict) -> str:
     ]
     if "uplink" in res:
         lines += uplink_report(res["uplink"])
+    if "failover" in res:
+        section = failover_report(res["failover"])
+        lines += [*section[:2], *ran(res["failover"]), *section[2:]]
     if "quality" in res:
         q = res["quality"]
         lines += [f"## Quality ({q['steps']} steps, same seed and data)", "", *ran(q)]
@@ -492,6 +499,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/results/swarm"))
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--quick", action="store_true", help="few steps: a smoke run")
+    ap.add_argument("--pg", default=os.environ.get("SWARMPRESS_TEST_PG_URL"),
+                    help="PostgreSQL URL: failover also keeps the state there")  # fmt: skip
     ap.add_argument("--merge", action="store_true",
                     help="keep the other parts of an existing OUT/swarm.json")  # fmt: skip
     a = ap.parse_args()
@@ -511,6 +520,8 @@ def main() -> int:
         res["commands"] = [*res.get("commands", []), cmd]
     if "uplink" in parts:
         res["uplink"] = uplink(4 if q else 30, message_overhead())
+    if "failover" in parts:  # the orchestrator SIGKILLed mid-run: restart and standby
+        res["failover"] = failover(a.pg)
     if "quality" in parts:
         res["quality"] = quality(8 if q else 60)
     speed_runs: list[dict] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,8 +31,8 @@ import time
 from pathlib import Path
 
 SWARMPRESS = str(Path(sys.executable).with_name("swarmpress"))
-RUN = ["--preset", "tiny", "--steps", "40", "--link", "none", "--router", "round-robin"]
-KILL_AFTER = 15  # steps the first orchestrator completes before it is killed
+RUN = ["--preset", "tiny", "--steps", "60", "--link", "none", "--router", "round-robin"]
+KILL_AFTER = 20  # steps the first orchestrator completes (at least) before it is killed
 
 
 def log(msg: str) -> None:
@@ -39,25 +40,28 @@ def log(msg: str) -> None:
 
 
 def _train(*args: str, uts: str | None = None) -> subprocess.Popen:
-    cmd = [SWARMPRESS, "swarm", "train", *args, "--json", "--progress-jsonl"]
+    cmd = [SWARMPRESS, "swarm", "train", *args, "--json"]
     if uts is not None:  # another host name: the standby cannot see the old process
         cmd = ["unshare", "--uts", "sh", "-c", f'hostname {uts} && exec "$@"', "sh", *cmd]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
 
 
+STEP_LINE = re.compile(r"\] step (\d+)/")  # `[  9.1 s] step 19/80  loss ...` (stderr)
+
+
 def _steps(proc: subprocess.Popen, until: int | None = None, stamps: list | None = None):
-    """Read a run's progress lines from stderr (one JSON object per step) up to `until`."""
+    """Read a run's progress lines from stderr (plain lines: it is not a terminal) up to
+    step `until`, noting when each step line arrived."""
     for line in proc.stderr:
-        try:
-            ev = json.loads(line)
-        except ValueError:
+        m = STEP_LINE.search(line)
+        if m is None:
             continue
-        if ev.get("event") == "step":
-            if stamps is not None:
-                stamps.append((ev["step"], time.time()))
-            if until is not None and ev["step"] >= until:
-                return
+        step = int(m.group(1))
+        if stamps is not None:
+            stamps.append((step, time.time()))
+        if until is not None and step >= until:
+            return
 
 
 def one(store: str, mode: str, base: Path, pg: str | None) -> dict:

@@ -189,8 +189,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("store", "die"),
-    [("sqlite", "after-save:5"), ("sqlite", "mid-step:6"), ("postgresql", "external")],
+    ("store", "die"), [("sqlite", "after-save:5"), ("postgresql", "mid-step:6")]
 )
 def test_sigkilled_orchestrator_is_resumed_exactly_once(store, die, request, tmp_path,
                                                         uninterrupted):  # fmt: skip
@@ -363,3 +362,42 @@ def test_tampered_state_is_refused_and_innocents_are_not_killed(tmp_path):
         decoy.kill()
         decoy.wait()
     orch.ep.close()
+
+
+@pytest.mark.slow
+def test_the_commands_users_run_kill_and_resume(pg_url, tmp_path, uninterrupted):
+    """`swarm train CONFIG --run-dir DIR --state URL`, SIGKILLed mid-run from outside;
+    `swarm train --resume DIR --json` finishes it: exactly once, the loss of the run
+    never interrupted (the same config as tests/swarm/failover_primary.py)."""
+    import re
+
+    from tests.swarm.failover_primary import SMALL
+
+    conf = tmp_path / "run.toml"
+    fields = {**SMALL, "steps": 12, "merge_every": 4, "router": "round-robin", "link": "none"}
+    conf.write_text("[swarm]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items()))
+    run_dir = tmp_path / "run"
+    swarmpress = [sys.executable, "-m", "swarmpress"]
+    first = subprocess.Popen(
+        [*swarmpress, "swarm", "train", str(conf), "--run-dir", str(run_dir), "--state", pg_url,
+         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in first.stderr:  # plain progress lines: `[  3.1 s] step 5/12 ...`
+        m = re.search(r"\] step (\d+)/12", line)
+        if m and int(m.group(1)) >= 4:
+            break
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(timeout=60) == -signal.SIGKILL
+    done = subprocess.run([*swarmpress, "swarm", "train", "--resume", str(run_dir), "--json"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "taking over the run" in done.stderr
+    res = json.loads(done.stdout)
+    assert res["faults"]["exactly_once"] and res["steps"] == 12
+    assert res["final_loss"] == uninterrupted
+    again = subprocess.run([*swarmpress, "swarm", "train", "--resume", str(run_dir)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 1 and "has finished" in again.stderr
+    bad = subprocess.run([*swarmpress, "swarm", "train", "--resume", str(run_dir), "--steps",
+                          "3"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "drop run flags" in bad.stderr

@@ -83,6 +83,8 @@ class Live:
             err_console.print(lead + text, markup=False, highlight=False, soft_wrap=True)
 
     def phase(self, phase: str, info: dict, key: str = "") -> None:
+        if self.total is None and isinstance(info.get("steps"), int):
+            self.total = info["steps"]  # a run taken over: its length comes from its state
         if phase == "training" and key in self.stepped:
             return  # the steps say more
         self.show(phase_text(phase, info), key)
@@ -113,6 +115,13 @@ def phase_text(phase: str, info: dict) -> str:
         return "training: all workers ready, first step under way"
     if phase == "evaluating":
         return "evaluating the held-out loss, then stopping the workers"
+    if phase == "run folder":
+        return f"run folder {info['run_dir']} (if this process dies: --resume it)"
+    if phase == "taking over":
+        how = "standing by for" if info.get("standby") else "taking over"
+        return f"{how} the run in {info['run_dir']}"
+    if phase == "waiting":
+        return f"waiting: {info['why']}"
     if phase == "interrupted":
         if info.get("again"):
             return "still stopping the workers (at most about 15 s), then the partial result"
@@ -254,7 +263,51 @@ def train_cmd(
         typer.Option(
             "--keys",
             help="The folder `swarmpress swarm keys` made: dial-in workers must then present "
-            "their key file (CurveZMQ); without it they join unauthenticated.",
+            "their key file (CurveZMQ); without it they join unauthenticated (loopback only, "
+            "or with --insecure).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Let workers dial in without keys on an address other hosts can reach "
+            "(anyone who reaches it can then stop or steer the run).",
+        ),
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="The run's folder: worker logs, keys, run.json and (by default) the "
+            "orchestrator's state, written at every step. Default: a temporary folder, "
+            "removed when the run finishes cleanly.",
+        ),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="Where the orchestrator's state goes at every step: a database URL "
+            "(postgresql://USER@HOST/DB for a standby on another machine). Default: SQLite "
+            "in the run folder.",
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Take over the run in this folder whose orchestrator is gone (killed, "
+            "crashed) and finish it: its workers carry on, no sample is lost or applied "
+            "twice. Waits at most two leases for a live holder.",
+        ),
+    ] = None,
+    standby: Annotated[
+        Path | None,
+        typer.Option(
+            "--standby",
+            help="Stand by for the run in this folder: take it over when its orchestrator "
+            "stops renewing its lease (default lease 5 s), however long that takes.",
         ),
     ] = None,
     out: OutOpt = None,
@@ -266,9 +319,17 @@ def train_cmd(
     link is a consumer uplink (20mbit:50ms: 20 Mbit/s, 50 ms one way) unless the preset,
     the config file or --link says otherwise. Progress goes to stderr from the start;
     Ctrl-C stops the workers and writes the partial result (steps done, loss curve, bytes)
-    to --out and stdout, exit 130."""
+    to --out and stdout, exit 130.
+
+    The orchestrator is no single point of failure: its state is written at every step
+    (--run-dir, --state); killed, `--resume DIR` or a `--standby DIR` started beforehand
+    finishes the run (docs/failover.md)."""
     from swarmpress.swarm.run import Interrupted, train
 
+    if resume is not None or standby is not None:
+        _take_over(resume, standby, config, preset, run, codecs, listen, remote_workers,
+                   keys, run_dir, state, out, as_json)  # fmt: skip
+        return
     if remote_workers and not listen:
         raise fail("--remote-workers needs --listen HOST:PORT so workers can reach the run")
     c = codecs or {}
@@ -282,7 +343,8 @@ def train_cmd(
             live.total = cfg.steps
             label = _label(cfg)
             res = train(cfg, on_step=live.step, listen=listen, remote_workers=remote_workers,
-                        keys=keys, on_phase=live.phase)  # fmt: skip
+                        keys=keys, on_phase=live.phase, run_dir=run_dir, state=state,
+                        insecure=insecure)  # fmt: skip
     except Interrupted as exc:
         if exc.result is None:
             raise _interrupted_early() from None
@@ -291,6 +353,42 @@ def train_cmd(
         raise _interrupted_early() from None
     res["label"] = label
     _finish([res], as_json, single=True, out=out)
+
+
+def _take_over(resume, standby, config, preset, run, codecs, listen, remote_workers, keys,
+               run_dir, state, out, as_json) -> None:  # fmt: skip
+    """`train --resume DIR` / `--standby DIR`: the run's own config, nothing else."""
+    from swarmpress.swarm.run import Interrupted
+    from swarmpress.swarm.run import resume as resume_run
+
+    if resume is not None and standby is not None:
+        raise fail("give --resume DIR or --standby DIR, not both")
+    stray = [name for name, given in (
+        ("a config file", config), ("--preset", preset != "tiny"), ("run flags", run),
+        ("codec flags", codecs), ("--remote-workers", remote_workers), ("--keys", keys),
+        ("--run-dir", run_dir), ("--state", state),
+    ) if given]  # fmt: skip
+    if stray:
+        raise fail(f"--resume/--standby take the run's own config and state; drop "
+                   f"{', '.join(stray)}")  # fmt: skip
+    folder = resume or standby
+    try:
+        with live_progress() as live:
+            res = resume_run(folder, standby=standby is not None, on_step=live.step,
+                             on_phase=live.phase, listen=listen)  # fmt: skip
+    except Interrupted as exc:
+        if exc.result is None:
+            raise _interrupted_early() from None
+        res = exc.result
+    except KeyboardInterrupt:
+        raise _interrupted_early() from None
+    res["label"] = _label_of(res)
+    _finish([res], as_json, single=True, out=out)
+
+
+def _label_of(res: dict) -> str:
+    a, g = res["codec"]["activation"], res["codec"]["gradient"]
+    return a if a == g else f"{a}/{g}"
 
 
 @swarm_app.command("compare")

@@ -264,7 +264,10 @@ class Orchestrator:
                                      self.keys.public)  # fmt: skip
                 cmd += ["--key", str(key)]
             with open(slot.log, "wb") as fh:
-                slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+                # its own session: a terminal's Ctrl-C reaches the orchestrator, which stops
+                # the workers in order (their last counters come back), not every process
+                slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True)  # fmt: skip
             slot.pid = slot.proc.pid
         self.slots[name] = slot
         return slot

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -168,13 +169,19 @@ def train(
     run_dir: str | Path | None = None,
     keys: str | Path | None = None,
     on_phase: PhaseFn | None = None,
+    state: str | None = None,
+    insecure: bool = False,
+    lease_s: float = 5.0,
 ) -> dict:
     """One training run; report.RunResult.to_json() of its result.
 
     listen: "HOST:PORT" for the orchestrator (default: loopback, a free port);
     remote_workers: spawn nothing and wait for `swarmpress swarm worker` processes;
     keys: the folder `swarmpress swarm keys` made (CurveZMQ for dial-in workers);
-    on_phase: start-up and run phases (module docstring). Ctrl-C raises Interrupted.
+    on_phase: start-up and run phases (module docstring). Ctrl-C raises Interrupted;
+    state: where the orchestrator's state goes at every step (default: SQLite in the run
+    folder; a PostgreSQL URL for a standby elsewhere); insecure: let keyless workers dial
+    in on an address other hosts reach; lease_s: how long a successor waits (resume).
     """
     host, port = "127.0.0.1", 0
     if listen:
@@ -198,10 +205,60 @@ def train(
 
         orch = Orchestrator(
             cfg, data, host=host, port=port, spawn=not remote_workers, on_step=steps_fn,
-            run_dir=run_dir, keys_dir=keys,
+            run_dir=run_dir, keys_dir=keys, state_url=state, insecure=insecure,
+            lease_s=lease_s,
         )  # fmt: skip
+        if on_phase is not None:
+            on_phase("run folder", {"run_dir": str(orch.run_dir)})
     except KeyboardInterrupt:
         raise Interrupted(None) from None
+    return _drive(orch, on_phase)
+
+
+def resume(
+    run_dir: str | Path,
+    standby: bool = False,
+    on_step: StepFn | None = None,
+    on_phase: PhaseFn | None = None,
+    listen: str | None = None,
+    lease_s: float = 5.0,
+) -> dict:
+    """Take over a run whose orchestrator is gone (swarm/failover.py) and finish it; its
+    RunResult JSON. standby: wait for the holder's lease to lapse, however long."""
+    from swarmpress.swarm.failover import read_run_file
+    from swarmpress.swarm.state import StateStore
+
+    info = read_run_file(Path(run_dir))
+    store = StateStore(info["state"])
+    try:
+        cfg = SwarmConfig(**store.load(info["run_id"]).state["config"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{run_dir}: the run's saved config does not load: {exc}") from None
+    finally:
+        store.close()
+    try:
+        if on_phase is not None:
+            on_phase("data", {"text": cfg.text, "tokenizer": cfg.tokenizer})
+        data = load_data(cfg)
+        if on_phase is not None:
+            on_phase("taking over", {"run_dir": str(run_dir), "standby": standby,
+                                     "steps": cfg.steps})  # fmt: skip
+        said = [0.0]
+
+        def wait(why: str) -> None:  # a line now and then, not one per poll
+            if on_phase is not None and time.monotonic() - said[0] > 10:
+                said[0] = time.monotonic()
+                on_phase("waiting", {"why": why})
+
+        orch = Orchestrator.resume(run_dir, data, on_step=on_step, standby=standby,
+                                   on_wait=wait, listen=listen, lease_s=lease_s)  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(None) from None
+    return _drive(orch, on_phase)
+
+
+def _drive(orch: Orchestrator, on_phase: PhaseFn | None) -> dict:
+    """Run an orchestrator to its result; Ctrl-C: stop it, raise Interrupted (partial)."""
     watch = None
     if on_phase is not None:
         watch = _StartWatch(orch, on_phase)
