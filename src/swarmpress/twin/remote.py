@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 from swarmpress.errors import SwarmpressError
 from swarmpress.twin.policies import BalancingPolicy, PolicyFailure, RoutingPolicy
-from swarmpress.twin.tracker import _EPOCH, ACTIONS, DIRECTIONS, Tracker
+from swarmpress.twin.tracker import ACTIONS, DIRECTIONS, EPOCH, Tracker
 
 PEER_LIMIT = 512
 _MAX_HEAD = 64 * 1024  # a response head longer than this is not a router's answer
@@ -344,7 +344,7 @@ def _iso(t: float) -> str:
     d, ms = divmod(k, 86_400_000)
     day = _DAYS.get(d)
     if day is None:
-        day = _DAYS[d] = (_EPOCH + _dt.timedelta(days=d)).date().isoformat() + "T"
+        day = _DAYS[d] = (EPOCH + _dt.timedelta(days=d)).date().isoformat() + "T"
     sec, ms = divmod(ms, 1000)
     m, sec = divmod(sec, 60)
     h, m = divmod(m, 60)

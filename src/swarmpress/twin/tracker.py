@@ -18,12 +18,12 @@ FORWARD, BACKWARD = 0, 1
 DIRECTIONS = ("forward", "backward")
 RECEIVE, QUEUING, PROCESSING, NOTIFY = 0, 1, 2, 3
 ACTIONS = ("receive", "queuing", "processing", "notify_orchestrator")
-_EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC)
+EPOCH = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC)  # simulated time 0 as a wall-clock time
 
 
 def iso(t: float) -> str:
     """Simulated seconds as an ISO-8601 UTC timestamp to the millisecond (contract format)."""
-    return (_EPOCH + _dt.timedelta(seconds=round(t, 3))).isoformat(timespec="milliseconds")[
+    return (EPOCH + _dt.timedelta(seconds=round(t, 3))).isoformat(timespec="milliseconds")[
         :-6
     ] + "Z"
 
