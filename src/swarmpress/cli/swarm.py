@@ -8,7 +8,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -324,7 +324,7 @@ def train_cmd(
     The orchestrator is no single point of failure: its state is written at every step
     (--run-dir, --state); killed, `--resume DIR` or a `--standby DIR` started beforehand
     finishes the run (docs/failover.md)."""
-    from swarmpress.swarm.run import Interrupted, train
+    from swarmpress.swarm.run import train
 
     if resume is not None or standby is not None:
         _take_over(resume, standby, config, preset, run, codecs, listen, remote_workers,
@@ -333,7 +333,8 @@ def train_cmd(
     if remote_workers and not listen:
         raise fail("--remote-workers needs --listen HOST:PORT so workers can reach the run")
     c = codecs or {}
-    try:
+
+    def go() -> dict:
         with live_progress() as live:
             live.phase("config", {})
             cfg = _config(config, preset, run or {},
@@ -341,24 +342,32 @@ def train_cmd(
                           codec_gradient=c.get("gradient_codec") or c.get("codec"),
                           codec_delta=c.get("delta_codec"))  # fmt: skip
             live.total = cfg.steps
-            label = _label(cfg)
-            res = train(cfg, on_step=live.step, listen=listen, remote_workers=remote_workers,
-                        keys=keys, on_phase=live.phase, run_dir=run_dir, state=state,
-                        insecure=insecure)  # fmt: skip
+            return train(cfg, on_step=live.step, listen=listen, remote_workers=remote_workers,
+                         keys=keys, on_phase=live.phase, run_dir=run_dir, state=state,
+                         insecure=insecure)  # fmt: skip
+
+    res = _result_or_partial(go)
+    res["label"] = _label_of(res)
+    _finish([res], as_json, single=True, out=out)
+
+
+def _result_or_partial(go: Callable[[], dict]) -> dict:
+    """go()'s result; after Ctrl-C the partial one it carries (exit 130 if there is none)."""
+    from swarmpress.swarm.run import Interrupted
+
+    try:
+        return go()
     except Interrupted as exc:
         if exc.result is None:
             raise _interrupted_early() from None
-        res = exc.result
+        return exc.result
     except KeyboardInterrupt:
         raise _interrupted_early() from None
-    res["label"] = label
-    _finish([res], as_json, single=True, out=out)
 
 
 def _take_over(resume, standby, config, preset, run, codecs, listen, remote_workers, keys,
                run_dir, state, out, as_json) -> None:  # fmt: skip
     """`train --resume DIR` / `--standby DIR`: the run's own config, nothing else."""
-    from swarmpress.swarm.run import Interrupted
     from swarmpress.swarm.run import resume as resume_run
 
     if resume is not None and standby is not None:
@@ -372,16 +381,13 @@ def _take_over(resume, standby, config, preset, run, codecs, listen, remote_work
         raise fail(f"--resume/--standby take the run's own config and state; drop "
                    f"{', '.join(stray)}")  # fmt: skip
     folder = resume or standby
-    try:
+
+    def go() -> dict:
         with live_progress() as live:
-            res = resume_run(folder, standby=standby is not None, on_step=live.step,
-                             on_phase=live.phase, listen=listen)  # fmt: skip
-    except Interrupted as exc:
-        if exc.result is None:
-            raise _interrupted_early() from None
-        res = exc.result
-    except KeyboardInterrupt:
-        raise _interrupted_early() from None
+            return resume_run(folder, standby=standby is not None, on_step=live.step,
+                              on_phase=live.phase, listen=listen)  # fmt: skip
+
+    res = _result_or_partial(go)
     res["label"] = _label_of(res)
     _finish([res], as_json, single=True, out=out)
 
