@@ -445,11 +445,6 @@ def _interrupted_early() -> typer.Exit:
     return typer.Exit(EXIT_INTERRUPTED)
 
 
-def _label(cfg: Any) -> str:
-    a, g = cfg.codec_activation, cfg.codec_gradient
-    return a if a == g else f"{a}/{g}"
-
-
 def _read_result(source: Path) -> dict:
     """The result.json of an earlier `swarm train`, or exit 2 saying what is wrong."""
     try:
