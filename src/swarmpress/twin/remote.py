@@ -87,7 +87,7 @@ class Transport(Protocol):
     # scheduling are not charged to the router); RemotePolicy then judges that time.
 
 
-class _Stale(Exception):
+class _Stale(TransportError):
     """A kept-alive connection ended before any byte of the answer (redial once)."""
 
 
