@@ -241,7 +241,7 @@ def _refuse_odd(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(st.st_mode):
-        raise AuthError(f"{path} is a symbolic link; a key file is never written through one")
+        raise AuthError(f"{path} is a symbolic link; a private file is never written through one")
     if not stat.S_ISREG(st.st_mode):
         raise AuthError(f"{path} exists and is not a regular file")
 
