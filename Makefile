@@ -35,10 +35,11 @@ swarm: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-# The suite runs every arena test on SQLite and on a throwaway local PostgreSQL.
+# The suite runs every arena test on SQLite and on a throwaway local PostgreSQL, on two
+# pytest-xdist workers (a test file stays on one worker: its module fixtures are shared).
 test: $(STAMP) system-deps
 	SWARMPRESS_REQUIRE_PG=1 SWARMPRESS_TEST_PG_URL=$$(scripts/pg-test-server.sh) \
-	  $(BIN)/python -m pytest -q --durations=15
+	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The committed report (docs/results/embedded) and the README headline quoted from it.
 report: $(STAMP)

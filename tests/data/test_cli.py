@@ -378,7 +378,8 @@ def test_bad_lines_are_counted_in_both_outputs(tmp_path):
     assert len(stats["errors"]) == 4 and all(str(f) in e for e in stats["errors"])
     r = run("data", "collect", "--source", "local", "--path", str(f), "--store", db)
     assert r.exit_code == 0, r.output
-    assert "[bold]notes[red]" in r.output and r.output.count("skipped:") == 4
+    # the path is printed literally (rich may wrap it: a longer temp path under xdist)
+    assert "[bold]notes[red]" in r.output.replace("\n", "") and r.output.count("skipped:") == 4
 
 
 def test_reddit_without_network_fails_at_once(tmp_path, monkeypatch):
