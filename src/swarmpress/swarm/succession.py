@@ -195,14 +195,17 @@ class Succession:
         for slot in joining:
             self._dead(slot, "it was still joining when its orchestrator was lost")
         asked = now
-        patience = 3 * self.cfg.dead_after_s + 5  # a live worker answers within a second
+        # A worker's link to the lost orchestrator reconnects on its own, but on a busy
+        # machine its first heartbeat may take longer than dead_after_s: until patience
+        # runs out, silence here is not death (health checks wait for the answers).
+        patience = 3 * self.cfg.dead_after_s + 5
         while any(s.alive and s.ready and not s.standing for s in self.slots.values()):
             if time.monotonic() - now > patience:
                 for slot in list(self.slots.values()):
                     if slot.alive and slot.ready and not slot.standing:
                         self._dead(slot, "it did not answer the new orchestrator")
                 break
-            self.pump(0.05)
+            self.pump(0.05, check=False)
             if time.monotonic() - asked > 1.0:  # the first may have met a socket still joining
                 asked = time.monotonic()
                 for slot in self.slots.values():
