@@ -16,6 +16,7 @@ import pytest
 
 from swarmpress.cli.swarm import DEFAULT_LINK, Live, _config, phase_text
 from swarmpress.swarm.config import CONSUMER_UPLINK, PRESETS
+from swarmpress.swarm.failover import pid_gone
 from swarmpress.swarm.links import parse_link
 from tests.inprocess import run_cli
 
@@ -124,14 +125,6 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.slow
 def test_train_prints_progress_from_the_start_and_json_alone_on_stdout(tmp_path):
     p = _cli("train", str(_toml(tmp_path)), "--steps", "2", *SHAPE, "--json")
@@ -194,4 +187,4 @@ def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path):
     saved = json.loads((out_dir / "result.json").read_text())
     assert saved["interrupted"] == cut and saved["loss_curve"] == r["loss_curve"]
     assert (out_dir / "loss.png").stat().st_size > 0
-    assert not [pid for pid in workers if _running(pid)]
+    assert not [pid for pid in workers if not pid_gone(pid)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from swarmpress.swarm.config import SwarmConfig
-from swarmpress.swarm.failover import here, owner_gone, read_run_file
+from swarmpress.swarm.failover import here, owner_gone, pid_gone, read_run_file
 from swarmpress.swarm.orchestrator import Orchestrator, StoreLost
 from swarmpress.swarm.run import load_data
 from swarmpress.swarm.state import Fenced, Held, StateError, StateStore, redact
@@ -157,19 +157,11 @@ def _workers_gone(run_dir: Path) -> bool:
     slots = StateStore(info["state"]).load(info["run_id"]).state["slots"]
     end = time.monotonic() + 30
     while time.monotonic() < end:
-        alive = [s["pid"] for s in slots if s["pid"] and _exists(s["pid"])]
+        alive = [s["pid"] for s in slots if s["pid"] and not pid_gone(s["pid"])]
         if not alive:
             return True
         time.sleep(0.2)
     return False
-
-
-def _exists(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @pytest.fixture(scope="module")
