@@ -262,3 +262,31 @@ def test_a_ring_larger_than_a_key_file_loads(tmp_path):
     assert (tmp_path / "k" / "ring.json").stat().st_size > 64 * 1024  # past a key file's cap
     keys, ring = load_run_keys(tmp_path / "k")
     assert len(ring.keys) == 40 * 40 + 1 and ring.public("orch") == keys.public
+
+
+def test_a_refused_handshake_is_dialled_again_once_the_key_is_known(run_keys):
+    """libzmq ends a connection whose handshake was refused for good (no reconnect): a
+    worker that met a successor orchestrator before it loaded the run's keys fell silent
+    for the rest of the run. The endpoint dials such a peer afresh; once the peer knows
+    the key, the messages sent after that arrive."""
+    keys, _ = run_keys
+    late_ring = KeyRing.of({"orch": keys["orch"].public})  # w0 not admitted yet
+    orch = Endpoint("orch", auth=PeerAuth(keys["orch"], late_ring))
+    w0 = Endpoint("w0", auth=PeerAuth(keys["w0"], KeyRing.of({
+        "orch": keys["orch"].public, "w0": keys["w0"].public})))  # fmt: skip
+    try:
+        w0.connect("orch", orch.address)
+        w0.send("orch", Message("ready", {"step": 0}))
+        _wait(lambda: w0.refused_by_peer >= 1, "the refused handshake was not noticed")
+        assert orch.refused >= 1 and orch.recv(timeout=0.2) is None
+        late_ring.add("w0", keys["w0"].public)
+        got, step = None, 1
+        end = time.monotonic() + TIMEOUT
+        while got is None and time.monotonic() < end:  # heartbeats, as a worker sends them
+            w0.send("orch", Message("ready", {"step": step}))
+            step += 1
+            got = orch.recv(timeout=0.25)
+        assert got is not None and (got[0], got[1].kind) == ("w0", "ready"), "never re-dialled"
+    finally:
+        w0.close()
+        orch.close()

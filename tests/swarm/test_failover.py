@@ -393,3 +393,37 @@ def test_the_commands_users_run_kill_and_resume(pg_url, tmp_path, uninterrupted)
     bad = subprocess.run([*swarmpress, "swarm", "train", "--resume", str(run_dir), "--steps",
                           "3"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "drop run flags" in bad.stderr
+
+
+def test_a_successor_admits_the_workers_keys_before_it_listens(tmp_path):
+    """A worker's link reconnects the moment the successor listens; a handshake refused
+    then (its key not yet in the ring) was never tried again by libzmq, and the worker fell
+    silent (found by CI under load). The successor's first handshake admits it."""
+    from swarmpress.swarm.auth import KeyPair, KeyRing
+    from swarmpress.swarm.config import build_config
+    from swarmpress.swarm.failover import snapshot
+    from swarmpress.swarm.framing import Message
+    from swarmpress.swarm.orchestrator import Slot
+    from swarmpress.swarm.state import Lease
+    from swarmpress.swarm.transport import Endpoint, PeerAuth
+
+    first = Orchestrator(build_config("tiny"), None, spawn=False, auth=True, run_dir=tmp_path)
+    worker_keys = KeyPair.generate()
+    first.ring.add("s0r0", worker_keys.public)
+    first.slots["s0r0"] = Slot("s0r0", 0, 0, address="tcp://127.0.0.1:9")
+    state = snapshot(first)
+    orch_public = first.keys.public
+    first.ep.close()
+    lease = Lease(first.run_id, 2, "elsewhere", time.time() + 5, 1, state)
+    successor = Orchestrator(build_config("tiny"), None, spawn=False, run_dir=tmp_path,
+                             _lease=lease)  # fmt: skip
+    worker = Endpoint("s0r0", auth=PeerAuth(worker_keys, KeyRing.of({"orch": orch_public})))
+    try:
+        worker.connect("orch", successor.address)
+        worker.send("orch", Message("heartbeat", {}))
+        got = successor.ep.recv(timeout=10)
+        assert got is not None and got[0] == "s0r0"
+        assert successor.ep.refused == 0 and worker.refused_by_peer == 0
+    finally:
+        worker.close()
+        successor.ep.close()

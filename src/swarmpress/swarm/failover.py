@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from swarmpress.errors import AuthError
 from swarmpress.swarm.auth import write_private
 from swarmpress.swarm.framing import check_address
 from swarmpress.swarm.protocol import Step, WorkerStats
@@ -172,6 +173,18 @@ def _router_state(router: Any) -> dict[str, Any]:
     return out
 
 
+def admit_keys(ring: Any, state: dict[str, Any]) -> None:
+    """Admit the workers' public keys a snapshot holds into a successor's key ring: before
+    it listens, since a worker refused in one handshake is never dialled again by libzmq
+    (transport.py re-dials, a second later); StateError for a key that is not one."""
+    try:
+        for name, key in dict(state.get("ring") or {}).items():
+            if name != "orch":
+                ring.add(str(name), str(key).encode())
+    except (AuthError, TypeError, ValueError) as exc:
+        raise StateError(f"the run's saved key ring does not read: {exc}") from None
+
+
 def restore(orch: Any, state: dict[str, Any], slot_type: type) -> None:
     """Put a snapshot back into a freshly made orchestrator (same config); StateError if
     the snapshot does not fit."""
@@ -201,9 +214,7 @@ def _restore(orch: Any, state: dict[str, Any], slot_type: type) -> None:
         slot.stats = WorkerStats.parse("state", raw["stats"])
         orch.slots[slot.name] = slot
     if orch.ring is not None:
-        for name, key in state["ring"].items():
-            if name != "orch":
-                orch.ring.add(name, key.encode())
+        admit_keys(orch.ring, state)
     orch.gen, orch.kills = int(state["gen"]), int(state["kills"])
     orch.applied_by = {(int(s), str(n)): int(c) for s, n, c in state["applied"]}
     orch.faults = FaultLog(**state["faults"])

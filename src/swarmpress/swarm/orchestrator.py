@@ -175,6 +175,7 @@ class Orchestrator(Succession):
         elif _lease is not None and (self.run_dir / "keys" / "orch.key").exists():
             _, self.keys, _, _ = read_key_file(self.run_dir / "keys" / "orch.key")
             self.ring = KeyRing.of({"orch": self.keys.public})
+            failover.admit_keys(self.ring, _lease.state)  # before the socket listens
         elif _lease is None and (spawn if auth is None else auth):
             self.keys = KeyPair.generate()
             self.ring = KeyRing.of({"orch": self.keys.public})

@@ -25,6 +25,11 @@ message that would pass a bound is dropped on arrival and counted (dropped_in, p
 so a peer that floods an endpoint costs it at most the bound, never the memory of every
 message. Every connection's routing id is the peer's name and a random token, so no
 connection can take another's name (a name is proven by CURVE where the run has keys).
+
+A handshake the peer refused (a key its authenticator does not know yet, say a successor
+orchestrator still loading the run's keys) ends a libzmq connection for good: no
+reconnect, sends queue or fail forever. Each DEALER's monitor reports such a failure and
+the peer is dialled afresh REDIAL_S later (counted in `refused_by_peer`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from swarmpress.swarm.auth import KeyPair, KeyRing, RingAuthenticator, dial_curve, serve_curve
 from swarmpress.swarm.framing import Message, WireError, check_address, check_name, parse
@@ -48,6 +54,12 @@ from swarmpress.swarm.links import LinkSpec, Shaper
 
 log = logging.getLogger("swarmpress.swarm")
 HWM = 1000  # messages queued per peer before sends to it are dropped
+REDIAL_S = 1.0  # after a refused handshake: seconds until the peer is dialled afresh
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 @dataclass
@@ -143,6 +155,10 @@ class Endpoint:
         self.dropped_sends = 0
         self._peers: dict[str, str] = {}
         self._dealers: dict[str, zmq.Socket] = {}
+        self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor -> its peer
+        self._redial: dict[str, float] = {}  # peer -> when to dial it afresh
+        self.refused_by_peer = 0  # our handshakes that peers refused (each re-dialled)
+        self._poller = zmq.Poller()
         self._stale: set[str] = set()
         self._heap: list[tuple[float, int, str, list[bytes]]] = []
         self._seq = itertools.count()
@@ -272,9 +288,7 @@ class Endpoint:
             stale, self._stale = self._stale, set()
             addr = self._peers.get(dst)
         for name in stale:
-            old = self._dealers.pop(name, None)
-            if old is not None:
-                old.close(linger=0)
+            self._close_dealer(name)
         sock = self._dealers.get(dst)
         if sock is None and addr is not None:
             sock = self.ctx.socket(zmq.DEALER)
@@ -294,14 +308,51 @@ class Endpoint:
             sock.setsockopt(zmq.LINGER, 1000)  # what flush() handed over still goes out
             sock.setsockopt(zmq.SNDHWM, HWM)
             sock.setsockopt(zmq.IMMEDIATE, 0)
+            mon = sock.get_monitor_socket(_HANDSHAKE_FAILED)
+            self._monitors[mon] = dst
+            self._poller.register(mon, zmq.POLLIN)
+            self._dealers[dst] = sock
             try:
                 sock.connect(addr)
             except zmq.ZMQError as exc:  # e.g. a host name that does not resolve
                 log.warning("%s: cannot connect to %s at %s: %s", self.name, dst, addr, exc)
-                sock.close(linger=0)
+                self._close_dealer(dst)
                 return None
-            self._dealers[dst] = sock
         return sock
+
+    def _close_dealer(self, dst: str) -> None:
+        """Close the socket to dst and its monitor (queued messages to it are dropped)."""
+        sock = self._dealers.pop(dst, None)
+        if sock is None:
+            return
+        for mon in [m for m, name in self._monitors.items() if name == dst]:
+            del self._monitors[mon]
+            self._poller.unregister(mon)
+            sock.disable_monitor()
+            mon.close(linger=0)
+        sock.close(linger=0)
+
+    def _watch(self, mon: zmq.Socket) -> None:
+        """Read a DEALER's monitor: a refused handshake schedules a fresh dial of its peer."""
+        dst = self._monitors[mon]
+        while True:
+            try:
+                frames = mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)["event"]
+            if event & _HANDSHAKE_FAILED and dst not in self._redial:
+                self.refused_by_peer += 1
+                log.warning("%s: %s refused the handshake; dialling again in %g s",
+                            self.name, dst, REDIAL_S)  # fmt: skip
+                self._redial[dst] = time.monotonic() + REDIAL_S
+
+    def _redial_due(self) -> None:
+        """Drop the dead sockets whose fresh dial is due (the next send makes a new one)."""
+        now = time.monotonic()
+        for dst in [d for d, at in self._redial.items() if at <= now]:
+            del self._redial[dst]
+            self._close_dealer(dst)
 
     def _receive(self) -> None:
         while True:
@@ -352,11 +403,13 @@ class Endpoint:
                 self.dropped_sends += 1
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller
         poller.register(self.router, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
         next_tick = time.monotonic()
         while self._running:
+            if self._redial:
+                self._redial_due()
             try:
                 wait = self._deliver_due()
             except Exception:  # the I/O thread must outlive any one bad message
@@ -371,6 +424,8 @@ class Endpoint:
                     log.exception("%s: heartbeat callback failed", self.name)
                 next_tick = now + self._tick_s
             timeout = self._tick_s if wait is None else min(wait, self._tick_s)
+            if self._redial:
+                timeout = min(timeout, max(0.0, min(self._redial.values()) - now))
             try:
                 events = dict(poller.poll(max(0, int(timeout * 1000))))
             except zmq.ZMQError:
@@ -380,11 +435,15 @@ class Endpoint:
                     self._receive()
                 except Exception:
                     log.exception("%s: receiving failed", self.name)
+            for mon in [m for m in events if m in self._monitors]:
+                self._watch(mon)
             if self._wake_rx in events:
                 while True:
                     try:
                         self._wake_rx.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+        for mon in self._monitors:
+            mon.close(linger=0)
         for sock in self._dealers.values():
             sock.close(linger=500)
