@@ -72,3 +72,29 @@ def test_bad_configs_are_refused():
         split(CFG, 5)
     with pytest.raises(ValueError, match="max_seq"):
         split(CFG, 1)[0](torch.zeros(1, 40, dtype=torch.long))
+
+
+def test_an_uneven_split_moves_work_not_the_model():
+    """stage_layers: the last stage keeps only the LM head (the heaviest part on a small
+    model), and the stages still compose to the very same logits as the even split."""
+    even = split(CFG, 3)
+    heavy_first = split(CFG, 3, blocks=[3, 1, 0])
+    assert [len(s.blocks) for s in heavy_first] == [3, 1, 0]
+    assert heavy_first[-1].head is not None and heavy_first[0].embed is not None
+    tokens = torch.randint(0, CFG.vocab, (2, 16))
+    assert torch.equal(_run(even, tokens), _run(heavy_first, tokens))
+
+
+@pytest.mark.parametrize("blocks", [[2, 1], [2, 1, 0, 1], [4, 0, 0], [5, -1, 0], [1, 0, 3]])
+def test_a_split_that_does_not_deal_the_blocks_is_refused(blocks):
+    with pytest.raises(ValueError, match="stage_layers"):
+        split(CFG, 3, blocks=blocks)
+
+
+def test_the_config_checks_stage_layers_and_names_the_field():
+    from swarmpress.swarm.config import build_config
+
+    assert build_config("tiny", layers=3, stages=3, stage_layers=[2, 1, 0]).stage_layers == [
+        2, 1, 0]  # fmt: skip
+    with pytest.raises(ValueError, match="stage_layers"):
+        build_config("tiny", stages=2, stage_layers=[1, 1])  # 4 layers in the preset

@@ -9,6 +9,7 @@ whole model; tests check it equals a single-process forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -118,13 +119,35 @@ class Stage(nn.Module):
         return self.squeeze(x) if self.squeeze is not None else x
 
 
-def split(cfg: ModelConfig, n_stages: int, seed: int = 0) -> list[Stage]:
-    """The model as n_stages stages with blocks dealt as evenly as possible (seeded init)."""
+def split(
+    cfg: ModelConfig, n_stages: int, seed: int = 0, blocks: Sequence[int] | None = None
+) -> list[Stage]:
+    """The model as n_stages stages (seeded init): `blocks` per stage, first to last, or
+    blocks dealt as evenly as possible. Without a bottleneck the weights are the same
+    whatever the split (modules are made in model order): a split moves work, not the
+    model."""
     if not 1 <= n_stages <= cfg.layers:
         raise ValueError(f"{n_stages} stages for {cfg.layers} layers: need 1..{cfg.layers}")
+    if blocks is None:
+        bounds = [round(i * cfg.layers / n_stages) for i in range(n_stages + 1)]
+    else:
+        check_blocks(blocks, n_stages, cfg.layers)
+        bounds = [sum(blocks[:i]) for i in range(n_stages + 1)]
     torch.manual_seed(seed)
-    bounds = [round(i * cfg.layers / n_stages) for i in range(n_stages + 1)]
     return [Stage(cfg, i, n_stages, bounds[i], bounds[i + 1]) for i in range(n_stages)]
+
+
+def check_blocks(blocks: Sequence[int], n_stages: int, layers: int) -> None:
+    """ValueError unless `blocks` deals `layers` blocks to `n_stages` stages, a middle stage
+    getting at least one (the first has the embedding and the last the LM head to do, so
+    either may have none: the head is often the heaviest part of a pipeline)."""
+    if len(blocks) != n_stages or sum(blocks) != layers or min(blocks, default=0) < 0:
+        raise ValueError(
+            f"stage_layers {list(blocks)} must give each of the {n_stages} stages its blocks, "
+            f"{layers} in all"
+        )
+    if any(b < 1 for b in blocks[1:-1]):
+        raise ValueError(f"stage_layers {list(blocks)}: a middle stage needs a block")
 
 
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -204,7 +204,8 @@ class StageWorker:
         self.vocab = init.vocab
         self.mcfg = self.cfg.model_cfg(self.vocab)
         torch.manual_seed(self.cfg.seed)
-        self.model: Stage = split(self.mcfg, self.cfg.stages, self.cfg.seed)[stage]
+        self.model: Stage = split(self.mcfg, self.cfg.stages, self.cfg.seed,
+                                  self.cfg.stage_layers)[stage]  # fmt: skip
         self.params = list(self.model.parameters())
         self.opt = torch.optim.AdamW(
             self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, betas=(0.9, 0.95)
@@ -524,9 +525,10 @@ class StageWorker:
         self._send(m.path[self.stage_index - 1], Backward(key, m.path, blob), "gradient")
 
     def _keep_grads(self, key: Key) -> None:
+        """Set this sample's gradients aside until a step commits it: the tensors
+        themselves (the parameters let go of them, so no copy is needed)."""
         self.pending[key] = [
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-            for p in self.params
+            p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in self.params
         ]
         for p in self.params:
             p.grad = None
