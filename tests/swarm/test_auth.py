@@ -290,3 +290,86 @@ def test_a_refused_handshake_is_dialled_again_once_the_key_is_known(run_keys):
     finally:
         w0.close()
         orch.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_re_dial_due_for_an_old_socket_leaves_the_new_one_alone(run_keys):
+    """Refused by one orchestrator, then told it listens elsewhere (a successor that
+    moved): the re-dial due for the refused socket must not close the new one, whose
+    queued messages (the new peer not listening yet) all arrive once it does (red team)."""
+    keys, _ = run_keys
+    full = {"orch": keys["orch"].public, "w0": keys["w0"].public}
+    w0 = Endpoint("w0", auth=PeerAuth(keys["w0"], KeyRing.of(full)))
+    refusing = Endpoint("orch", auth=PeerAuth(keys["orch"], KeyRing.of({"orch": full["orch"]})))
+    port = _free_port()
+    later = None
+    try:
+        w0.connect("orch", refusing.address)
+        w0.send("orch", Message("hello", {"n": -1}))
+        _wait(lambda: w0.refused_by_peer >= 1, "the refusal was not noticed")
+        w0.connect("orch", f"tcp://127.0.0.1:{port}")
+        for i in range(5):
+            w0.send("orch", Message("ready", {"n": i}))
+        time.sleep(1.5)  # the refused socket's re-dial would have fallen due by now
+        later = Endpoint("orch", port=port, auth=PeerAuth(keys["orch"], KeyRing.of(full)))
+        got = []
+        end = time.monotonic() + TIMEOUT
+        while len(got) < 5 and time.monotonic() < end:
+            r = later.recv(timeout=0.2)
+            if r is not None:
+                got.append(r[1].head["n"])
+        assert got == [0, 1, 2, 3, 4]
+    finally:
+        for ep in (w0, refusing, later):
+            if ep is not None:
+                ep.close()
+
+
+def test_a_peer_port_that_answered_garbage_once_is_dialled_again(run_keys):
+    """A reply that is not ZMTP 3 ends a libzmq connection for good with no handshake
+    event at all; the endpoint dials afresh and reaches the real peer that listens there
+    afterwards (red team)."""
+    import socket
+    import threading
+
+    port = _free_port()
+    squat = socket.socket()
+    squat.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squat.bind(("127.0.0.1", port))
+    squat.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = squat.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        time.sleep(0.3)
+        conn.close()
+
+    t = threading.Thread(target=answer_garbage, daemon=True)
+    t.start()
+    keys, ring = run_keys
+    w0 = Endpoint("w0", auth=PeerAuth(keys["w0"], ring))
+    real = None
+    try:
+        w0.connect("orch", f"tcp://127.0.0.1:{port}")
+        w0.send("orch", Message("ready", {"n": 0}))
+        t.join(timeout=TIMEOUT)
+        squat.close()
+        real = Endpoint("orch", port=port, auth=PeerAuth(keys["orch"], ring))
+        got, n = None, 1
+        end = time.monotonic() + TIMEOUT
+        while got is None and time.monotonic() < end:
+            w0.send("orch", Message("ready", {"n": n}))
+            n += 1
+            got = real.recv(timeout=0.25)
+        assert got is not None and got[0] == "w0", "never dialled again"
+    finally:
+        w0.close()
+        if real is not None:
+            real.close()

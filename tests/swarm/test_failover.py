@@ -427,3 +427,14 @@ def test_a_successor_admits_the_workers_keys_before_it_listens(tmp_path):
     finally:
         worker.close()
         successor.ep.close()
+
+
+@pytest.mark.parametrize("ring", [None, [], "x", 0, [["s0r0", "k" * 40]], {"s0r0": 7},
+                                  {"s0r0": None}, {"": "k" * 40}, {"s0r0#evil": "k" * 40},
+                                  {"s0r0": "not a key"}])  # fmt: skip
+def test_a_saved_key_ring_that_does_not_read_is_refused(ring):
+    from swarmpress.swarm.auth import KeyRing
+    from swarmpress.swarm.failover import admit_keys
+
+    with pytest.raises(StateError, match="key ring does not read"):
+        admit_keys(KeyRing(), {} if ring is None else {"ring": ring})

@@ -298,3 +298,29 @@ def test_inbox_limits_are_checked():
 
     with pytest.raises(ValueError, match="per_peer"):
         InboxLimits(per_peer=10, total=5)
+
+
+def test_hundreds_of_peers_do_not_exhaust_the_sockets():
+    """Every peer costs a DEALER and its monitor's two sockets: 400 unreachable peers (a
+    large swarm's orchestrator) still leave room to reach a live one (red team: past
+    libzmq's default of 1023 sockets, messages vanished and the I/O thread stalled)."""
+    import socket
+
+    ports = []
+    for _ in range(400):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    a, b = Endpoint("a"), Endpoint("b")
+    try:
+        for i, port in enumerate(ports):
+            a.connect(f"gone{i}", f"tcp://127.0.0.1:{port}")
+            a.send(f"gone{i}", Message("ping"))
+        a.connect("b", b.address)
+        a.send("b", Message("ping", {"n": 1}))
+        got = b.recv(timeout=20)
+        assert got is not None and got[1].head == {"n": 1}
+        assert a.dropped_sends == 0
+    finally:
+        a.close()
+        b.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 from swarmpress.errors import AuthError
 from swarmpress.swarm.auth import write_private
-from swarmpress.swarm.framing import check_address
+from swarmpress.swarm.framing import check_address, check_name
 from swarmpress.swarm.protocol import Step, WorkerStats
 from swarmpress.swarm.report import FaultLog, StepInfo
 from swarmpress.swarm.state import StateError
@@ -177,11 +177,16 @@ def admit_keys(ring: Any, state: dict[str, Any]) -> None:
     """Admit the workers' public keys a snapshot holds into a successor's key ring: before
     it listens, since a worker refused in one handshake is never dialled again by libzmq
     (transport.py re-dials, a second later); StateError for a key that is not one."""
+    saved = state.get("ring")
+    if not isinstance(saved, dict):
+        raise StateError("the run's saved key ring does not read: not a map of names to keys")
     try:
-        for name, key in dict(state.get("ring") or {}).items():
+        for name, key in saved.items():
+            if not isinstance(name, str) or not isinstance(key, str):
+                raise ValueError(f"entry {name!r}: names and keys are text")
             if name != "orch":
-                ring.add(str(name), str(key).encode())
-    except (AuthError, TypeError, ValueError) as exc:
+                ring.add(check_name(name), key.encode())
+    except (AuthError, ValueError) as exc:
         raise StateError(f"the run's saved key ring does not read: {exc}") from None
 
 

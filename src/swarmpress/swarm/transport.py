@@ -26,10 +26,14 @@ so a peer that floods an endpoint costs it at most the bound, never the memory o
 message. Every connection's routing id is the peer's name and a random token, so no
 connection can take another's name (a name is proven by CURVE where the run has keys).
 
-A handshake the peer refused (a key its authenticator does not know yet, say a successor
-orchestrator still loading the run's keys) ends a libzmq connection for good: no
-reconnect, sends queue or fail forever. Each DEALER's monitor reports such a failure and
-the peer is dialled afresh REDIAL_S later (counted in `refused_by_peer`).
+Some ends of a connection are final in libzmq: a handshake the peer refused (a key its
+authenticator does not know yet, say a successor orchestrator still loading the run's
+keys) or a reply that is not ZMTP 3 leaves the socket with no reconnect, and sends to it
+queue or fail forever. Each DEALER's monitor tells them apart from the ends libzmq
+reconnects by itself: a disconnect not followed at once by its own reconnect attempt
+(`CONNECT_RETRIED`) dials the peer afresh REDIAL_S later (`redialled`; handshakes the
+peer refused are counted in `refused_by_peer`). Every DEALER costs three ZeroMQ sockets
+(itself and its monitor's pair), so the context allows MAX_SOCKETS.
 """
 
 from __future__ import annotations
@@ -54,12 +58,13 @@ from swarmpress.swarm.links import LinkSpec, Shaper
 
 log = logging.getLogger("swarmpress.swarm")
 HWM = 1000  # messages queued per peer before sends to it are dropped
-REDIAL_S = 1.0  # after a refused handshake: seconds until the peer is dialled afresh
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
+REDIAL_S = 1.0  # after a connection libzmq gives up on: seconds until it is dialled afresh
+MAX_SOCKETS = 3 * 4096 + 64  # a DEALER and its monitor's two for each of 64 x 64 peers
+_REFUSED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+_WATCHED = (
+    _REFUSED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+)  # fmt: skip
 
 
 @dataclass
@@ -121,6 +126,7 @@ class Endpoint:
         self.auth = auth
         self.forged = 0  # messages whose socket claimed a name its key does not prove
         self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
         self._authenticator: RingAuthenticator | None = None
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -157,7 +163,8 @@ class Endpoint:
         self._dealers: dict[str, zmq.Socket] = {}
         self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor -> its peer
         self._redial: dict[str, float] = {}  # peer -> when to dial it afresh
-        self.refused_by_peer = 0  # our handshakes that peers refused (each re-dialled)
+        self.refused_by_peer = 0  # our handshakes that peers refused
+        self.redialled = 0  # connections libzmq gave up on, dialled afresh
         self._poller = zmq.Poller()
         self._stale: set[str] = set()
         self._heap: list[tuple[float, int, str, list[bytes]]] = []
@@ -291,37 +298,46 @@ class Endpoint:
             self._close_dealer(name)
         sock = self._dealers.get(dst)
         if sock is None and addr is not None:
-            sock = self.ctx.socket(zmq.DEALER)
-            # name#random: a connection's routing id is its own, so no socket can squat
-            # another's name (nor a successor an open connection of its predecessor's);
-            # receivers read the name, which CURVE proves in an authenticated run
-            sock.setsockopt(
-                zmq.IDENTITY, f"{self.name}{INSTANCE_MARK}{secrets.token_hex(8)}".encode()
-            )
-            if self.auth is not None:
-                server = self.auth.ring.public(dst)
-                if server is None:  # a peer the run has no key for: nothing to talk to
-                    sock.close(linger=0)
-                    log.warning("%s: no key for %s; not connecting", self.name, dst)
-                    return None
-                dial_curve(sock, self.auth.keys, server)
-            sock.setsockopt(zmq.LINGER, 1000)  # what flush() handed over still goes out
-            sock.setsockopt(zmq.SNDHWM, HWM)
-            sock.setsockopt(zmq.IMMEDIATE, 0)
-            mon = sock.get_monitor_socket(_HANDSHAKE_FAILED)
-            self._monitors[mon] = dst
-            self._poller.register(mon, zmq.POLLIN)
-            self._dealers[dst] = sock
             try:
-                sock.connect(addr)
-            except zmq.ZMQError as exc:  # e.g. a host name that does not resolve
-                log.warning("%s: cannot connect to %s at %s: %s", self.name, dst, addr, exc)
+                sock = self._new_dealer(dst, addr)
+            except zmq.ZMQError as exc:  # e.g. out of sockets or file descriptors
+                log.warning("%s: cannot open a socket to %s: %s", self.name, dst, exc)
                 self._close_dealer(dst)
                 return None
         return sock
 
+    def _new_dealer(self, dst: str, addr: str) -> zmq.Socket | None:
+        """A DEALER to dst at addr, watched by a monitor; None where it cannot be dialled."""
+        sock = self.ctx.socket(zmq.DEALER)
+        # name#random: a connection's routing id is its own, so no socket can squat
+        # another's name (nor a successor an open connection of its predecessor's);
+        # receivers read the name, which CURVE proves in an authenticated run
+        sock.setsockopt(zmq.IDENTITY, f"{self.name}{INSTANCE_MARK}{secrets.token_hex(8)}".encode())
+        if self.auth is not None:
+            server = self.auth.ring.public(dst)
+            if server is None:  # a peer the run has no key for: nothing to talk to
+                sock.close(linger=0)
+                log.warning("%s: no key for %s; not connecting", self.name, dst)
+                return None
+            dial_curve(sock, self.auth.keys, server)
+        sock.setsockopt(zmq.LINGER, 1000)  # what flush() handed over still goes out
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.IMMEDIATE, 0)
+        self._dealers[dst] = sock
+        mon = sock.get_monitor_socket(_WATCHED)
+        self._monitors[mon] = dst
+        self._poller.register(mon, zmq.POLLIN)
+        try:
+            sock.connect(addr)
+        except zmq.ZMQError as exc:  # e.g. a host name that does not resolve
+            log.warning("%s: cannot connect to %s at %s: %s", self.name, dst, addr, exc)
+            self._close_dealer(dst)
+            return None
+        return sock
+
     def _close_dealer(self, dst: str) -> None:
         """Close the socket to dst and its monitor (queued messages to it are dropped)."""
+        self._redial.pop(dst, None)  # a re-dial was for this socket, never for a new one
         sock = self._dealers.pop(dst, None)
         if sock is None:
             return
@@ -333,7 +349,8 @@ class Endpoint:
         sock.close(linger=0)
 
     def _watch(self, mon: zmq.Socket) -> None:
-        """Read a DEALER's monitor: a refused handshake schedules a fresh dial of its peer."""
+        """Read a DEALER's monitor: a disconnect libzmq does not follow with a reconnect of
+        its own schedules a fresh dial of the peer (module docstring)."""
         dst = self._monitors[mon]
         while True:
             try:
@@ -341,17 +358,21 @@ class Endpoint:
             except zmq.Again:
                 return
             event = parse_monitor_message(frames)["event"]
-            if event & _HANDSHAKE_FAILED and dst not in self._redial:
+            if event & _REFUSED:
                 self.refused_by_peer += 1
-                log.warning("%s: %s refused the handshake; dialling again in %g s",
-                            self.name, dst, REDIAL_S)  # fmt: skip
+                log.warning("%s: %s refused the handshake", self.name, dst)
+            elif event == zmq.EVENT_DISCONNECTED:
                 self._redial[dst] = time.monotonic() + REDIAL_S
+            else:  # libzmq reconnects by itself, or the connection is up
+                self._redial.pop(dst, None)
 
     def _redial_due(self) -> None:
         """Drop the dead sockets whose fresh dial is due (the next send makes a new one)."""
         now = time.monotonic()
         for dst in [d for d, at in self._redial.items() if at <= now]:
-            del self._redial[dst]
+            log.warning("%s: the connection to %s ended for good; dialling it afresh",
+                        self.name, dst)  # fmt: skip
+            self.redialled += 1
             self._close_dealer(dst)
 
     def _receive(self) -> None:
@@ -408,9 +429,9 @@ class Endpoint:
         poller.register(self._wake_rx, zmq.POLLIN)
         next_tick = time.monotonic()
         while self._running:
-            if self._redial:
-                self._redial_due()
             try:
+                if self._redial:
+                    self._redial_due()
                 wait = self._deliver_due()
             except Exception:  # the I/O thread must outlive any one bad message
                 log.exception("%s: sending failed", self.name)
@@ -436,7 +457,10 @@ class Endpoint:
                 except Exception:
                     log.exception("%s: receiving failed", self.name)
             for mon in [m for m in events if m in self._monitors]:
-                self._watch(mon)
+                try:
+                    self._watch(mon)
+                except Exception:
+                    log.exception("%s: reading a connection's monitor failed", self.name)
             if self._wake_rx in events:
                 while True:
                     try:
