@@ -468,6 +468,8 @@ def cpu_lines(u: dict) -> list[str]:
     heads = ["codec", *names, "orchestrator", "total", f"total / {cores} cores",
              "measured s/step"]  # fmt: skip
     comp = u["runs"][1]
+    busiest = max((k for k in comp["cpu_per_step"] if k != "orch"),
+                  key=comp["cpu_per_step"].get)  # fmt: skip
     return [
         "CPU seconds per step of each process (steps 2 to the last, read from /proc), and "
         "the floor they put under a step on this machine's cores:",
@@ -475,8 +477,8 @@ def cpu_lines(u: dict) -> list[str]:
         *table(heads, rows),
         f"The compressed step is bound by the CPU: its processes need "
         f"{floors[comp['label']]:.3f} s per step even if the {cores} cores were never idle, "
-        "and the last stage (its LM head) holds the pipeline's critical path; the "
-        "uncompressed step waits for the link.",
+        f"the busiest worker ({busiest}) {comp['cpu_per_step'][busiest]:.3f} s alone, and "
+        "the pipeline fills and drains every step; the uncompressed step waits for the link.",
         "",
     ]
 
