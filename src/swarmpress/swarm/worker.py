@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from swarmpress.codecs import Role
 from swarmpress.errors import AuthError
@@ -705,7 +706,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for the orchestrator (at start, and between its heartbeats)",
     )  # fmt: skip
     a = ap.parse_args(argv)
+    # One compute thread per worker, numpy's BLAS included (its idle pool threads spin and
+    # took 4 % more CPU per uplink step): a machine runs a worker per core it lends.
     torch.set_num_threads(1)
+    threadpool_limits(1)
     sys.setswitchinterval(0.0005)  # hand the GIL to the I/O thread quickly (message latency)
     try:
         auth = None
