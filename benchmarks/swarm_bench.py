@@ -376,6 +376,17 @@ def plots(res: dict, out: Path, parts: list[str]) -> None:
         plt.close(fig)
 
 
+def what_if_table(rows: list[dict], label: str) -> list[str]:
+    """The twin's what-if rows (compute k times faster) as a table; `label` names the
+    compressed column."""
+    cells = [
+        [f"{r['compute_speedup']}x", f"{r['none_s_per_step']:.3f}",
+         f"{r['lossy_s_per_step']:.3f}", f"{r['speedup']:.2f}x"]
+        for r in rows
+    ]  # fmt: skip
+    return table(["compute k", "none s/step", f"{label} s/step", "speed-up"], cells)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return out + ["| " + " | ".join(r) + " |" for r in rows] + [""]
@@ -441,12 +452,7 @@ def uplink_report(u: dict) -> list[str]:
             "codec's extra seconds per pass kept as measured on this CPU." + against,
             "",
         ]
-        rows = [
-            [f"{r['compute_speedup']}x", f"{r['none_s_per_step']:.3f}",
-             f"{r['lossy_s_per_step']:.3f}", f"{r['speedup']:.2f}x"]
-            for r in u["what_if"]
-        ]  # fmt: skip
-        lines += table(["compute k", "none s/step", "compressed s/step", "speed-up"], rows)
+        lines += what_if_table(u["what_if"], "compressed")
     return lines
 
 
@@ -565,12 +571,7 @@ def report(res: dict) -> str:
             "the codec's extra seconds per pass kept as measured on this CPU.",
             "",
         ]
-        rows = [
-            [f"{r['compute_speedup']}x", f"{r['none_s_per_step']:.3f}",
-             f"{r['lossy_s_per_step']:.3f}", f"{r['speedup']:.2f}x"]
-            for r in f["what_if_100mbit"]
-        ]  # fmt: skip
-        lines += table(["compute k", "none s/step", "lossy s/step", "speed-up"], rows)
+        lines += what_if_table(f["what_if_100mbit"], "lossy")
     if "faults" in res:
         f = res["faults"]
         ff = f["faults"]
