@@ -113,6 +113,14 @@ def test_device_encoder_sends_the_low_rank_part_and_both_sides_agree(device, tdt
     assert sp.similarity(x.cpu(), back) > 0.99
 
 
+def test_the_device_encoder_keeps_to_max_rank():
+    x = _low_rank().to(torch.bfloat16)
+    off = lossy_torch.encode(x, DType.BFLOAT16, 512, 128, "similarity", 0.99, max_rank=0)
+    assert off is not None and not off[9] & 0x02, "a low-rank part was sent with max_rank=0"
+    y = lossy_fast.decode(memoryview(off), DType.BFLOAT16, 512, 128)
+    assert sp.similarity(x, torch.from_numpy(y.view(np.int16)).view(torch.bfloat16)) > 0.99
+
+
 def test_device_projection_matches_the_host_bits():
     from swarmpress.codecs.families.lossy import lowrank as lossy_lowrank
 

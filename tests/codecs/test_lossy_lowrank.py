@@ -84,6 +84,25 @@ def test_tensors_without_shared_directions_pay_nothing_for_them(make):
     assert sp.similarity(x, sp.decode(blob)) > 0.99
 
 
+def _rank_of(blob: bytes) -> int:
+    """The rank a fast-mode frame's low-rank part declares (0: it has none)."""
+    payload = frame.unpack(blob).payload
+    if not flags_of(blob) & lossy_fast._LOWRANK:
+        return 0
+    return struct.unpack_from("<dH", payload, lowrank_offset(payload))[1]
+
+
+@pytest.mark.parametrize("max_rank", [0, 3, 4, 8])
+def test_max_rank_bounds_the_low_rank_part_of_the_fast_mode(lowrank_frame, max_rank):
+    # The fast mode (the default) once ignored max_rank: `max_rank=0` still sent a basis.
+    x, blob = lowrank_frame
+    assert _rank_of(blob) > 8  # the default's choice for this rank-12 tensor
+    bounded = sp.get_codec("lossy", max_rank=max_rank).encode(x)
+    rank = _rank_of(bounded)
+    assert rank == 0 if max_rank < min(lossy_lowrank.RANKS) else 0 < rank <= max_rank
+    assert sp.similarity(x, sp.decode(bounded)) > 0.99
+
+
 @pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float16), np.dtype(np.float32)])
 @pytest.mark.parametrize(
     "target,value",

@@ -238,7 +238,8 @@ class LossyCodec(Codec):
             dtype = DType.of(arr.dtype)
             t, v = self.config["target"], self.config["value"]
             try:
-                payload = lossy_fast.encode(arr, dtype, rows, chans, t, v, self.config["threads"])
+                payload = lossy_fast.encode(arr, dtype, rows, chans, t, v, self.config["threads"],
+                                            self.config["max_rank"])  # fmt: skip
             except lossy_fast.NonFinite:
                 return self._encode_verbatim(arr, role)
             if payload is not None:
@@ -263,7 +264,8 @@ class LossyCodec(Codec):
 
         rows, chans, mode = fast_plan(info.shape, math.prod(info.shape))
         t, v = self.config["target"], self.config["value"]
-        payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v, self.config["threads"])
+        payload = lossy_torch.encode(tensor, info.dtype, rows, chans, t, v, self.config["threads"],
+                                     self.config["max_rank"])  # fmt: skip
         return None if payload is None else bytes([mode]) + payload
 
     def _encode_max(self, arr: np.ndarray) -> bytes:

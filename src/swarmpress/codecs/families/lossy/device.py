@@ -111,13 +111,13 @@ def dequantize(codes: Any, mu: np.ndarray, step: float, out_dtype: Any, device: 
 
 
 def encode(tensor: Any, dtype: DType, rows: int, chans: int, target: str, value: float,
-           threads: int = 1):  # fmt: skip
+           threads: int = 1, max_rank: int = lossy_lowrank.MAX_RANK):  # fmt: skip
     """Fast-mode payload with the per-value passes on the tensor's device, the rANS coder on
     `threads` host threads (None: out of range)."""
     torch = _torch()
     if not bool(torch.isfinite(tensor).all()):
         return None  # the host path sends such a tensor bit-exact (codec.py)
-    lowrank, proj = plan_lowrank(tensor.detach().reshape(rows, chans), target, value)
+    lowrank, proj = plan_lowrank(tensor.detach().reshape(rows, chans), target, value, max_rank)
     backend = TorchBackend(tensor, dtype, rows, chans, proj)
     return lossy_fast.encode_with(backend, target, value, threads, lowrank)
 
@@ -137,14 +137,14 @@ class _SampledRows:
         return rows.to(torch.float32).cpu().numpy()
 
 
-def plan_lowrank(x: Any, target: str, value: float):
+def plan_lowrank(x: Any, target: str, value: float, max_rank: int = lossy_lowrank.MAX_RANK):
     """(low-rank part, its float32 projection on the device) for the (rows, channels) device
     tensor x, or (None, None): gate and basis from sampled rows on the host, coefficients and
     projection on the device; only the integer coefficients come back."""
     torch = _torch()
     rows_src = _SampledRows(x)
     with lossy_lowrank.one_blas_thread():
-        rank, step = lossy_lowrank.choose(rows_src, target, value)
+        rank, step = lossy_lowrank.choose(rows_src, target, value, max_rank)
         if not rank:
             return None, None
         basis, m = lossy_lowrank.basis_for(rows_src, rank)

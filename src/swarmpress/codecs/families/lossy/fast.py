@@ -336,9 +336,10 @@ class Search:
 
 
 def encode(arr: np.ndarray, dtype: DType, rows: int, chans: int, target: str, value: float,
-           threads: int = 1) -> bytes | None:  # fmt: skip
-    """Fast-mode payload of one non-empty finite host tensor, or None when out of range."""
-    lowrank = lossy_lowrank.plan(arr.reshape(rows, chans), target, value)
+           threads: int = 1, max_rank: int = lossy_lowrank.MAX_RANK) -> bytes | None:  # fmt: skip
+    """Fast-mode payload of one non-empty finite host tensor, or None when out of range;
+    a low-rank part of at most max_rank directions where one pays (0: none)."""
+    lowrank = lossy_lowrank.plan(arr.reshape(rows, chans), target, value, max_rank)
     proj = None if lowrank is None else lowrank.proj
     backend = NumbaBackend(arr, dtype, rows, chans, threads, proj)
     return encode_with(backend, target, value, threads, lowrank)

@@ -39,6 +39,7 @@ MAX_RANK = max(RANKS)
 MIN_ROWS = 256  # fewer rows and a basis costs more per value than it can save
 MIN_CHANS = 32
 GATE_ROWS = 64  # the held-out check: a basis from 32 rows judged on 32 others
+GATE_RANKS = (4, 8)  # the ranks the held-out check tries
 CHOICE_ROWS = 256  # the rank choice: learnt on 192 rows, judged on 64
 BASIS_ROWS = 512  # the basis sent: learnt on this many rows at most,
 BASIS_VALUES = 1 << 19  # or fewer for wide rows (the Gram matrix costs rows^2 * channels)
@@ -148,18 +149,20 @@ def one_blas_thread():
     return _blas_pools().limit(limits=1, user_api="blas")
 
 
-def plan(x: np.ndarray, target: str, value: float) -> LowRank | None:
+def plan(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -> LowRank | None:
     """The low-rank part worth sending for the (rows, channels) tensor x, or None."""
     with one_blas_thread():
-        rank, step = choose(x, target, value)
+        rank, step = choose(x, target, value, max_rank)
         return build(x, rank, step) if rank else None
 
 
-def choose(x: np.ndarray, target: str, value: float) -> tuple[int, float]:
+def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -> tuple[int, float]:
     """(rank worth sending, coefficient step) for the (rows, channels) tensor x; rank 0
-    when no basis pays. The held-out gate first, then the rank on more rows."""
+    when no basis of at most max_rank directions pays. The held-out gate first, then the
+    rank on more rows."""
     rows, chans = x.shape
-    if rows < MIN_ROWS or chans < MIN_CHANS:
+    gate = tuple(k for k in GATE_RANKS if k <= max_rank)
+    if rows < MIN_ROWS or chans < MIN_CHANS or not gate:
         return 0, 0.0
     a, b = _split_sample(x, GATE_ROWS, 2)
     ms = float(np.vdot(a, a)) / a.size
@@ -170,12 +173,12 @@ def choose(x: np.ndarray, target: str, value: float) -> tuple[int, float]:
     dist = distortion(1.0, target, value * float(scale) if target == "max_abs" else value)
     a *= scale
     b *= scale
-    if max(_gains(a, b, (4, 8), dist, rows).values()) < MIN_GAIN_BITS:
+    if max(_gains(a, b, gate, dist, rows).values()) < MIN_GAIN_BITS:
         return 0, 0.0
     a, b = _split_sample(x, CHOICE_ROWS, 4)
     a *= scale
     b *= scale
-    limit = min(a.shape[0] // 4, chans // 4)
+    limit = min(a.shape[0] // 4, chans // 4, max_rank)
     ranks = tuple(k for k in RANKS if k <= limit)
     gains = _gains(a, b, ranks, dist, rows)
     best = max(gains, key=gains.get)
