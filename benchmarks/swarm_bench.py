@@ -615,7 +615,8 @@ def main() -> int:
     if not a.merge or "machine" not in res:  # a merge keeps what the file's parts ran on
         res.update({"date": time.strftime("%Y-%m-%d"), "machine": machine_info()})
     if a.merge:
-        res["commands"] = [*res.get("commands", []), cmd]
+        # each command once, where it last ran: a part re-run moves its command to the end
+        res["commands"] = [c for c in res.get("commands", []) if c != cmd] + [cmd]
     if "uplink" in parts:
         res["uplink"] = uplink(4 if q else 30, message_overhead(), 1 if q else a.repeat)
     if "failover" in parts:  # the orchestrator SIGKILLed mid-run: restart and standby
