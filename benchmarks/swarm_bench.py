@@ -498,12 +498,19 @@ def ran(part: dict) -> list[str]:
             f"{m.get('load_average')} at the end.", ""]  # fmt: skip
 
 
+def _commands(res: dict) -> list[str]:
+    """The commands whose results the report shows: each part's, once, in part order (a
+    merge replaces a part, and with it the command that made it)."""
+    made = [res[p]["command"] for p in PARTS if "command" in (res.get(p) or {})]
+    return list(dict.fromkeys(made)) or [res["command"]]
+
+
 def report(res: dict) -> str:
     m = res["machine"]
     lines = [
         "# Swarm benchmark",
         "",
-        "Commands: " + ", ".join(f"`{c}`" for c in res.get("commands") or [res["command"]]) + "  ",
+        "Commands: " + ", ".join(f"`{c}`" for c in _commands(res)) + "  ",
         f"Machine: {m.get('cpu')}, {m.get('cores_usable')} cores, load "
         f"{m.get('load_average')}; {res['date']} (a part run at another time says so).",
         "",
@@ -609,14 +616,10 @@ def main() -> int:
     res: dict = {}
     if a.merge and (a.out / "swarm.json").exists():
         res = json.loads((a.out / "swarm.json").read_text())
-        res.setdefault("commands", [res.pop("command", "")])
     cmd = "python " + " ".join(sys.argv)
     res["command"] = cmd
     if not a.merge or "machine" not in res:  # a merge keeps what the file's parts ran on
         res.update({"date": time.strftime("%Y-%m-%d"), "machine": machine_info()})
-    if a.merge:
-        # each command once, where it last ran: a part re-run moves its command to the end
-        res["commands"] = [c for c in res.get("commands", []) if c != cmd] + [cmd]
     if "uplink" in parts:
         res["uplink"] = uplink(4 if q else 30, message_overhead(), 1 if q else a.repeat)
     if "failover" in parts:  # the orchestrator SIGKILLed mid-run: restart and standby
@@ -633,9 +636,10 @@ def main() -> int:
         res["fidelity"] = fidelity(speed_runs, 5 if q else 25)
     if "faults" in parts:
         res["faults"] = faults(12 if q else 150, 4 if q else 50)
-    for part in parts:  # each part says when and on what it ran (a merge mixes runs)
+    for part in parts:  # each part says when, on what and by which command it ran
         res[part].setdefault("machine", machine_info())
         res[part].setdefault("date", time.strftime("%Y-%m-%d"))
+        res[part]["command"] = cmd
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "swarm.json").write_text(json.dumps(res, indent=2))
     (a.out / "report.md").write_text(report(res))

@@ -138,6 +138,8 @@ def test_options_are_substituted(tmp_path: Path):
         ("lossy", {"target": 0.98}, "above 0.99"),
         ("lossy", {"target": "high"}, "must be a float"),
         ("lossy", {"steps": 1.5}, "must be a int"),
+        ("lossy", {"max_rank": -1}, "between 0 .no low-rank part. and 1024"),
+        ("lossy", {"max_rank": 100000}, "between 0 .no low-rank part. and 1024"),
         ("lossless", {"detect": "maybe"}, "must be a bool"),
         ("zstd", {"level": 99}, "zstd level"),
     ],
@@ -338,6 +340,7 @@ def test_cli_export(tmp_path: Path):
         (["--codec", "lossy", "--set", "target"], "NAME=VALUE"),
         (["--codec", "lossy", "--set", "target=2"], "target"),
         (["--codec", "lossy", "--set", "nope=1"], "unknown option"),
+        (["--codec", "lossy", "--set", "max_rank=-1"], "max_rank=-1"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, extra, needle):

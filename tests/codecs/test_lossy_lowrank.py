@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -156,6 +157,35 @@ def test_the_torch_path_adds_the_projection_as_the_host_does(lowrank_frame):
     got = lossy_torch.decode(memoryview(payload)[1:], DType.BFLOAT16, x.shape, *x.shape, "cpu")
     ref = sp.decode(blob)
     assert torch.equal(got.view(torch.int16), torch.from_numpy(ref.view(np.int16)))
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float32)])
+@pytest.mark.parametrize("row", [1, 8, 200, 511])  # held out by the gate, the choice, the basis
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_value_in_any_sampled_row_sends_the_tensor_exact(dtype, row, bad):
+    # One NaN in a row the gate held out (or that only the rank choice or the basis
+    # sampled) crashed the default codec with numpy's "Eigenvalues did not converge".
+    x = low_rank_tensor(chans=128, seed=4).astype(np.float32)
+    x[row, 5] = bad
+    x = x.astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warnings leak either
+        y = sp.decode(sp.get_codec("lossy").encode(x))
+    assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+@pytest.mark.parametrize("scale", [1e-38, 1e-25, 1e25, 1e35])
+def test_a_basis_is_tried_at_any_float32_scale_and_never_warns(scale):
+    # The gate summed squares in float32: it overflowed above an RMS of about 1e17 and
+    # underflowed below 1e-24, so such tensors never had a basis (and came out 3x larger).
+    x = (low_rank_tensor(chans=128, seed=5).astype(np.float64) * scale).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blob = sp.get_codec("lossy").encode(x)
+        y = sp.decode(blob)
+    assert sp.similarity(x.astype(np.float64), y.astype(np.float64)) > 0.99
+    within = lossy_lowrank.RMS_RANGE[0] <= scale <= lossy_lowrank.RMS_RANGE[1]
+    assert bool(flags_of(blob) & lossy_fast._LOWRANK) == within
 
 
 # ------------------------------------------------------------------------- hostile peers

@@ -149,11 +149,13 @@ def test_train_prints_progress_from_the_start_and_json_alone_on_stdout(tmp_path)
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path, sig):
     """SIGINT once the first step is reported, to the command's process group as a
     terminal's Ctrl-C: the workers run in their own sessions, so it reaches the
     orchestrator only, which stops them in order. Exit 130, the steps done in --out and on
-    stdout with the workers' last counters, no worker left."""
+    stdout with the workers' last counters, no worker left. SIGTERM (`timeout`, `docker
+    stop`) the same: it once killed the orchestrator and left the workers running."""
     out_dir = tmp_path / "out"
     p = _cli("train", str(_toml(tmp_path)), "--steps", "100000", "--link", "none", *SHAPE,
              "--json", "--out", str(out_dir))  # fmt: skip
@@ -167,7 +169,7 @@ def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path):
             pytest.fail(f"no step reported: {''.join(seen)}")
         workers = _children(p.pid)
         assert len(workers) == 2, seen
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, sig)
         out, err = p.communicate(timeout=300)  # a hang fails here instead of hanging
     finally:
         if p.poll() is None:  # whatever went wrong: leave nothing running

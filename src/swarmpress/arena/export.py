@@ -49,6 +49,7 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("lossy", "steps"): (lambda v: v >= 16, "at least 16"),
     ("lossy", "min_values"): (lambda v: v >= 16, "at least 16"),
     ("lossy", "sample"): (lambda v: v >= 4096, "at least 4096"),
+    ("lossy", "max_rank"): (lambda v: 0 <= v <= 1024, "between 0 (no low-rank part) and 1024"),
     ("lossless", "block"): (lambda v: 0 <= v <= 4096, "between 0 (off) and 4096"),
     ("lossless", "sample"): (lambda v: v >= 4096, "at least 4096"),
     ("zstd", "level"): (lambda v: -7 <= v <= 22, "a zstd level between -7 and 22"),

@@ -107,7 +107,9 @@ def _sigint_notice(on_phase: PhaseFn | None, orch: Orchestrator) -> Iterator[Non
     """Tell on_phase at once when Ctrl-C arrives (stopping the workers takes a moment),
     then raise KeyboardInterrupt as Python would; a Ctrl-C after that is told and let go,
     so it cannot cut the workers' shutdown (bounded: Orchestrator.shutdown waits 10 s,
-    then kills) or the partial result short. Only from the main thread."""
+    then kills) or the partial result short. SIGTERM (what `timeout`, `docker stop` and
+    systemd send) is taken as Ctrl-C: killed outright, the orchestrator would leave its
+    workers waiting for a successor. Only from the main thread."""
     if on_phase is None or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -123,14 +125,15 @@ def _sigint_notice(on_phase: PhaseFn | None, orch: Orchestrator) -> Iterator[Non
             raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main interpreter's main thread after all
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _phase_of(orch: Orchestrator) -> str:

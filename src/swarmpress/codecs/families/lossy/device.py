@@ -145,9 +145,10 @@ def plan_lowrank(x: Any, target: str, value: float, max_rank: int = lossy_lowran
     rows_src = _SampledRows(x)
     with lossy_lowrank.one_blas_thread():
         rank, step = lossy_lowrank.choose(rows_src, target, value, max_rank)
-        if not rank:
+        learnt = lossy_lowrank.basis_for(rows_src, rank) if rank else None
+        if learnt is None:
             return None, None
-        basis, m = lossy_lowrank.basis_for(rows_src, rank)
+        basis, m = learnt
     bt, shift = lossy_lowrank.coefficient_map(basis, m, step)
     dev = x.device
     c = torch.round(

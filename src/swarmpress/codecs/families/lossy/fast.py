@@ -121,7 +121,8 @@ class NumbaBackend:
             return s1, s2, xx
 
         parts = map_items(part, len(self.groups), self._light_threads())
-        return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf: the caller says so
+            return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
     def _light_threads(self) -> int:
         """Threads for the two statistics passes: below about 4M values a pass takes less

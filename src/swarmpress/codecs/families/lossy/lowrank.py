@@ -40,6 +40,7 @@ MIN_ROWS = 256  # fewer rows and a basis costs more per value than it can save
 MIN_CHANS = 32
 GATE_ROWS = 64  # the held-out check: a basis from 32 rows judged on 32 others
 GATE_RANKS = (4, 8)  # the ranks the held-out check tries
+RMS_RANGE = (1e-30, 1e30)  # rows whose RMS lies outside are sent without a basis
 CHOICE_ROWS = 256  # the rank choice: learnt on 192 rows, judged on 64
 BASIS_ROWS = 512  # the basis sent: learnt on this many rows at most,
 BASIS_VALUES = 1 << 19  # or fewer for wide rows (the Gram matrix costs rows^2 * channels)
@@ -70,6 +71,17 @@ def _rows(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if x.dtype.name == "bfloat16":
         return (x[idx].view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return np.ascontiguousarray(x[idx], dtype=np.float32)
+
+
+def _mean_square(a: np.ndarray) -> float:
+    """Mean square of float32 rows, summed in float64: a float32 sum overflows above an RMS
+    of about 1e17 and underflows below about 1e-24, and the basis was then never tried."""
+    return float(np.einsum("ij,ij->", a, a, dtype=np.float64)) / max(a.size, 1)
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether every sampled value is a number (NaN or infinity: no basis, sent exact)."""
+    return bool(np.isfinite(a).all())
 
 
 def _split_sample(x: np.ndarray, count: int, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +177,11 @@ def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -
     if rows < MIN_ROWS or chans < MIN_CHANS or not gate:
         return 0, 0.0
     a, b = _split_sample(x, GATE_ROWS, 2)
-    ms = float(np.vdot(a, a)) / a.size
-    if not (math.isfinite(ms) and ms > 0):
+    ms = _mean_square(a)
+    if not (math.isfinite(ms) and ms > 0 and _finite(b)):
         return 0, 0.0  # NaN, infinity or all zeros: nothing for a basis to find
+    if not RMS_RANGE[0] <= math.sqrt(ms) <= RMS_RANGE[1]:
+        return 0, 0.0  # the scaled estimates and the float32 coefficient map need this
     # estimates on values of mean square 1: no float32 underflow on tiny gradients
     scale = np.float32(1.0 / math.sqrt(ms))
     dist = distortion(1.0, target, value * float(scale) if target == "max_abs" else value)
@@ -176,6 +190,8 @@ def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -
     if max(_gains(a, b, gate, dist, rows).values()) < MIN_GAIN_BITS:
         return 0, 0.0
     a, b = _split_sample(x, CHOICE_ROWS, 4)
+    if not (_finite(a) and _finite(b)):
+        return 0, 0.0  # the quantizer finds the NaN or infinity and sends the tensor exact
     a *= scale
     b *= scale
     limit = min(a.shape[0] // 4, chans // 4, max_rank)
@@ -188,13 +204,17 @@ def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -
     return best, COEFF_STEP * math.sqrt(12.0 * dist) / float(scale)
 
 
-def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(int16-valued basis (rank, channels), channel means) learnt on sampled rows of x (a
-    host array, or any object whose x[idx] gives those rows); its temporaries end with it."""
+    host array, or any object whose x[idx] gives those rows), or None when those rows hold
+    NaN or infinity; its temporaries end with it."""
     chans = x.shape[1]
     count = min(BASIS_ROWS, max(CHOICE_ROWS, BASIS_VALUES // chans))
     a, _none = _split_sample(x, count, count + 1)  # nothing held out
-    scale = np.float32(1.0 / max(math.sqrt(float(np.vdot(a, a)) / a.size), 1e-30))
+    ms = _mean_square(a)
+    if not math.isfinite(ms):
+        return None
+    scale = np.float32(1.0 / max(math.sqrt(ms), 1e-30))
     a *= scale
     m = a.mean(axis=0)
     a -= m
@@ -223,7 +243,10 @@ def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
     """The low-rank part of rank `rank` with coefficients at `step`, or None when its
     integers would leave exact float64 arithmetic."""
     rows, chans = x.shape
-    basis, m = basis_for(x, rank)
+    learnt = basis_for(x, rank)
+    if learnt is None:
+        return None
+    basis, m = learnt
     bt, shift = coefficient_map(basis, m, step)
     coeffs = np.empty((rows, rank), dtype=np.float64)
     per = max(1, BLOCK_VALUES // chans)
