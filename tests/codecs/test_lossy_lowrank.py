@@ -188,6 +188,63 @@ def test_a_basis_is_tried_at_any_float32_scale_and_never_warns(scale):
     assert bool(flags_of(blob) & lossy_fast._LOWRANK) == within
 
 
+def _shared(rows: int, chans: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((rows, 12)) * np.linspace(3.0, 0.5, 12)
+    return (u @ rng.standard_normal((12, chans)) * scale).astype(np.float32)
+
+
+def _huge_held_out_row():
+    x = _shared(256, 32)
+    x[1, :] = 1e20  # finite, in a row only the held-out checks read
+    return x
+
+
+def _one_loud_row():
+    x = _shared(256, 32, 1e-10)
+    x[1, :] *= 1e20  # one row at 1e10 beside rows at 1e-10
+    return x
+
+
+def _unsampled_inf_row():
+    x = _shared(5000, 32)
+    x[1, :] = np.inf  # a row none of the samples reads: the coefficients meet it
+    return x
+
+
+def _near_max_value():
+    x = _shared(512, 128)
+    x[8, 3] = 3e38
+    return x
+
+
+@pytest.mark.parametrize(
+    "make", [_huge_held_out_row, _one_loud_row, _unsampled_inf_row, _near_max_value],
+    ids=["1e20-row", "1e10-row-among-1e-10", "unsampled-inf-row", "3e38-value"],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float32)])
+def test_rows_of_wild_scale_neither_crash_nor_warn(make, dtype):
+    # Scaled to the gate's RMS, such rows overflowed float32's squares: numpy's LinAlgError
+    # ("Eigenvalues did not converge") or warnings, on finite tensors too.
+    x = make().astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = sp.decode(sp.get_codec("lossy").encode(x))
+    if not np.isfinite(x.astype(np.float32)).all():
+        assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+    else:
+        assert sp.similarity(x.astype(np.float64), y.astype(np.float64)) > 0.99
+
+
+@pytest.mark.parametrize("value", [1e-6, 1e-20])
+def test_a_max_abs_target_far_below_the_values_meets_it_without_warnings(value):
+    x = _shared(512, 128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = sp.decode(sp.get_codec("lossy", target="max_abs", value=value).encode(x))
+    assert np.abs(y.astype(np.float64) - x).max() <= value
+
+
 # ------------------------------------------------------------------------- hostile peers
 def _decode_error(blob: bytes) -> str:
     with pytest.raises(sp.CodecError) as err:

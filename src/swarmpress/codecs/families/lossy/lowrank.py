@@ -74,14 +74,20 @@ def _rows(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _mean_square(a: np.ndarray) -> float:
-    """Mean square of float32 rows, summed in float64: a float32 sum overflows above an RMS
-    of about 1e17 and underflows below about 1e-24, and the basis was then never tried."""
+    """Mean square of rows, summed in float64 (in float32 it overflowed above an RMS of
+    about 1e17 and underflowed below about 1e-24, and the basis was then never tried)."""
     return float(np.einsum("ij,ij->", a, a, dtype=np.float64)) / max(a.size, 1)
 
 
-def _finite(a: np.ndarray) -> bool:
-    """Whether every sampled value is a number (NaN or infinity: no basis, sent exact)."""
-    return bool(np.isfinite(a).all())
+PEAK_OVER_RMS = 1e15  # a sampled value this far above the gate's RMS: no basis is tried
+
+
+def _fits(a: np.ndarray, ms: float) -> bool:
+    """Whether every sampled value is a number within PEAK_OVER_RMS of the RMS sqrt(ms):
+    the estimates run in float32 on values scaled to that RMS, and a row 1e20 times larger
+    overflowed their squares (numpy then failed on the NaN it left)."""
+    peak = float(np.abs(a).max(initial=0.0))  # NaN propagates: it fails the test below
+    return peak <= PEAK_OVER_RMS * math.sqrt(ms)
 
 
 def _split_sample(x: np.ndarray, count: int, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +130,8 @@ def _gains(a: np.ndarray, b: np.ndarray, ranks: tuple[int, ...], dist: float, ro
     chans = a.shape[1]
 
     def bits(v: np.ndarray, d: float) -> float:
-        var = np.einsum("ij,ij->j", v, v) / v.shape[0]  # centred already, near enough
+        # float64: var / d in float32 overflowed for a max_abs target far below the values
+        var = np.einsum("ij,ij->j", v, v, dtype=np.float64) / v.shape[0]  # centred, near enough
         return 0.5 * float(np.log2(1.0 + var / d).sum())
 
     plain = bits(b, dist)
@@ -178,11 +185,11 @@ def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -
         return 0, 0.0
     a, b = _split_sample(x, GATE_ROWS, 2)
     ms = _mean_square(a)
-    if not (math.isfinite(ms) and ms > 0 and _finite(b)):
-        return 0, 0.0  # NaN, infinity or all zeros: nothing for a basis to find
+    if not (math.isfinite(ms) and ms > 0 and _fits(b, ms)):
+        return 0, 0.0  # NaN, infinity, all zeros or wild scales: no basis to find
     if not RMS_RANGE[0] <= math.sqrt(ms) <= RMS_RANGE[1]:
         return 0, 0.0  # the scaled estimates and the float32 coefficient map need this
-    # estimates on values of mean square 1: no float32 underflow on tiny gradients
+    # estimates on values of mean square 1
     scale = np.float32(1.0 / math.sqrt(ms))
     dist = distortion(1.0, target, value * float(scale) if target == "max_abs" else value)
     a *= scale
@@ -190,8 +197,8 @@ def choose(x: np.ndarray, target: str, value: float, max_rank: int = MAX_RANK) -
     if max(_gains(a, b, gate, dist, rows).values()) < MIN_GAIN_BITS:
         return 0, 0.0
     a, b = _split_sample(x, CHOICE_ROWS, 4)
-    if not (_finite(a) and _finite(b)):
-        return 0, 0.0  # the quantizer finds the NaN or infinity and sends the tensor exact
+    if not (_fits(a, ms) and _fits(b, ms)):
+        return 0, 0.0  # the quantizer finds a NaN or infinity and sends the tensor exact
     a *= scale
     b *= scale
     limit = min(a.shape[0] // 4, chans // 4, max_rank)
@@ -214,7 +221,8 @@ def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
     ms = _mean_square(a)
     if not math.isfinite(ms):
         return None
-    scale = np.float32(1.0 / max(math.sqrt(ms), 1e-30))
+    # float32 is safe here: scaled to their own RMS, no sampled value exceeds sqrt(count)
+    scale = np.float32(1.0 / max(math.sqrt(ms), RMS_RANGE[0]))
     a *= scale
     m = a.mean(axis=0)
     a -= m
@@ -225,8 +233,9 @@ def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
 def coefficient_map(basis: np.ndarray, m: np.ndarray, step: float):
     """(float32 (channels, rank) matrix, float32 shift): coefficients = rint(row @ matrix -
     shift). Any rounding of this product is fine: only the integers travel."""
-    bt = (basis.T / (FIX * step)).astype(np.float32)
-    return bt, (m @ bt).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: infinite, and admissible() says no
+        bt = (basis.T / (FIX * step)).astype(np.float32)
+        return bt, (m @ bt).astype(np.float32)
 
 
 def admissible(coeffs: np.ndarray) -> bool:
@@ -250,9 +259,10 @@ def build(x: np.ndarray, rank: int, step: float) -> LowRank | None:
     bt, shift = coefficient_map(basis, m, step)
     coeffs = np.empty((rows, rank), dtype=np.float64)
     per = max(1, BLOCK_VALUES // chans)
-    for r0 in range(0, rows, per):
-        block = _rows(x, np.arange(r0, min(rows, r0 + per)))
-        coeffs[r0 : r0 + per] = np.rint(block @ bt - shift)
+    with np.errstate(over="ignore", invalid="ignore"):  # a row of infinities: NaN, refused
+        for r0 in range(0, rows, per):
+            block = _rows(x, np.arange(r0, min(rows, r0 + per)))
+            coeffs[r0 : r0 + per] = np.rint(block @ bt - shift)
     if not admissible(coeffs):
         return None
     return LowRank(step, basis.astype(np.int16), coeffs, project(coeffs, basis, step))
