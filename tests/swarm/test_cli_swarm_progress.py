@@ -190,3 +190,31 @@ def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path, sig):
     assert saved["interrupted"] == cut and saved["loss_curve"] == r["loss_curve"]
     assert (out_dir / "loss.png").stat().st_size > 0
     assert not [pid for pid in workers if not pid_gone(pid)]
+
+
+@pytest.mark.slow
+def test_an_interrupt_while_a_worker_is_made_leaves_no_worker_behind(tmp_path, monkeypatch):
+    """A SIGTERM landing after the second worker's process exists but before the
+    orchestrator stored it: the orchestrator holds it until the worker is known, so the
+    partial result comes back and no worker is left running (one was, before)."""
+    from swarmpress.swarm import orchestrator
+    from swarmpress.swarm.config import build_config
+    from swarmpress.swarm.run import Interrupted, train
+
+    real, made = subprocess.Popen, []
+
+    class Popen(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self.pid)
+            if len(made) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # handled before Popen returns
+
+    monkeypatch.setattr(orchestrator.subprocess, "Popen", Popen)
+    cfg = build_config("tiny", _toml(tmp_path), steps=100, stages=2, replicas=1,
+                       microbatches=2, link="none")  # fmt: skip
+    with pytest.raises(Interrupted) as cut:
+        train(cfg, on_phase=lambda phase, info: None)
+    assert cut.value.result is not None and cut.value.result["interrupted"]["steps_done"] == 0
+    assert len(made) == 2
+    assert all(pid_gone(pid) for pid in made), made

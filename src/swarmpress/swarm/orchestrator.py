@@ -160,6 +160,11 @@ class Orchestrator(Succession):
             )
         self.cfg, self.data, self.spawn, self.on_step = cfg, data, spawn, on_step
         self.slots: dict[str, Slot] = {}
+        # a Ctrl-C or SIGTERM that lands while a worker is made waits until it is stored
+        # (run.py's handler sets interrupt_held): raised in between, it left a worker that
+        # nothing knew to stop
+        self.spawning = False
+        self.interrupt_held = False
         # CurveZMQ: for workers it spawns (the default) the orchestrator makes every key and
         # hands each worker its own key file; for workers that dial in, the run's keys come
         # from `swarm keys` (keys_dir); dial-in runs without keys_dir are unauthenticated.
@@ -263,14 +268,28 @@ class Orchestrator(Succession):
                 key = write_key_file(self.run_dir / "keys" / f"{name}.key", name, kp,
                                      self.keys.public)  # fmt: skip
                 cmd += ["--key", str(key)]
-            with open(slot.log, "wb") as fh:
+            with open(slot.log, "wb") as fh, self._interrupts_held():
                 # its own session: a terminal's Ctrl-C reaches the orchestrator, which stops
                 # the workers in order (their last counters come back), not every process
                 slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                              start_new_session=True)  # fmt: skip
-            slot.pid = slot.proc.pid
+                slot.pid = slot.proc.pid
+                self.slots[name] = slot
+            return slot
         self.slots[name] = slot
         return slot
+
+    @contextlib.contextmanager
+    def _interrupts_held(self):
+        """Hold an interrupt (see `spawning`) for the block, then raise it."""
+        self.spawning = True
+        try:
+            yield
+        finally:
+            self.spawning = False
+            if self.interrupt_held:
+                self.interrupt_held = False
+                raise KeyboardInterrupt
 
     def _tail(self, slot: Slot) -> str:
         if slot.log is None or not slot.log.exists():

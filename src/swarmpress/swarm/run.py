@@ -122,6 +122,9 @@ def _sigint_notice(on_phase: PhaseFn | None, orch: Orchestrator) -> Iterator[Non
         threading.Thread(target=on_phase, args=("interrupted", info), daemon=True).start()
         if not seen:
             seen.append(signum)
+            if orch.spawning:  # raised when the worker being made is stored
+                orch.interrupt_held = True
+                return
             raise KeyboardInterrupt
 
     try:
