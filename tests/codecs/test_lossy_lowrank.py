@@ -218,9 +218,18 @@ def _near_max_value():
     return x
 
 
+def _basis_row_at_1e37():
+    rng = np.random.default_rng(66)
+    u = rng.standard_normal((777, 12)) * np.linspace(3.0, 0.5, 12)
+    x = (u @ rng.standard_normal((12, 48)) * 1e-7).astype(np.float32)
+    x[277, :] = 1e37  # only the basis samples it: its coefficient map overflows
+    return x
+
+
 @pytest.mark.parametrize(
-    "make", [_huge_held_out_row, _one_loud_row, _unsampled_inf_row, _near_max_value],
-    ids=["1e20-row", "1e10-row-among-1e-10", "unsampled-inf-row", "3e38-value"],
+    "make",
+    [_huge_held_out_row, _one_loud_row, _unsampled_inf_row, _near_max_value, _basis_row_at_1e37],
+    ids=["1e20-row", "1e10-row-among-1e-10", "unsampled-inf-row", "3e38-value", "1e37-row"],
 )  # fmt: skip
 @pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float32)])
 def test_rows_of_wild_scale_neither_crash_nor_warn(make, dtype):
@@ -243,6 +252,13 @@ def test_a_max_abs_target_far_below_the_values_meets_it_without_warnings(value):
         warnings.simplefilter("error")
         y = sp.decode(sp.get_codec("lossy", target="max_abs", value=value).encode(x))
     assert np.abs(y.astype(np.float64) - x).max() <= value
+
+
+def test_a_max_abs_target_beyond_float64_squares_is_refused_by_name():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1e-160 squared underflowed: numpy warned first
+        with pytest.raises(sp.CodecError, match="too fine"):
+            sp.get_codec("lossy", target="max_abs", value=1e-160).encode(_shared(512, 128))
 
 
 # ------------------------------------------------------------------------- hostile peers

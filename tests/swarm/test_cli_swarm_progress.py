@@ -218,3 +218,55 @@ def test_an_interrupt_while_a_worker_is_made_leaves_no_worker_behind(tmp_path, m
     assert cut.value.result is not None and cut.value.result["interrupted"]["steps_done"] == 0
     assert len(made) == 2
     assert all(pid_gone(pid) for pid in made), made
+
+
+@pytest.mark.slow
+def test_sigterm_before_the_run_starts_is_an_interrupt_too(tmp_path):
+    """SIGTERM while the text is being tokenized (before any worker): exit 130 with the
+    interrupt's message, as Ctrl-C; it used to kill the command outright (-15, no word)."""
+    p = _cli("train", str(_toml(tmp_path)), "--steps", "100000", "--link", "none", *SHAPE)
+    try:
+        seen = []
+        for line in p.stderr:
+            seen.append(line)
+            if "tokenizing" in line:
+                break
+        else:
+            pytest.fail(f"no tokenizing line: {''.join(seen)}")
+        os.killpg(p.pid, signal.SIGTERM)
+        _out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    err = "".join(seen) + err
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_shutdown_kills_workers_that_never_said_hello_at_once(tmp_path, monkeypatch):
+    """A worker that has not said hello holds nothing and hears no `stop`: shutdown kills
+    it at once instead of waiting out its timeout (a `docker stop` SIGKILLs the
+    orchestrator 10 s after SIGTERM, and the workers it was still waiting for lived on)."""
+    import threading
+
+    from swarmpress.swarm import orchestrator
+    from swarmpress.swarm.config import build_config
+    from swarmpress.swarm.run import load_data
+
+    real = subprocess.Popen
+
+    def silent(cmd, **kw):  # a worker process that never says hello
+        return real([sys.executable, "-c", "import time; time.sleep(3600)"], **kw)
+
+    monkeypatch.setattr(orchestrator.subprocess, "Popen", silent)
+    cfg = build_config("tiny", _toml(tmp_path), steps=1, stages=2, replicas=1, link="none")
+    orch = orchestrator.Orchestrator(cfg, load_data(cfg))
+    slot = orch._spawn(0, "s0r0")
+    stopper = threading.Thread(target=orch.shutdown, kwargs={"timeout": 3600}, daemon=True)
+    stopper.start()
+    stopper.join(timeout=120)  # generous: the fix returns at once, the old code took 3600 s
+    if stopper.is_alive():
+        slot.proc.kill()
+        pytest.fail("shutdown waited for a worker that never said hello")
+    assert slot.proc.returncode == -signal.SIGKILL

@@ -11,6 +11,7 @@ codec or model, missing or malformed corpus, bad option), 3 an internal error.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -75,6 +76,7 @@ def main() -> None:
     guard around every command (common.guard) what swarmpress refuses; only exceptions no
     command anticipated (bugs) reach the handler below.
     """
+    previous = _sigterm_as_ctrl_c()
     try:
         app()
     except KeyboardInterrupt:
@@ -88,3 +90,22 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(EXIT_INTERNAL)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_ctrl_c():
+    """SIGTERM (what `timeout`, `docker stop` and systemd send) as Ctrl-C, for every command:
+    each stops as it would on Ctrl-C (a swarm run stops its workers and writes its partial
+    result) instead of dying with its work. Commands with a SIGTERM rule of their own (data
+    jobs, the arena's supervisor) set it while they run. The handler it replaced, or None
+    off the main thread (where handlers cannot be set)."""
+    try:
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:
+        return None

@@ -721,6 +721,11 @@ class Orchestrator(Succession):
         for slot in self.slots.values():
             if slot.alive and slot.said_hello:
                 self._tell(slot.name, Stop())
+            elif slot.proc is not None and not slot.said_hello:
+                # it holds nothing yet and hears no `stop` before its hello: waiting for it
+                # only let a `docker stop` (SIGKILL 10 s after SIGTERM) orphan it
+                with contextlib.suppress(OSError):
+                    slot.proc.kill()
         end = time.monotonic() + timeout
         for slot in self.slots.values():
             if slot.proc is None:

@@ -148,7 +148,7 @@ def distortion(xx: float, target: str, value: float) -> float:
     """The per-value squared error the target allows on values of mean square xx, roughly
     (for the estimates only)."""
     if target == "max_abs":
-        return value * value / 3.0  # uniform error within +-value
+        return max(value * value / 3.0, 1e-30)  # uniform error within +-value
     goal = 1.0 - value if target == "similarity" else value
     return max(goal * goal * xx, 1e-30)
 
@@ -233,7 +233,7 @@ def basis_for(x, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
 def coefficient_map(basis: np.ndarray, m: np.ndarray, step: float):
     """(float32 (channels, rank) matrix, float32 shift): coefficients = rint(row @ matrix -
     shift). Any rounding of this product is fine: only the integers travel."""
-    with np.errstate(over="ignore"):  # beyond float32: infinite, and admissible() says no
+    with np.errstate(over="ignore", invalid="ignore"):  # infinite or NaN: admissible() says no
         bt = (basis.T / (FIX * step)).astype(np.float32)
         return bt, (m @ bt).astype(np.float32)
 
