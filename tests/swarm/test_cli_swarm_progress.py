@@ -109,6 +109,29 @@ def _cli(*args: str) -> subprocess.Popen:
                             env=env, start_new_session=True)  # fmt: skip
 
 
+def _signal_at(p: subprocess.Popen, needle: str, sig: int, before=None) -> tuple[str, str]:
+    """Read p's stderr up to a line holding needle, call before(), send sig to p's process
+    group, and return (stdout, all of stderr) once it exits; whatever goes wrong (no such
+    line, a hang past 300 s), nothing is left running."""
+    seen: list[str] = []
+    try:
+        for line in p.stderr:
+            seen.append(line)
+            if needle in line:
+                break
+        else:
+            pytest.fail(f"no line with {needle!r}: {''.join(seen)}")
+        if before is not None:
+            before()
+        os.killpg(p.pid, sig)
+        out, err = p.communicate(timeout=300)  # a hang fails here instead of hanging
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return out, "".join(seen) + err
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is pid (from /proc)."""
     out = []
@@ -159,23 +182,13 @@ def test_ctrl_c_writes_the_partial_result_and_stops_every_worker(tmp_path, sig):
     out_dir = tmp_path / "out"
     p = _cli("train", str(_toml(tmp_path)), "--steps", "100000", "--link", "none", *SHAPE,
              "--json", "--out", str(out_dir))  # fmt: skip
-    try:
-        seen = []
-        for line in p.stderr:
-            seen.append(line)
-            if "step 1/" in line:
-                break
-        else:
-            pytest.fail(f"no step reported: {''.join(seen)}")
-        workers = _children(p.pid)
-        assert len(workers) == 2, seen
-        os.killpg(p.pid, sig)
-        out, err = p.communicate(timeout=300)  # a hang fails here instead of hanging
-    finally:
-        if p.poll() is None:  # whatever went wrong: leave nothing running
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    err = "".join(seen) + err
+    workers: list[int] = []
+
+    def count_workers():
+        workers.extend(_children(p.pid))
+        assert len(workers) == 2, workers
+
+    out, err = _signal_at(p, "step 1/", sig, count_workers)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     r = json.loads(out)
@@ -225,21 +238,7 @@ def test_sigterm_before_the_run_starts_is_an_interrupt_too(tmp_path):
     """SIGTERM while the text is being tokenized (before any worker): exit 130 with the
     interrupt's message, as Ctrl-C; it used to kill the command outright (-15, no word)."""
     p = _cli("train", str(_toml(tmp_path)), "--steps", "100000", "--link", "none", *SHAPE)
-    try:
-        seen = []
-        for line in p.stderr:
-            seen.append(line)
-            if "tokenizing" in line:
-                break
-        else:
-            pytest.fail(f"no tokenizing line: {''.join(seen)}")
-        os.killpg(p.pid, signal.SIGTERM)
-        _out, err = p.communicate(timeout=300)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    err = "".join(seen) + err
+    _out, err = _signal_at(p, "tokenizing", signal.SIGTERM)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
 
