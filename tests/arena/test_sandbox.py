@@ -106,6 +106,11 @@ def _limits(**kw) -> Limits:
     return Limits(**{**LIMITS.__dict__, **kw})
 
 
+# Memory tests assert the OOM kill, not the clock: under a loaded CI machine gVisor's page
+# faults are slow, and 5 s once ran out first (10 GiB: "timed out" at 574 MiB).
+MEMORY_LIMITS = _limits(wall_s=120.0, cpu_s=120)
+
+
 def _honest_still_works(engine: str, tmp_path: Path) -> None:
     """After an attack: a fresh honest entry on the same engine and slot round-trips."""
     path = _entry(tmp_path, HONEST, "honest.py")
@@ -475,7 +480,7 @@ def test_ten_gib_in_one_allocation_is_stopped(engine, tmp_path):
         return bytes(bytearray(10 << 30))[:8]
     decompress_data = compress_data
     """
-    r = _call(engine, _entry(tmp_path, body))
+    r = _call(engine, _entry(tmp_path, body), limits=MEMORY_LIMITS)
     assert not r.ok and r.output is None
     # the memory cgroup's OOM killer ends the whole sandbox
     assert r.reason.startswith("crashed during the call: killed")
@@ -500,7 +505,7 @@ decompress_data = compress_data
 
 
 def test_memfd_pages_count_against_the_memory_limit(engine, tmp_path):
-    r = _call(engine, _entry(tmp_path, MEMFD))  # 512 MiB limit
+    r = _call(engine, _entry(tmp_path, MEMFD), limits=MEMORY_LIMITS)  # 512 MiB limit
     assert not r.ok and r.output is None
     assert r.reason.startswith("crashed during the call: killed")
     # one memfd as large as the whole 1.5 GiB: RLIMIT_FSIZE refuses the ftruncate
@@ -518,7 +523,7 @@ def test_memfd_pages_count_against_the_memory_limit(engine, tmp_path):
 
 
 def test_a_memory_limit_hit_is_named_in_the_reason(engine, tmp_path):
-    r = _call(engine, _entry(tmp_path, MEMFD))
+    r = _call(engine, _entry(tmp_path, MEMFD), limits=MEMORY_LIMITS)
     assert not r.ok and r.output is None
     assert "killed at the memory limit" in r.reason, r.reason
     assert "killed at the memory limit" in r.reason and "512 MiB" in r.reason
