@@ -29,7 +29,7 @@ run: $(STAMP)
 # Where users train: the uplink preset (20 Mbit/s, 50 ms, bf16 on the wire), uncompressed
 # against its codec, same seed and data: the comparison.
 swarm: $(STAMP)
-	$(BIN)/swarmpress swarm compare --preset uplink --codecs none,lossy:mode=fast:value=0.95 --steps 30
+	$(BIN)/swarmpress swarm compare --preset uplink --codecs none,lossy:mode=fast:value=0.95:max_rank=0 --steps 30
 
 # Debian packages the tests need (sandbox, browser, PostgreSQL), installed only if missing.
 system-deps:
