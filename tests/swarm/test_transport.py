@@ -306,12 +306,14 @@ def test_hundreds_of_peers_do_not_exhaust_the_sockets():
     libzmq's default of 1023 sockets, messages vanished and the I/O thread stalled)."""
     import socket
 
+    a, b = Endpoint("a"), Endpoint("b")
+    # ports nobody listens on, taken while b holds its own: picked before b, one of them
+    # was once given to b, and a "gone" peer's ping reached it first
     ports = []
     for _ in range(400):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    a, b = Endpoint("a"), Endpoint("b")
     try:
         for i, port in enumerate(ports):
             a.connect(f"gone{i}", f"tcp://127.0.0.1:{port}")
