@@ -257,26 +257,26 @@ class Orchestrator(Succession):
 
     def _spawn(self, stage: int, name: str) -> Slot:
         slot = Slot(name, stage, len(self.slots))
-        if self.spawn:
-            slot.log = self.run_dir / f"{name}.log"
-            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            cmd = [sys.executable, "-m", "swarmpress.swarm.worker", "--orch", self.address,
-                   "--stage", str(stage), "--name", name, "--timeout", "30"]  # fmt: skip
-            if self.keys is not None:
-                kp = KeyPair.generate()
-                self.ring.add(name, kp.public)
-                key = write_key_file(self.run_dir / "keys" / f"{name}.key", name, kp,
-                                     self.keys.public)  # fmt: skip
-                cmd += ["--key", str(key)]
-            with open(slot.log, "wb") as fh, self._interrupts_held():
-                # its own session: a terminal's Ctrl-C reaches the orchestrator, which stops
-                # the workers in order (their last counters come back), not every process
-                slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True)  # fmt: skip
-                slot.pid = slot.proc.pid
-                self.slots[name] = slot
+        if not self.spawn:
+            self.slots[name] = slot
             return slot
-        self.slots[name] = slot
+        slot.log = self.run_dir / f"{name}.log"
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "swarmpress.swarm.worker", "--orch", self.address,
+               "--stage", str(stage), "--name", name, "--timeout", "30"]  # fmt: skip
+        if self.keys is not None:
+            kp = KeyPair.generate()
+            self.ring.add(name, kp.public)
+            key = write_key_file(self.run_dir / "keys" / f"{name}.key", name, kp,
+                                 self.keys.public)  # fmt: skip
+            cmd += ["--key", str(key)]
+        with open(slot.log, "wb") as fh, self._interrupts_held():
+            # its own session: a terminal's Ctrl-C reaches the orchestrator, which stops
+            # the workers in order (their last counters come back), not every process
+            slot.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)  # fmt: skip
+            slot.pid = slot.proc.pid
+            self.slots[name] = slot  # known before a held interrupt is raised
         return slot
 
     @contextlib.contextmanager

@@ -41,6 +41,7 @@ MIN_CHANS = 32
 GATE_ROWS = 64  # the held-out check: a basis from 32 rows judged on 32 others
 GATE_RANKS = (4, 8)  # the ranks the held-out check tries
 RMS_RANGE = (1e-30, 1e30)  # rows whose RMS lies outside are sent without a basis
+PEAK_OVER_RMS = 1e15  # a sampled value this far above the gate's RMS: no basis is tried
 CHOICE_ROWS = 256  # the rank choice: learnt on 192 rows, judged on 64
 BASIS_ROWS = 512  # the basis sent: learnt on this many rows at most,
 BASIS_VALUES = 1 << 19  # or fewer for wide rows (the Gram matrix costs rows^2 * channels)
@@ -77,9 +78,6 @@ def _mean_square(a: np.ndarray) -> float:
     """Mean square of rows, summed in float64 (in float32 it overflowed above an RMS of
     about 1e17 and underflowed below about 1e-24, and the basis was then never tried)."""
     return float(np.einsum("ij,ij->", a, a, dtype=np.float64)) / max(a.size, 1)
-
-
-PEAK_OVER_RMS = 1e15  # a sampled value this far above the gate's RMS: no basis is tried
 
 
 def _fits(a: np.ndarray, ms: float) -> bool:
